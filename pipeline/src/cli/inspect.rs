@@ -1,0 +1,281 @@
+//! `harman inspect URL`: what is at a location — a stage output (manifest summary, schema,
+//! sample rows), a run folder (its stages), a Parquet file, or a raw WARC/JSONL shard (record
+//! counts, sample documents, rejects).
+
+use super::Failure;
+use crate::exec::read_manifest;
+use crate::manifest::StageManifest;
+use crate::store::{self, Location};
+use anyhow::Context;
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::DataType;
+use arrow::record_batch::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use futures::{StreamExt, TryStreamExt};
+use harman_stages::ingest::{self, IngestOptions, InputFormat};
+use harman_stages::parquet_io::ObjectParquetReader;
+use object_store::ObjectStoreExt;
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+
+#[derive(clap::Args, Debug)]
+pub struct InspectArgs {
+    /// A stage folder, run folder, Parquet file, or WARC/JSONL shard (path or URL).
+    pub url: String,
+    /// Sample rows to show.
+    #[arg(long, default_value_t = 3)]
+    pub rows: usize,
+    /// Format of a raw shard whose name does not tell.
+    #[arg(long, value_enum)]
+    pub format: Option<RawFormat>,
+    /// JSONL field holding the text.
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum RawFormat {
+    Warc,
+    Jsonl,
+}
+
+pub async fn inspect(args: InspectArgs) -> Result<(), Failure> {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let loc = store::resolve(&args.url, &cwd)?;
+    if loc.store.head(&loc.path).await.is_ok() {
+        // A single file: Parquet, or a raw shard.
+        if args.url.ends_with(".parquet") {
+            return Ok(show_parquet(&loc, args.rows).await?);
+        }
+        return show_raw_shard(&loc, &args).await;
+    }
+    if let Some(m) = read_manifest(&loc).await? {
+        show_manifest(&m);
+        if let Some(first) = m.outputs.first() {
+            println!();
+            show_parquet(&loc.join(&first.path), args.rows).await?;
+        }
+        return Ok(());
+    }
+    let listed: Vec<object_store::ObjectMeta> = loc
+        .store
+        .list(Some(&loc.path))
+        .try_collect()
+        .await
+        .with_context(|| format!("cannot list {}", loc.url))?;
+    let mut stages = Vec::new();
+    for meta in &listed {
+        if meta.location.filename() == Some("_manifest.json") {
+            let dir = meta
+                .location
+                .as_ref()
+                .trim_end_matches("/_manifest.json")
+                .to_string();
+            let stage_loc = loc.join(
+                dir.strip_prefix(loc.path.as_ref())
+                    .unwrap_or(&dir)
+                    .trim_start_matches('/'),
+            );
+            if let Some(m) = read_manifest(&stage_loc).await? {
+                stages.push(m);
+            }
+        }
+    }
+    if !stages.is_empty() {
+        println!("run at {}", loc.url);
+        println!(
+            "{:<16} {:<10} {:>7} {:>12} {:>9}  status",
+            "stage", "kind", "parts", "rows", "rejected"
+        );
+        for m in &stages {
+            println!(
+                "{:<16} {:<10} {:>7} {:>12} {:>9}  {}",
+                m.stage,
+                m.kind,
+                m.outputs.len(),
+                m.rows(),
+                rejected(m),
+                m.status
+            );
+        }
+        return Ok(());
+    }
+    if listed.is_empty() {
+        return Err(anyhow::anyhow!("nothing at {}", loc.url).into());
+    }
+    Err(anyhow::anyhow!("{} is a folder without a harman manifest", loc.url).into())
+}
+
+fn rejected(m: &StageManifest) -> u64 {
+    m.counters
+        .iter()
+        .filter(|(k, _)| k.starts_with("rejected."))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+fn show_manifest(m: &StageManifest) {
+    println!(
+        "stage       {} [{}] of pipeline {}",
+        m.stage, m.kind, m.pipeline
+    );
+    println!("table       {} v{}", m.table, m.schema_version);
+    println!("status      {}", m.status);
+    println!("config      {}", m.config_hash);
+    println!(
+        "built by    harman {} ({})",
+        m.harman_version, m.git_revision
+    );
+    println!(
+        "inputs      {} shard(s), {} bytes",
+        m.inputs.len(),
+        m.inputs.iter().map(|i| i.size).sum::<u64>()
+    );
+    println!(
+        "outputs     {} part(s), {} rows, {} bytes",
+        m.outputs.len(),
+        m.rows(),
+        m.outputs.iter().map(|o| o.bytes).sum::<u64>()
+    );
+    println!(
+        "rejected    {} ({:.4} of records; limit {})",
+        rejected(m),
+        m.rejected_fraction,
+        m.max_reject_fraction
+    );
+    println!("counters");
+    for (k, v) in &m.counters {
+        println!("  {k:<36} {v}");
+    }
+}
+
+async fn show_parquet(loc: &Location, rows: usize) -> anyhow::Result<()> {
+    let meta = loc
+        .store
+        .head(&loc.path)
+        .await
+        .with_context(|| format!("cannot open {}", loc.url))?;
+    let reader = ObjectParquetReader::new(loc.store.clone(), loc.path.clone(), meta.size);
+    let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+    let md = builder.metadata().file_metadata();
+    println!("file        {} ({} bytes)", loc.url, meta.size);
+    println!(
+        "rows        {} in {} row group(s)",
+        md.num_rows(),
+        builder.metadata().num_row_groups()
+    );
+    println!("schema");
+    for f in builder.schema().fields() {
+        println!(
+            "  {:<16} {}{}",
+            f.name(),
+            f.data_type(),
+            if f.is_nullable() { "" } else { " not null" }
+        );
+    }
+    let mut stream = builder
+        .with_limit(rows)
+        .with_batch_size(rows.max(1))
+        .build()?;
+    if let Some(batch) = stream.next().await {
+        print_rows(&batch?, rows);
+    }
+    Ok(())
+}
+
+/// Print rows as `column: value` lines, long values cut.
+pub fn print_rows(batch: &RecordBatch, limit: usize) {
+    let opts = FormatOptions::default().with_null("null");
+    for row in 0..batch.num_rows().min(limit) {
+        println!("--- row {row}");
+        for (field, col) in batch.schema().fields().iter().zip(batch.columns()) {
+            let shown = if col.is_null(row) {
+                "null".to_string()
+            } else if field.data_type() == &DataType::Binary {
+                let v = col.as_binary::<i32>().value(row);
+                format!(
+                    "<{} bytes> {:?}",
+                    v.len(),
+                    cut(&String::from_utf8_lossy(&v[..v.len().min(120)]), 100)
+                )
+            } else {
+                match ArrayFormatter::try_new(col.as_ref(), &opts) {
+                    Ok(f) => cut(&f.value(row).to_string(), 100),
+                    Err(_) => "?".into(),
+                }
+            };
+            println!("  {:<16} {}", field.name(), shown);
+        }
+    }
+}
+
+fn cut(s: &str, n: usize) -> String {
+    let one_line = s.replace('\n', "\\n").replace('\r', "\\r");
+    if one_line.chars().count() > n {
+        format!("{}…", one_line.chars().take(n).collect::<String>())
+    } else {
+        one_line
+    }
+}
+
+async fn show_raw_shard(loc: &Location, args: &InspectArgs) -> Result<(), Failure> {
+    let format = match args.format {
+        Some(RawFormat::Warc) => InputFormat::Warc,
+        Some(RawFormat::Jsonl) => InputFormat::Jsonl,
+        None => InputFormat::Auto
+            .resolve(&loc.url)
+            .map_err(anyhow::Error::msg)?,
+    };
+    if format == InputFormat::Parquet {
+        return Ok(show_parquet(loc, args.rows).await?);
+    }
+    let bytes = loc
+        .store
+        .get(&loc.path)
+        .await
+        .with_context(|| format!("cannot open {}", loc.url))?
+        .bytes()
+        .await?;
+    let mut opts = IngestOptions::with_inputs(vec![loc.url.clone()]);
+    opts.text_field = args.text_field.clone();
+    let url = loc.url.clone();
+    let limit = args.rows;
+    let (sample, data) = tokio::task::spawn_blocking(move || {
+        let mut sample: Vec<RecordBatch> = Vec::new();
+        let mut emit = |b: RecordBatch| {
+            if sample.iter().map(RecordBatch::num_rows).sum::<usize>() < limit {
+                sample.push(b);
+            }
+            Ok(())
+        };
+        ingest::read_stream(&bytes[..], &url, format, &opts, &mut emit).map(|d| (sample, d))
+    })
+    .await
+    .context("reader failed")??;
+    println!("shard       {} ({:?})", loc.url, format);
+    println!(
+        "sha256      {}",
+        data.input_sha256.as_deref().unwrap_or("-")
+    );
+    println!("counters");
+    for (k, v) in &data.counters {
+        println!("  {k:<36} {v}");
+    }
+    if !data.rejects.is_empty() {
+        println!("rejects");
+        for r in data.rejects.iter().take(20) {
+            println!(
+                "  offset {:<10} {:<18} {}",
+                r.offset,
+                r.reason.as_str(),
+                r.detail
+            );
+        }
+    }
+    let mut shown = 0;
+    for b in &sample {
+        let n = (limit - shown).min(b.num_rows());
+        print_rows(&b.slice(0, n), n);
+        shown += n;
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! The command line: argument parsing, logging setup, exit codes, and one module per
+//! subcommand.
+//!
+//! Exit codes: 0 success; 1 failure (bad data over the reject limit, I/O, verification
+//! mismatch); 2 usage or config error.
+
+mod bench;
+mod inspect;
+mod plan;
+mod run;
+mod verify;
+
+use crate::config::ConfigError;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "harman",
+    version,
+    about = "Raw web crawls → clean datasets → trained and evaluated language models"
+)]
+pub struct Cli {
+    /// Log format: human-readable text or one JSON object per line (for schedulers).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// More log detail (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a pipeline (resumable: committed shards are skipped).
+    Run(run::RunArgs),
+    /// Check a config without reading any data.
+    Validate { config: PathBuf },
+    /// Print the DAG of a config.
+    Plan(plan::PlanArgs),
+    /// Show schema, row count, sample rows and manifest of a stage output, a Parquet file, or a
+    /// WARC/JSONL shard.
+    Inspect(inspect::InspectArgs),
+    /// Re-hash a stage's (or a run's) outputs against its manifest.
+    Verify {
+        /// A stage folder (with `_manifest.json`) or a run folder.
+        url: String,
+    },
+    /// Measure throughput.
+    Bench(bench::BenchArgs),
+}
+
+/// A failure with the exit code it maps to.
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        let error = e.into();
+        let code = if error.downcast_ref::<ConfigError>().is_some() {
+            2
+        } else {
+            1
+        };
+        Failure { code, error }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let default = if cli.quiet {
+        "warn"
+    } else {
+        match cli.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{default},datafusion=warn,object_store=warn,hyper=warn,reqwest=warn,h2=warn"
+        ))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let bars = cli.log_format == LogFormat::Text && !cli.quiet;
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run::run(args, bars).await,
+            Command::Validate { config } => run::validate(&config),
+            Command::Plan(args) => plan::plan(args),
+            Command::Inspect(args) => inspect::inspect(args).await,
+            Command::Verify { url } => verify::verify(&url).await,
+            Command::Bench(args) => bench::bench(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure { code, error }) => {
+            if code == 2 {
+                eprintln!("config error: {error:#}");
+            } else {
+                eprintln!("error: {error:#}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Load a config with the registry of this build, as the commands do.
+pub fn load_config(path: &std::path::Path) -> Result<crate::config::PipelineConfig, ConfigError> {
+    crate::config::load(path, &harman_stages::registry())
+}

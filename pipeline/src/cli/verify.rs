@@ -1,0 +1,121 @@
+//! `harman verify URL`: re-hash every output listed in a stage manifest (or in every stage
+//! manifest of a run folder), compare sizes, hashes and Parquet row counts, and flag files in
+//! the folder that the manifest does not list.
+
+use super::Failure;
+use crate::exec::{hash_object, read_manifest};
+use crate::manifest::StageManifest;
+use crate::store::{self, Location};
+use anyhow::Context;
+use futures::TryStreamExt;
+use harman_stages::parquet_io::ObjectParquetReader;
+use object_store::ObjectStoreExt;
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use std::collections::BTreeSet;
+
+pub async fn verify(url: &str) -> Result<(), Failure> {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let loc = store::resolve(url, &cwd)?;
+    let mut stages: Vec<(Location, StageManifest)> = Vec::new();
+    if let Some(m) = read_manifest(&loc).await? {
+        stages.push((loc.clone(), m));
+    } else {
+        let listed: Vec<object_store::ObjectMeta> = loc
+            .store
+            .list(Some(&loc.path))
+            .try_collect()
+            .await
+            .with_context(|| format!("cannot list {}", loc.url))?;
+        for meta in listed {
+            if meta.location.filename() == Some("_manifest.json") {
+                let key = meta.location.as_ref().trim_end_matches("/_manifest.json");
+                let rel = key
+                    .strip_prefix(loc.path.as_ref())
+                    .unwrap_or(key)
+                    .trim_start_matches('/');
+                let dir = loc.join(rel);
+                if let Some(m) = read_manifest(&dir).await? {
+                    stages.push((dir, m));
+                }
+            }
+        }
+    }
+    if stages.is_empty() {
+        return Err(anyhow::anyhow!(
+            "{}: no _manifest.json here or in its stage folders",
+            loc.url
+        )
+        .into());
+    }
+    let mut problems = 0usize;
+    for (dir, m) in &stages {
+        problems += verify_stage(dir, m).await?;
+    }
+    if problems > 0 {
+        return Err(anyhow::anyhow!("{problems} problem(s) found").into());
+    }
+    println!("all outputs match their manifests");
+    Ok(())
+}
+
+async fn verify_stage(dir: &Location, m: &StageManifest) -> anyhow::Result<usize> {
+    let mut problems = 0;
+    let mut listed_files = BTreeSet::new();
+    for out in m.outputs.iter().chain(&m.rejects) {
+        listed_files.insert(out.path.clone());
+        let loc = dir.join(&out.path);
+        let meta = match loc.store.head(&loc.path).await {
+            Ok(meta) => meta,
+            Err(e) => {
+                println!("MISSING   {} ({e})", loc.url);
+                problems += 1;
+                continue;
+            }
+        };
+        let sha = hash_object(&loc.store, &loc.path, &loc.url).await?;
+        let reader = ObjectParquetReader::new(loc.store.clone(), loc.path.clone(), meta.size);
+        let rows = match ParquetRecordBatchStreamBuilder::new(reader).await {
+            Ok(b) => Some(b.metadata().file_metadata().num_rows() as u64),
+            Err(_) => None,
+        };
+        let mut wrong = Vec::new();
+        if meta.size != out.bytes {
+            wrong.push(format!("size {} ≠ {}", meta.size, out.bytes));
+        }
+        if sha != out.sha256 {
+            wrong.push(format!(
+                "sha256 {} ≠ {}",
+                &sha[..12],
+                &out.sha256[..out.sha256.len().min(12)]
+            ));
+        }
+        if rows != Some(out.rows) {
+            wrong.push(format!(
+                "rows {} ≠ {}",
+                rows.map_or("unreadable".into(), |r| r.to_string()),
+                out.rows
+            ));
+        }
+        if wrong.is_empty() {
+            println!("OK        {}", loc.url);
+        } else {
+            println!("MISMATCH  {}: {}", loc.url, wrong.join(", "));
+            problems += 1;
+        }
+    }
+    let present: Vec<object_store::ObjectMeta> =
+        dir.store.list(Some(&dir.path)).try_collect().await?;
+    for meta in present {
+        let key = meta.location.as_ref();
+        let rel = key
+            .strip_prefix(dir.path.as_ref())
+            .unwrap_or(key)
+            .trim_start_matches('/');
+        let data_file = rel.ends_with(".parquet") && !rel.starts_with('_');
+        if data_file && !listed_files.contains(rel) {
+            println!("UNLISTED  {}/{rel}", dir.url);
+            problems += 1;
+        }
+    }
+    Ok(problems)
+}

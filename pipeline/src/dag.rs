@@ -1,0 +1,215 @@
+//! The stage DAG: validation (known dependencies, no cycles, sources without upstreams),
+//! topological order, selection for `--only`/`--from`, and rendering as text, Mermaid and
+//! Graphviz.
+
+use crate::config::{PipelineConfig, StageConfig};
+use harman_stages::StageInputs;
+use std::collections::BTreeSet;
+
+/// A DAG problem: the stage, the key at fault, and the message.
+pub type DagError = (String, Option<&'static str>, String);
+
+/// Check dependencies and acyclicity.
+pub fn check(config: &PipelineConfig) -> Result<(), DagError> {
+    let names: BTreeSet<&str> = config.stages.iter().map(|s| s.name.as_str()).collect();
+    for s in &config.stages {
+        for d in &s.depends_on {
+            if d == &s.name {
+                return Err((
+                    s.name.clone(),
+                    Some("depends_on"),
+                    "a stage cannot depend on itself".into(),
+                ));
+            }
+            if !names.contains(d.as_str()) {
+                return Err((
+                    s.name.clone(),
+                    Some("depends_on"),
+                    format!(
+                        "unknown stage {d:?}; stages in this config: {}",
+                        names.iter().copied().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+        match s.stage.inputs() {
+            StageInputs::Urls(_) if !s.depends_on.is_empty() => {
+                return Err((
+                    s.name.clone(),
+                    Some("depends_on"),
+                    format!("a `{}` stage reads its own `inputs`; remove depends_on", s.kind),
+                ))
+            }
+            StageInputs::Upstream if s.depends_on.is_empty() => {
+                return Err((
+                    s.name.clone(),
+                    Some("depends_on"),
+                    format!("a `{}` stage reads the output of other stages; name them, e.g. depends_on = [\"ingest\"]", s.kind),
+                ))
+            }
+            _ => {}
+        }
+    }
+    topo_order(config).map(|_| ())
+}
+
+/// Stages in dependency order (ties broken by file order), or the cycle.
+pub fn topo_order(config: &PipelineConfig) -> Result<Vec<&StageConfig>, DagError> {
+    let mut indegree: Vec<usize> = config.stages.iter().map(|s| s.depends_on.len()).collect();
+    let mut done = vec![false; config.stages.len()];
+    let mut order = Vec::new();
+    while order.len() < config.stages.len() {
+        let Some(next) = (0..config.stages.len()).find(|&i| !done[i] && indegree[i] == 0) else {
+            let cycle: Vec<&str> = (0..config.stages.len())
+                .filter(|&i| !done[i])
+                .map(|i| config.stages[i].name.as_str())
+                .collect();
+            return Err((
+                cycle[0].to_string(),
+                Some("depends_on"),
+                format!(
+                    "dependency cycle among stages {}; remove one of their depends_on entries",
+                    cycle.join(", ")
+                ),
+            ));
+        };
+        done[next] = true;
+        order.push(&config.stages[next]);
+        let name = config.stages[next].name.as_str();
+        for (i, s) in config.stages.iter().enumerate() {
+            if s.depends_on.iter().any(|d| d == name) {
+                indegree[i] -= 1;
+            }
+        }
+    }
+    Ok(order)
+}
+
+/// The stages a run executes: all, `--only NAME`, or `--from NAME` and everything downstream.
+pub fn select<'c>(
+    config: &'c PipelineConfig,
+    only: Option<&str>,
+    from: Option<&str>,
+) -> Result<Vec<&'c StageConfig>, String> {
+    let order = topo_order(config).map_err(|e| e.2)?;
+    let known = |name: &str| {
+        if config.stage(name).is_none() {
+            Err(format!(
+                "no stage named {name:?}; stages: {}",
+                config
+                    .stages
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match (only, from) {
+        (Some(_), Some(_)) => Err("use either --only or --from, not both".into()),
+        (Some(name), None) => {
+            known(name)?;
+            Ok(order.into_iter().filter(|s| s.name == name).collect())
+        }
+        (None, Some(name)) => {
+            known(name)?;
+            let mut selected: BTreeSet<&str> = BTreeSet::from([name]);
+            for s in &order {
+                if s.depends_on.iter().any(|d| selected.contains(d.as_str())) {
+                    selected.insert(s.name.as_str());
+                }
+            }
+            Ok(order
+                .into_iter()
+                .filter(|s| selected.contains(s.name.as_str()))
+                .collect())
+        }
+        (None, None) => Ok(order),
+    }
+}
+
+fn inputs_label(s: &StageConfig) -> String {
+    match s.stage.inputs() {
+        StageInputs::Urls(urls) => urls.join(", "),
+        StageInputs::Upstream => s.depends_on.join(" + "),
+    }
+}
+
+/// The plan as plain text.
+pub fn render_text(config: &PipelineConfig, output: &str) -> String {
+    let mut out = format!("pipeline {} → {}\n", config.name, output);
+    let order = topo_order(config).unwrap_or_default();
+    for (i, s) in order.iter().enumerate() {
+        out.push_str(&format!(
+            "{:>2}. {} [{}] → {}/{}/ ({} table)\n      reads: {}\n",
+            i + 1,
+            s.name,
+            s.kind,
+            output.trim_end_matches('/'),
+            s.name,
+            s.stage.output_table(),
+            inputs_label(s)
+        ));
+    }
+    out
+}
+
+fn node_id(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+/// The plan as a Mermaid flowchart.
+pub fn render_mermaid(config: &PipelineConfig) -> String {
+    let mut out = String::from("flowchart TD\n");
+    for s in &config.stages {
+        if let StageInputs::Urls(urls) = s.stage.inputs() {
+            out.push_str(&format!(
+                "  {}_in[(\"{}\")] --> {}\n",
+                node_id(&s.name),
+                urls.join("<br/>").replace('"', "'"),
+                node_id(&s.name)
+            ));
+        }
+        out.push_str(&format!(
+            "  {}[\"{}<br/>{}\"]\n",
+            node_id(&s.name),
+            s.name,
+            s.kind
+        ));
+        for d in &s.depends_on {
+            out.push_str(&format!("  {} --> {}\n", node_id(d), node_id(&s.name)));
+        }
+    }
+    out
+}
+
+/// The plan as a Graphviz digraph.
+pub fn render_dot(config: &PipelineConfig) -> String {
+    let mut out = format!(
+        "digraph \"{}\" {{\n  rankdir=LR;\n",
+        config.name.replace('"', "'")
+    );
+    for s in &config.stages {
+        out.push_str(&format!(
+            "  \"{}\" [shape=box, label=\"{}\\n{}\"];\n",
+            s.name, s.name, s.kind
+        ));
+        if let StageInputs::Urls(urls) = s.stage.inputs() {
+            for u in urls {
+                out.push_str(&format!(
+                    "  \"{}\" [shape=cylinder];\n  \"{}\" -> \"{}\";\n",
+                    u.replace('"', "'"),
+                    u.replace('"', "'"),
+                    s.name
+                ));
+            }
+        }
+        for d in &s.depends_on {
+            out.push_str(&format!("  \"{}\" -> \"{}\";\n", d, s.name));
+        }
+    }
+    out.push_str("}\n");
+    out
+}

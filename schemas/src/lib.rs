@@ -1,0 +1,56 @@
+//! The Arrow schemas of every table harman writes, one module per table, each with a
+//! version number that is stored in the Parquet metadata, plus helpers that check a
+//! record batch against its table before it is written.
+
+mod documents;
+mod rejects;
+mod validate;
+
+pub use documents::{documents_schema, DOCUMENTS_TABLE, DOCUMENTS_VERSION};
+pub use rejects::{rejects_schema, RejectReason, REJECTS_TABLE, REJECTS_VERSION};
+pub use validate::{validate_batch, SchemaError};
+
+use arrow::datatypes::Schema;
+use std::collections::HashMap;
+
+/// Metadata key holding the table name in every schema harman writes.
+pub const TABLE_KEY: &str = "harman.table";
+/// Metadata key holding the table's schema version.
+pub const VERSION_KEY: &str = "harman.schema_version";
+
+/// A table harman knows: its name, version and Arrow schema.
+#[derive(Debug, Clone)]
+pub struct TableSchema {
+    pub name: &'static str,
+    pub version: u32,
+    pub schema: Schema,
+}
+
+/// Every table this version of harman writes.
+pub fn all_tables() -> Vec<TableSchema> {
+    vec![
+        TableSchema {
+            name: DOCUMENTS_TABLE,
+            version: DOCUMENTS_VERSION,
+            schema: documents_schema(),
+        },
+        TableSchema {
+            name: REJECTS_TABLE,
+            version: REJECTS_VERSION,
+            schema: rejects_schema(),
+        },
+    ]
+}
+
+/// Attach the table name and version to a list of fields.
+pub(crate) fn with_table_metadata(
+    fields: Vec<arrow::datatypes::Field>,
+    table: &str,
+    version: u32,
+) -> Schema {
+    let metadata = HashMap::from([
+        (TABLE_KEY.to_string(), table.to_string()),
+        (VERSION_KEY.to_string(), version.to_string()),
+    ]);
+    Schema::new_with_metadata(fields, metadata)
+}

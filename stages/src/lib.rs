@@ -1,0 +1,19 @@
+//! harman's stages: the [`Stage`] contract every stage implements and one module per stage.
+//! The pipeline crate finds stages through [`registry`] and never names one itself.
+
+pub mod ingest;
+pub mod parquet_io;
+pub mod report;
+pub mod stage;
+
+pub use report::{RejectRow, ReportData, ShardReport};
+pub use stage::{
+    OptionError, ShardInput, Stage, StageError, StageFactory, StageInputs, StageRegistry,
+};
+
+/// Every stage kind this build of harman knows.
+pub fn registry() -> StageRegistry {
+    let mut r = StageRegistry::empty();
+    r.register(ingest::KIND, ingest::IngestStage::factory);
+    r
+}

@@ -1,0 +1,145 @@
+//! The contract every stage implements, and the registry the pipeline looks stage kinds up
+//! in. A stage is a DataFusion extension: for each shard it returns a DataFusion plan (a
+//! `DataFrame`) whose output the engine writes as one Parquet file; the engine never knows
+//! which stage it runs.
+
+use crate::report::ShardReport;
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::prelude::{DataFrame, SessionContext};
+use object_store::path::Path;
+use object_store::ObjectStore;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// One input shard of a stage: a file of a source dataset, or one output part of the
+/// upstream stage.
+#[derive(Debug, Clone)]
+pub struct ShardInput {
+    /// Position in the stage's sorted shard list; names the output part.
+    pub index: usize,
+    /// The shard's URL as written in manifests (no credentials).
+    pub url: String,
+    pub store: Arc<dyn ObjectStore>,
+    pub path: Path,
+    pub size: u64,
+    /// The file on this machine, for `file://` shards (read without the object-store layer).
+    pub local_path: Option<PathBuf>,
+}
+
+/// Where a stage's shards come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StageInputs {
+    /// URLs or globs of source files (ingest).
+    Urls(Vec<String>),
+    /// The output parts of the stages it depends on.
+    Upstream,
+}
+
+/// Errors a stage reports.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error("{0}")]
+    Input(String),
+}
+
+/// A stage option that is wrong: which field, and what would be valid.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct OptionError {
+    /// The option's key inside the stage's table, when known.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl OptionError {
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        OptionError {
+            field: Some(field.to_string()),
+            message: message.into(),
+        }
+    }
+
+    /// Turn a serde error into an option error naming the field it is about.
+    pub fn from_serde(e: serde_json::Error) -> Self {
+        let message = e.to_string();
+        let field = message
+            .split('`')
+            .nth(1)
+            .filter(|_| message.contains("field"))
+            .map(str::to_string);
+        OptionError { field, message }
+    }
+}
+
+/// The contract of a stage.
+#[async_trait]
+pub trait Stage: Send + Sync + fmt::Debug {
+    /// The `kind` this stage is registered under.
+    fn kind(&self) -> &'static str;
+
+    /// The name of the table it writes (a schema in `harman-schemas`).
+    fn output_table(&self) -> &'static str;
+
+    /// Arrow schema of its output.
+    fn output_schema(&self) -> SchemaRef;
+
+    /// Its resolved parameters, recorded in the manifest and hashed into the config hash.
+    fn params(&self) -> serde_json::Value;
+
+    /// Where its shards come from.
+    fn inputs(&self) -> StageInputs;
+
+    /// The plan producing this stage's output for one shard. What the shard's reading
+    /// observes (counters, rejects, input hash) goes into `report`, complete once the plan's
+    /// stream has ended.
+    async fn plan_shard(
+        &self,
+        ctx: &SessionContext,
+        shard: &ShardInput,
+        report: Arc<ShardReport>,
+    ) -> Result<DataFrame, StageError>;
+}
+
+/// Builds a stage from its options (the stage's TOML table as JSON, minus the common keys).
+pub type StageFactory = fn(&serde_json::Value) -> Result<Arc<dyn Stage>, OptionError>;
+
+/// Stage kinds by name.
+#[derive(Clone)]
+pub struct StageRegistry {
+    factories: BTreeMap<&'static str, StageFactory>,
+}
+
+impl fmt::Debug for StageRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.factories.keys()).finish()
+    }
+}
+
+impl StageRegistry {
+    pub fn empty() -> Self {
+        StageRegistry {
+            factories: BTreeMap::new(),
+        }
+    }
+
+    pub fn register(&mut self, kind: &'static str, factory: StageFactory) {
+        self.factories.insert(kind, factory);
+    }
+
+    pub fn kinds(&self) -> Vec<&'static str> {
+        self.factories.keys().copied().collect()
+    }
+
+    pub fn build(
+        &self,
+        kind: &str,
+        options: &serde_json::Value,
+    ) -> Option<Result<Arc<dyn Stage>, OptionError>> {
+        self.factories.get(kind).map(|f| f(options))
+    }
+}
