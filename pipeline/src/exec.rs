@@ -412,12 +412,20 @@ impl StageRunner<'_> {
                 || rel.starts_with("rejects/")
                 || (rel.starts_with("part-") && rel.ends_with(".parquet"));
             if ours && !keep.contains(&rel) {
-                tracing::info!(stage = %self.stage.name, file = %rel, "removing stale file");
+                if rel.starts_with("_staging/") {
+                    tracing::debug!(stage = %self.stage.name, file = %rel, "removing staged leftover");
+                } else {
+                    tracing::info!(stage = %self.stage.name, file = %rel, "removing stale file");
+                }
                 match self.dir.store.delete(&meta.location).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                     Err(e) => return Err(os_err(&self.dir.url)(e)),
                 }
             }
+        }
+        // Local folders linger after their files are gone.
+        if let Some(local) = &self.dir.local {
+            let _ = std::fs::remove_dir(local.join("_staging"));
         }
         Ok(())
     }

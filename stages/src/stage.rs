@@ -64,15 +64,19 @@ impl OptionError {
         }
     }
 
-    /// Turn a serde error into an option error naming the field it is about.
-    pub fn from_serde(e: serde_json::Error) -> Self {
-        let message = e.to_string();
-        let field = message
-            .split('`')
-            .nth(1)
-            .filter(|_| message.contains("field"))
-            .map(str::to_string);
-        OptionError { field, message }
+    /// Deserialize a stage's options, naming the offending field on error.
+    pub fn parse<T: serde::de::DeserializeOwned>(options: &serde_json::Value) -> Result<T, OptionError> {
+        serde_path_to_error::deserialize(options.clone()).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            // Unknown keys are reported by serde inside the message, not in the path.
+            let field = if inner.starts_with("unknown field") {
+                inner.split('`').nth(1).map(str::to_string)
+            } else {
+                path.split(['.', '[']).next().filter(|p| !p.is_empty() && *p != "?").map(str::to_string)
+            };
+            OptionError { field, message: inner }
+        })
     }
 }
 

@@ -259,8 +259,7 @@ impl IngestStage {
     }
 
     pub fn factory(options: &serde_json::Value) -> Result<Arc<dyn Stage>, OptionError> {
-        let opts: IngestOptions =
-            serde_json::from_value(options.clone()).map_err(OptionError::from_serde)?;
+        let opts: IngestOptions = OptionError::parse(options)?;
         Ok(Arc::new(IngestStage::new(opts)?))
     }
 

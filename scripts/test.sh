@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command of harman (README): installs what the tests need, then runs them all.
+#   - moto's S3-compatible server (PyPI), into a virtualenv under target/, for the tests that
+#     read from and write to s3:// on 127.0.0.1 (each test starts its own server on a free port);
+#   - then `cargo test` over the whole workspace (unit tests + end-to-end tests of the binary).
+# Extra arguments go to cargo test (e.g. `scripts/test.sh s3` runs the tests matching "s3").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV="${HARMAN_TEST_VENV:-$PWD/target/test-venv}"
+if [ ! -x "$VENV/bin/moto_server" ]; then
+  echo "installing moto[server] into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]==5.2.5'
+fi
+export HARMAN_MOTO_SERVER="$VENV/bin/moto_server"
+
+cargo test --workspace --locked "$@"
