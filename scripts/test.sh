@@ -10,6 +10,11 @@ cd "$(dirname "$0")/.."
 VENV="${HARMAN_TEST_VENV:-$PWD/target/test-venv}"
 if [ ! -x "$VENV/bin/moto_server" ]; then
   echo "installing moto[server] into $VENV"
+  if ! python3 -m venv --help >/dev/null 2>&1; then
+    # Debian's python3 ships venv separately.
+    apt-get update -qq && apt-get install -y -qq python3-venv
+  fi
+  rm -rf "$VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]==5.2.5'
 fi

@@ -73,7 +73,8 @@ fn manifest(dir: &Path) -> serde_json::Value {
 
 /// Records of the kept types in a WARC sample, from warcio's reference counts.
 fn warcio_count(file: &str, types: &[&str]) -> u64 {
-    let counts = std::fs::read_to_string(repo().join("tests/data/warc/warcio_record_counts.jsonl")).unwrap();
+    let counts =
+        std::fs::read_to_string(repo().join("tests/data/warc/warcio_record_counts.jsonl")).unwrap();
     for line in counts.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         if v["file"] == file {
@@ -120,16 +121,79 @@ fn quickstart_ingests_the_samples_with_manifests() {
     }
     let pile = manifest(&out.join("pile"));
     let zst = std::fs::read(repo().join("tests/data/text/pile_style/shard-00.jsonl.zst")).unwrap();
-    let lines = zstd::decode_all(&zst[..]).unwrap().split(|&b| b == b'\n').filter(|l| !l.is_empty()).count();
+    let lines = zstd::decode_all(&zst[..])
+        .unwrap()
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count();
     assert_eq!(pile["counters"]["documents"], lines as u64);
     assert_eq!(pile["outputs"][0]["rows"], lines as u64);
     assert!(out.join("pile/part-00000.parquet").exists());
-    assert!(!out.join("crawl/_staging").exists(), "staging is cleaned up");
+    assert!(
+        !out.join("crawl/_staging").exists(),
+        "staging is cleaned up"
+    );
     let verify = ok(harman(&["verify", out.to_str().unwrap()]));
     assert!(String::from_utf8_lossy(&verify.stdout).contains("all outputs match"));
-    let inspect = ok(harman(&["inspect", out.join("pile").to_str().unwrap(), "--rows", "1"]));
+    let inspect = ok(harman(&[
+        "inspect",
+        out.join("pile").to_str().unwrap(),
+        "--rows",
+        "1",
+    ]));
     let shown = String::from_utf8_lossy(&inspect.stdout).into_owned();
-    assert!(shown.contains("pile_set_name") && shown.contains("documents"), "{shown}");
+    assert!(
+        shown.contains("pile_set_name") && shown.contains("documents"),
+        "{shown}"
+    );
+}
+
+/// Parquet input: the Pile stage's own output read back as a source (text column + a
+/// struct-free metadata column), row for row.
+#[test]
+fn parquet_shards_are_ingested_by_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    quickstart(&out, "2");
+    let config = dir.path().join("parquet.toml");
+    std::fs::write(
+        &config,
+        "[pipeline]\noutput = \"again\"\n[stages.docs]\nkind = \"ingest\"\n\
+         inputs = [\"run/pile/part-*.parquet\"]\ntext_field = \"text\"\nurl_field = \"source_url\"\nmeta_fields = [\"meta\", \"source_index\"]\n",
+    )
+    .unwrap();
+    ok(harman(&["run", config.to_str().unwrap()]));
+    let m = manifest(&dir.path().join("again/docs"));
+    let pile = manifest(&out.join("pile"));
+    assert_eq!(m["outputs"][0]["rows"], pile["outputs"][0]["rows"]);
+    assert_eq!(m["counters"]["text_bytes"], pile["counters"]["text_bytes"]);
+    let shown = String::from_utf8_lossy(
+        &ok(harman(&[
+            "inspect",
+            dir.path().join("again/docs").to_str().unwrap(),
+            "--rows",
+            "1",
+        ]))
+        .stdout,
+    )
+    .into_owned();
+    assert!(
+        shown.contains("source_format    parquet") && shown.contains("\"source_index\":1"),
+        "{shown}"
+    );
+    // A text column that does not exist is an error naming the columns there are.
+    std::fs::write(
+        &config,
+        "[pipeline]\noutput = \"again2\"\n[stages.docs]\nkind = \"ingest\"\ninputs = [\"run/pile/part-*.parquet\"]\ntext_field = \"body\"\n",
+    )
+    .unwrap();
+    let o = harman(&["run", config.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("column `body` not found"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -148,7 +212,10 @@ fn outputs_are_byte_identical_across_thread_counts_and_runs() {
     assert!(first.len() >= 14, "{:?}", first.keys());
     for other in &runs[1..] {
         let t = tree(other);
-        assert_eq!(first.keys().collect::<Vec<_>>(), t.keys().collect::<Vec<_>>());
+        assert_eq!(
+            first.keys().collect::<Vec<_>>(),
+            t.keys().collect::<Vec<_>>()
+        );
         for (k, v) in &first {
             assert!(t[k] == *v, "{k} differs between runs");
         }
@@ -178,32 +245,74 @@ fn killed_run_resumes_without_loss_or_duplicates() {
     let config = corpus_config(dir.path(), 1.0);
     let config = config.to_str().unwrap();
     let full = dir.path().join("full");
-    ok(harman(&["run", config, "--output", full.to_str().unwrap(), "--threads", "2"]));
-    let shards = manifest(&full.join("warcs"))["outputs"].as_array().unwrap().len();
+    ok(harman(&[
+        "run",
+        config,
+        "--output",
+        full.to_str().unwrap(),
+        "--threads",
+        "2",
+    ]));
+    let shards = manifest(&full.join("warcs"))["outputs"]
+        .as_array()
+        .unwrap()
+        .len();
     assert!(shards >= 30, "{shards} shards");
 
     let resumed = dir.path().join("resumed");
     let killed = harman_env(
-        &["run", config, "--output", resumed.to_str().unwrap(), "--threads", "2"],
+        &[
+            "run",
+            config,
+            "--output",
+            resumed.to_str().unwrap(),
+            "--threads",
+            "2",
+        ],
         &[("HARMAN_TEST_ABORT_AFTER_SHARDS", "7")],
     );
     assert_eq!(killed.status.code(), Some(86), "{}", text(&killed));
     assert!(!resumed.join("warcs/_manifest.json").exists());
-    let staged = std::fs::read_dir(resumed.join("warcs/_staging")).unwrap().count();
+    let staged = std::fs::read_dir(resumed.join("warcs/_staging"))
+        .unwrap()
+        .count();
     assert!(staged >= 1, "the kill left a staged, uncommitted shard");
-    let committed = std::fs::read_dir(resumed.join("warcs/_markers")).unwrap().count();
+    let committed = std::fs::read_dir(resumed.join("warcs/_markers"))
+        .unwrap()
+        .count();
     assert!((7..shards).contains(&committed), "{committed} committed");
 
-    let rerun = ok(harman(&["run", config, "--output", resumed.to_str().unwrap(), "--threads", "1"]));
-    assert_eq!(summary(&rerun, "warcs")[4], committed.to_string(), "committed shards are skipped");
+    let rerun = ok(harman(&[
+        "run",
+        config,
+        "--output",
+        resumed.to_str().unwrap(),
+        "--threads",
+        "1",
+    ]));
+    assert_eq!(
+        summary(&rerun, "warcs")[4],
+        committed.to_string(),
+        "committed shards are skipped"
+    );
     let (a, b) = (tree(&full), tree(&resumed));
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>(), "same files, no duplicates");
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "same files, no duplicates"
+    );
     for (k, v) in &a {
         assert!(b[k] == *v, "{k} differs after resume");
     }
 
     // --force recomputes every shard, to the same bytes.
-    let forced = ok(harman(&["run", config, "--output", resumed.to_str().unwrap(), "--force"]));
+    let forced = ok(harman(&[
+        "run",
+        config,
+        "--output",
+        resumed.to_str().unwrap(),
+        "--force",
+    ]));
     assert_eq!(summary(&forced, "warcs")[4], "0");
     assert_eq!(tree(&resumed), a);
 }
@@ -211,7 +320,9 @@ fn killed_run_resumes_without_loss_or_duplicates() {
 fn read_rejects(dir: &Path) -> Vec<(String, u64, String)> {
     use arrow::array::AsArray;
     let mut rows = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir.join("rejects")) else { return rows };
+    let Ok(entries) = std::fs::read_dir(dir.join("rejects")) else {
+        return rows;
+    };
     let mut files: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
     files.sort();
     for f in files {
@@ -223,10 +334,17 @@ fn read_rejects(dir: &Path) -> Vec<(String, u64, String)> {
         for batch in reader {
             let b = batch.unwrap();
             let url = b.column_by_name("source_url").unwrap().as_string::<i32>();
-            let off = b.column_by_name("source_offset").unwrap().as_primitive::<arrow::datatypes::UInt64Type>();
+            let off = b
+                .column_by_name("source_offset")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::UInt64Type>();
             let reason = b.column_by_name("reason").unwrap().as_string::<i32>();
             for i in 0..b.num_rows() {
-                rows.push((url.value(i).to_string(), off.value(i), reason.value(i).to_string()));
+                rows.push((
+                    url.value(i).to_string(),
+                    off.value(i),
+                    reason.value(i).to_string(),
+                ));
             }
         }
     }
@@ -238,7 +356,12 @@ fn bad_input_is_rejected_with_location_and_the_rest_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let config = corpus_config(dir.path(), 1.0);
     let out = dir.path().join("out");
-    ok(harman(&["run", config.to_str().unwrap(), "--output", out.to_str().unwrap()]));
+    ok(harman(&[
+        "run",
+        config.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]));
     let m = manifest(&out.join("warcs"));
     let rejects = read_rejects(&out.join("warcs"));
     let rejected: u64 = m["counters"]
@@ -248,19 +371,40 @@ fn bad_input_is_rejected_with_location_and_the_rest_is_kept() {
         .filter(|(k, _)| k.starts_with("rejected."))
         .map(|(_, v)| v.as_u64().unwrap())
         .sum();
-    assert_eq!(rejects.len() as u64, rejected, "every counted reject is listed");
-    let find = |name: &str| rejects.iter().filter(|r| r.0.ends_with(name)).cloned().collect::<Vec<_>>();
-    assert_eq!(find("malformed/clipped.warc.gz"), [(find("clipped.warc.gz")[0].0.clone(), 0, "truncated_record".into())]);
+    assert_eq!(
+        rejects.len() as u64,
+        rejected,
+        "every counted reject is listed"
+    );
+    let find = |name: &str| {
+        rejects
+            .iter()
+            .filter(|r| r.0.ends_with(name))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        find("malformed/clipped.warc.gz"),
+        [(
+            find("clipped.warc.gz")[0].0.clone(),
+            0,
+            "truncated_record".into()
+        )]
+    );
     assert_eq!(find("double-single-inflate-error.gz")[0].2, "corrupt_gzip");
     assert_eq!(find("example-trunc.warc")[0].1, 2560);
     // The good files lost nothing: kept records equal warcio's counts for them.
-    let counts = std::fs::read_to_string(repo().join("tests/data/warc/warcio_record_counts.jsonl")).unwrap();
+    let counts =
+        std::fs::read_to_string(repo().join("tests/data/warc/warcio_record_counts.jsonl")).unwrap();
     let mut good_total = 0;
     let mut good_files = Vec::new();
     for line in counts.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let f = v["file"].as_str().unwrap();
-        if v["error"].is_null() && !f.starts_with("malformed/") && repo().join("tests/data/warc").join(f).exists() {
+        if v["error"].is_null()
+            && !f.starts_with("malformed/")
+            && repo().join("tests/data/warc").join(f).exists()
+        {
             good_total += warcio_count(f, &KEPT);
             good_files.push(f.to_string());
         }
@@ -270,16 +414,29 @@ fn bad_input_is_rejected_with_location_and_the_rest_is_kept() {
         .unwrap()
         .iter()
         .zip(m["outputs"].as_array().unwrap())
-        .filter(|(i, _)| good_files.iter().any(|f| i["url"].as_str().unwrap().ends_with(f.as_str())))
+        .filter(|(i, _)| {
+            good_files
+                .iter()
+                .any(|f| i["url"].as_str().unwrap().ends_with(f.as_str()))
+        })
         .map(|(_, o)| o["rows"].as_u64().unwrap())
         .sum();
     assert_eq!(per_shard, good_total);
 
     // The same data under a strict limit fails with exit 1 and says why; outputs stay committed.
     let strict = corpus_config(dir.path(), 0.001);
-    let failed = harman(&["run", strict.to_str().unwrap(), "--output", out.to_str().unwrap()]);
+    let failed = harman(&[
+        "run",
+        strict.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
-    assert!(String::from_utf8_lossy(&failed.stderr).contains("max_reject_fraction"), "{}", text(&failed));
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("max_reject_fraction"),
+        "{}",
+        text(&failed)
+    );
     assert_eq!(manifest(&out.join("warcs"))["status"], "rejects_exceeded");
 }
 
@@ -296,7 +453,10 @@ fn config_errors_exit_2_naming_file_line_and_field() {
         let o = harman(&[cmd, bad.to_str().unwrap()]);
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains("bad.toml:7") && err.contains("stages.cc.max_record_bytes"), "{err}");
+        assert!(
+            err.contains("bad.toml:7") && err.contains("stages.cc.max_record_bytes"),
+            "{err}"
+        );
     }
     std::fs::write(
         &bad,
@@ -305,22 +465,61 @@ fn config_errors_exit_2_naming_file_line_and_field() {
     .unwrap();
     let o = harman(&["validate", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("bad.toml:6"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("bad.toml:6"),
+        "{}",
+        text(&o)
+    );
     let o = harman(&["run", "configs/quickstart.toml", "--only", "nope"]);
     assert_ne!(o.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("no stage named \"nope\""), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no stage named \"nope\""),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
 fn plan_prints_text_mermaid_and_dot() {
     let text_plan = ok(harman(&["plan", "configs/quickstart.toml"]));
     let s = String::from_utf8_lossy(&text_plan.stdout).into_owned();
-    assert!(s.contains("crawl [ingest]") && s.contains("pile [ingest]"), "{s}");
-    let mermaid = String::from_utf8_lossy(&ok(harman(&["plan", "configs/quickstart.toml", "--format", "mermaid"])).stdout).into_owned();
-    assert!(mermaid.starts_with("flowchart TD") && mermaid.contains("--> crawl"), "{mermaid}");
-    let dot = String::from_utf8_lossy(&ok(harman(&["plan", "configs/quickstart.toml", "--format", "dot"])).stdout).into_owned();
-    assert!(dot.starts_with("digraph") && dot.trim_end().ends_with('}'), "{dot}");
-    for config in ["configs/quickstart.toml", "configs/commoncrawl-s3.toml", "configs/pile-jsonl.toml"] {
+    assert!(
+        s.contains("crawl [ingest]") && s.contains("pile [ingest]"),
+        "{s}"
+    );
+    let mermaid = String::from_utf8_lossy(
+        &ok(harman(&[
+            "plan",
+            "configs/quickstart.toml",
+            "--format",
+            "mermaid",
+        ]))
+        .stdout,
+    )
+    .into_owned();
+    assert!(
+        mermaid.starts_with("flowchart TD") && mermaid.contains("--> crawl"),
+        "{mermaid}"
+    );
+    let dot = String::from_utf8_lossy(
+        &ok(harman(&[
+            "plan",
+            "configs/quickstart.toml",
+            "--format",
+            "dot",
+        ]))
+        .stdout,
+    )
+    .into_owned();
+    assert!(
+        dot.starts_with("digraph") && dot.trim_end().ends_with('}'),
+        "{dot}"
+    );
+    for config in [
+        "configs/quickstart.toml",
+        "configs/commoncrawl-s3.toml",
+        "configs/pile-jsonl.toml",
+    ] {
         ok(harman(&["validate", config]));
     }
 }
@@ -342,7 +541,13 @@ fn verify_catches_changed_and_unlisted_files() {
     let o = harman(&["verify", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let s = String::from_utf8_lossy(&o.stdout);
-    for needle in ["MISMATCH  file://", "part-00001.parquet: sha256", "part-00002.parquet: size", "UNLISTED", "part-00007.parquet"] {
+    for needle in [
+        "MISMATCH  file://",
+        "part-00001.parquet: sha256",
+        "part-00002.parquet: size",
+        "UNLISTED",
+        "part-00007.parquet",
+    ] {
         assert!(s.contains(needle), "{needle} in {s}");
     }
     // A rerun trusts outputs whose size matches (verify is the deep check), redoes the cut
@@ -350,7 +555,13 @@ fn verify_catches_changed_and_unlisted_files() {
     let rerun = quickstart(&out, "2");
     assert_eq!(summary(&rerun, "crawl")[4], "4");
     assert!(!out.join("pile/part-00007.parquet").exists());
-    ok(harman(&["run", "configs/quickstart.toml", "--output", out.to_str().unwrap(), "--force"]));
+    ok(harman(&[
+        "run",
+        "configs/quickstart.toml",
+        "--output",
+        out.to_str().unwrap(),
+        "--force",
+    ]));
     ok(harman(&["verify", out.to_str().unwrap()]));
 }
 
@@ -358,12 +569,20 @@ fn verify_catches_changed_and_unlisted_files() {
 fn json_logs_for_schedulers() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let o = ok(harman(&["--log-format", "json", "run", "configs/quickstart.toml", "--output", out.to_str().unwrap()]));
+    let o = ok(harman(&[
+        "--log-format",
+        "json",
+        "run",
+        "configs/quickstart.toml",
+        "--output",
+        out.to_str().unwrap(),
+    ]));
     let stderr = String::from_utf8_lossy(&o.stderr);
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!lines.is_empty());
     for line in lines {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(v["level"].is_string(), "{line}");
     }
 }
@@ -390,7 +609,11 @@ fn start_moto() -> Option<Moto> {
         eprintln!("skipping the S3 test: HARMAN_MOTO_SERVER is not set (scripts/test.sh sets it)");
         return None;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = Command::new(&server)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(std::process::Stdio::null())
@@ -403,7 +626,10 @@ fn start_moto() -> Option<Moto> {
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "moto did not start on port {port}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "moto did not start on port {port}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     Some(moto)
@@ -460,9 +686,16 @@ fn s3_end_to_end_against_a_real_server() {
         for f in files {
             let bytes = std::fs::read(repo().join("tests/data").join(f)).unwrap();
             let name = f.rsplit('/').next().unwrap();
-            let dir = if name.ends_with(".zst") { "pile" } else { "crawl/2024" };
+            let dir = if name.ends_with(".zst") {
+                "pile"
+            } else {
+                "crawl/2024"
+            };
             store
-                .put(&object_store::path::Path::from(format!("in/{dir}/{name}")), bytes.into())
+                .put(
+                    &object_store::path::Path::from(format!("in/{dir}/{name}")),
+                    bytes.into(),
+                )
                 .await
                 .unwrap();
         }
@@ -482,7 +715,10 @@ fn s3_end_to_end_against_a_real_server() {
     assert!(first.status.success(), "{}", text(&first));
     let verify = harman_env(&["verify", "s3://harman-test/out"], &env_refs);
     assert!(verify.status.success(), "{}", text(&verify));
-    let inspect = harman_env(&["inspect", "s3://harman-test/out/crawl", "--rows", "1"], &env_refs);
+    let inspect = harman_env(
+        &["inspect", "s3://harman-test/out/crawl", "--rows", "1"],
+        &env_refs,
+    );
     assert!(inspect.status.success(), "{}", text(&inspect));
     let second = harman_env(&["run", config], &env_refs);
     assert!(second.status.success(), "{}", text(&second));
@@ -498,13 +734,22 @@ fn s3_end_to_end_against_a_real_server() {
             .unwrap();
         serde_json::from_slice(&bytes).unwrap()
     });
-    let want = warcio_count("commoncrawl/CC-MAIN-20200808165417-20200808195417-00395.excerpt.warc.gz", &KEPT)
-        + warcio_count("commoncrawl/whirlwind.warc.gz", &KEPT);
+    let want = warcio_count(
+        "commoncrawl/CC-MAIN-20200808165417-20200808195417-00395.excerpt.warc.gz",
+        &KEPT,
+    ) + warcio_count("commoncrawl/whirlwind.warc.gz", &KEPT);
     assert_eq!(manifest["counters"]["documents"], want);
     assert_eq!(manifest["counters"]["rejected.truncated_record"], 1);
-    assert!(manifest["inputs"][0]["url"].as_str().unwrap().starts_with("s3://harman-test/in/crawl/2024/"));
+    assert!(manifest["inputs"][0]["url"]
+        .as_str()
+        .unwrap()
+        .starts_with("s3://harman-test/in/crawl/2024/"));
     assert!(manifest["inputs"][0]["etag"].is_string());
-    assert_eq!(summary(&second, "crawl")[4], "3", "the rerun skips the committed shards");
+    assert_eq!(
+        summary(&second, "crawl")[4],
+        "3",
+        "the rerun skips the committed shards"
+    );
 
     // No credential anywhere: not in logs, not in any object written.
     for o in [&first, &verify, &inspect, &second] {
@@ -512,10 +757,11 @@ fn s3_end_to_end_against_a_real_server() {
     }
     let leaked = rt.block_on(async {
         use futures::TryStreamExt;
-        let objects: Vec<object_store::ObjectMeta> = object_store::ObjectStore::list(&store, Some(&"out".into()))
-            .try_collect()
-            .await
-            .unwrap();
+        let objects: Vec<object_store::ObjectMeta> =
+            object_store::ObjectStore::list(&store, Some(&"out".into()))
+                .try_collect()
+                .await
+                .unwrap();
         assert!(objects.len() >= 8);
         let mut leaked = false;
         for o in objects {

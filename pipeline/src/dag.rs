@@ -213,3 +213,97 @@ pub fn render_dot(config: &PipelineConfig) -> String {
     out.push_str("}\n");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use harman_stages::{OptionError, ShardInput, ShardReport, Stage, StageError, StageRegistry};
+    use std::path::Path;
+    use std::sync::Arc;
+
+    /// A stage reading other stages' output, to build DAGs with edges (no transform stage
+    /// kind exists yet in this build).
+    #[derive(Debug)]
+    struct Passthrough;
+
+    #[async_trait::async_trait]
+    impl Stage for Passthrough {
+        fn kind(&self) -> &'static str {
+            "passthrough"
+        }
+        fn output_table(&self) -> &'static str {
+            "documents"
+        }
+        fn output_schema(&self) -> arrow::datatypes::SchemaRef {
+            Arc::new(harman_schemas::documents_schema())
+        }
+        fn params(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        fn inputs(&self) -> StageInputs {
+            StageInputs::Upstream
+        }
+        async fn plan_shard(
+            &self,
+            _: &datafusion::prelude::SessionContext,
+            _: &ShardInput,
+            _: Arc<ShardReport>,
+        ) -> Result<datafusion::prelude::DataFrame, StageError> {
+            Err(StageError::Input("not runnable".into()))
+        }
+    }
+
+    fn registry() -> StageRegistry {
+        let mut r = harman_stages::registry();
+        r.register("passthrough", |_| {
+            Ok::<_, OptionError>(Arc::new(Passthrough))
+        });
+        r
+    }
+
+    fn config(stages: &str) -> Result<PipelineConfig, crate::config::ConfigError> {
+        let text = format!("[pipeline]\noutput = \"out\"\n{stages}");
+        crate::config::parse(&text, Path::new("t.toml"), &registry())
+    }
+
+    const DIAMOND: &str = "[stages.d]\nkind = \"passthrough\"\ndepends_on = [\"b\", \"c\"]\n\
+        [stages.b]\nkind = \"passthrough\"\ndepends_on = [\"a\"]\n\
+        [stages.c]\nkind = \"passthrough\"\ndepends_on = [\"a\"]\n\
+        [stages.a]\nkind = \"ingest\"\ninputs = [\"x\"]\n\
+        [stages.z]\nkind = \"ingest\"\ninputs = [\"y\"]\n";
+
+    fn names(stages: &[&StageConfig]) -> Vec<String> {
+        stages.iter().map(|s| s.name.clone()).collect()
+    }
+
+    #[test]
+    fn order_respects_edges_then_file_order() {
+        let c = config(DIAMOND).unwrap();
+        assert_eq!(names(&topo_order(&c).unwrap()), ["a", "b", "c", "d", "z"]);
+        assert_eq!(names(&select(&c, None, Some("b")).unwrap()), ["b", "d"]);
+        assert_eq!(names(&select(&c, Some("c"), None).unwrap()), ["c"]);
+        assert!(select(&c, Some("nope"), None)
+            .unwrap_err()
+            .contains("no stage named"));
+        let mermaid = render_mermaid(&c);
+        assert!(
+            mermaid.contains("  b --> d") && mermaid.contains("  a --> c"),
+            "{mermaid}"
+        );
+        assert!(render_dot(&c).contains("\"a\" -> \"b\";"));
+    }
+
+    #[test]
+    fn cycles_unknown_and_misplaced_dependencies_are_config_errors() {
+        let e = config("[stages.a]\nkind = \"passthrough\"\ndepends_on = [\"b\"]\n[stages.b]\nkind = \"passthrough\"\ndepends_on = [\"a\"]\n").unwrap_err();
+        assert!(e.message.contains("cycle among stages a, b"), "{e}");
+        let e = config("[stages.a]\nkind = \"passthrough\"\ndepends_on = [\"q\"]\n").unwrap_err();
+        assert!(e.message.contains("unknown stage \"q\""), "{e}");
+        assert_eq!(e.line, Some(5));
+        let e = config("[stages.a]\nkind = \"passthrough\"\n").unwrap_err();
+        assert!(e.message.contains("name them"), "{e}");
+        let e = config("[stages.a]\nkind = \"ingest\"\ninputs = [\"x\"]\ndepends_on = [\"a\"]\n")
+            .unwrap_err();
+        assert!(e.message.contains("itself"), "{e}");
+    }
+}

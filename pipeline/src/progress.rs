@@ -112,11 +112,12 @@ impl StageProgress {
             .committed_bytes
             .fetch_add(bytes, Ordering::Relaxed);
         self.refresh();
-        self.inner.bar.set_message(format!(
-            "{done}/{} shards, {total_rows} rows",
-            self.inner.shards
-        ));
         let secs = self.inner.started.elapsed().as_secs_f64().max(1e-9);
+        self.inner.bar.set_message(format!(
+            "{done}/{} shards, {total_rows} rows ({:.0} rows/s)",
+            self.inner.shards,
+            total_rows as f64 / secs
+        ));
         let committed = self.inner.committed_bytes.load(Ordering::Relaxed);
         tracing::info!(
             stage = %self.inner.name,

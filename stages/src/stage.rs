@@ -65,7 +65,9 @@ impl OptionError {
     }
 
     /// Deserialize a stage's options, naming the offending field on error.
-    pub fn parse<T: serde::de::DeserializeOwned>(options: &serde_json::Value) -> Result<T, OptionError> {
+    pub fn parse<T: serde::de::DeserializeOwned>(
+        options: &serde_json::Value,
+    ) -> Result<T, OptionError> {
         serde_path_to_error::deserialize(options.clone()).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
@@ -73,9 +75,15 @@ impl OptionError {
             let field = if inner.starts_with("unknown field") {
                 inner.split('`').nth(1).map(str::to_string)
             } else {
-                path.split(['.', '[']).next().filter(|p| !p.is_empty() && *p != "?").map(str::to_string)
+                path.split(['.', '['])
+                    .next()
+                    .filter(|p| !p.is_empty() && *p != "?")
+                    .map(str::to_string)
             };
-            OptionError { field, message: inner }
+            OptionError {
+                field,
+                message: inner,
+            }
         })
     }
 }

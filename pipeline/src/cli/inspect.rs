@@ -228,13 +228,14 @@ async fn show_raw_shard(loc: &Location, args: &InspectArgs) -> Result<(), Failur
     if format == InputFormat::Parquet {
         return Ok(show_parquet(loc, args.rows).await?);
     }
-    let bytes = loc
+    // Streamed: a multi-GB shard is never held in memory.
+    let get = loc
         .store
         .get(&loc.path)
         .await
-        .with_context(|| format!("cannot open {}", loc.url))?
-        .bytes()
-        .await?;
+        .with_context(|| format!("cannot open {}", loc.url))?;
+    let body = get.into_stream().map_err(std::io::Error::other);
+    let input = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
     let mut opts = IngestOptions::with_inputs(vec![loc.url.clone()]);
     opts.text_field = args.text_field.clone();
     let url = loc.url.clone();
@@ -247,7 +248,7 @@ async fn show_raw_shard(loc: &Location, args: &InspectArgs) -> Result<(), Failur
             }
             Ok(())
         };
-        ingest::read_stream(&bytes[..], &url, format, &opts, &mut emit).map(|d| (sample, d))
+        ingest::read_stream(input, &url, format, &opts, &mut emit).map(|d| (sample, d))
     })
     .await
     .context("reader failed")??;

@@ -61,10 +61,17 @@ pub struct DocumentBatchBuilder {
     meta: StringBuilder,
     rows: usize,
     bytes: usize,
+    /// Payload bytes reserved per batch, so the value buffer is allocated once, not regrown.
+    payload_capacity: usize,
 }
 
 impl DocumentBatchBuilder {
-    pub fn new(schema: SchemaRef, source_url: &str, source_format: &'static str) -> Self {
+    pub fn new(
+        schema: SchemaRef,
+        source_url: &str,
+        source_format: &'static str,
+        payload_capacity: usize,
+    ) -> Self {
         DocumentBatchBuilder {
             schema,
             source_url: source_url.to_string(),
@@ -81,11 +88,12 @@ impl DocumentBatchBuilder {
             status: UInt16Builder::new(),
             content_type: StringBuilder::new(),
             charset: StringBuilder::new(),
-            payload: BinaryBuilder::new(),
+            payload: BinaryBuilder::with_capacity(1024, payload_capacity),
             text: StringBuilder::new(),
             meta: StringBuilder::new(),
             rows: 0,
             bytes: 0,
+            payload_capacity,
         }
     }
 
@@ -140,7 +148,13 @@ impl DocumentBatchBuilder {
             Arc::new(self.status.finish()),
             Arc::new(self.content_type.finish()),
             Arc::new(self.charset.finish()),
-            Arc::new(self.payload.finish()),
+            Arc::new(
+                std::mem::replace(
+                    &mut self.payload,
+                    BinaryBuilder::with_capacity(1024, self.payload_capacity),
+                )
+                .finish(),
+            ),
             Arc::new(self.text.finish()),
             Arc::new(self.meta.finish()),
         ];

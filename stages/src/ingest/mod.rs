@@ -5,6 +5,7 @@
 
 mod builder;
 mod http;
+mod inflate;
 mod jsonl;
 mod parquet_input;
 mod source;
@@ -115,7 +116,7 @@ fn default_batch_rows() -> usize {
     4096
 }
 fn default_batch_bytes() -> usize {
-    32 << 20
+    8 << 20
 }
 
 /// Options of an `ingest` stage (its TOML table).
@@ -220,6 +221,12 @@ impl IngestOptions {
             ));
         }
         Ok(())
+    }
+
+    /// Payload bytes to reserve per batch: a batch is cut once it holds `batch_bytes`, so it
+    /// ends below that plus one record (reserved up to 64 MiB; larger batches regrow).
+    fn payload_reserve(&self) -> usize {
+        self.batch_bytes.saturating_add(1 << 20).min(64 << 20)
     }
 
     fn sink_options(&self) -> SinkOptions {
@@ -345,7 +352,7 @@ pub fn read_stream<R: Read>(
     } else {
         "warc"
     };
-    let builder = DocumentBatchBuilder::new(schema, url, source_format);
+    let builder = DocumentBatchBuilder::new(schema, url, source_format, opts.payload_reserve());
     let mut sink = DocumentSink::new(builder, opts.sink_options(), emit);
     match format {
         InputFormat::Jsonl => jsonl::read_lines(&mut stream, &opts.fields(), &mut sink)?,
@@ -424,7 +431,7 @@ async fn read_shard(
         let data = tokio::task::spawn_blocking(move || {
             let mut emit = sender(tx);
             let schema = Arc::new(harman_schemas::documents_schema());
-            let builder = DocumentBatchBuilder::new(schema, &url, "parquet");
+            let builder = DocumentBatchBuilder::new(schema, &url, "parquet", 0);
             let mut sink = DocumentSink::new(builder, opts.sink_options(), &mut emit);
             let fields = opts.fields();
             handle.block_on(parquet_input::read_parquet(

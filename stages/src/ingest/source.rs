@@ -13,6 +13,11 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 const INPUT_CHUNK: usize = 1 << 20;
 /// Longest gzip header (FEXTRA/FNAME/FCOMMENT) accepted before the member is declared corrupt.
 const MAX_GZIP_HEADER: usize = 1 << 16;
+/// Whole-member decoding first offers this much output space, growing 4x up to the max.
+const WHOLE_OUT_START: usize = 1 << 20;
+const WHOLE_OUT_MAX: usize = 64 << 20;
+/// Members whose compressed bytes do not fit in this much input are streamed.
+const WHOLE_IN_MAX: usize = 32 << 20;
 
 /// How a shard's bytes are compressed, judged from its first bytes (never from its name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +201,34 @@ struct Member {
     offset: u64,
 }
 
+/// Mutable view of the gzip decoder's state.
+struct GzipState<'a> {
+    inflate: &'a mut flate2::Decompress,
+    in_member: &'a mut bool,
+    member_offset: &'a mut u64,
+    crc: &'a mut crc32fast::Hasher,
+    resync: &'a mut bool,
+}
+
+fn gzip_state(decoder: &mut Decoder) -> GzipState<'_> {
+    match decoder {
+        Decoder::Gzip {
+            inflate,
+            in_member,
+            member_offset,
+            crc,
+            resync,
+        } => GzipState {
+            inflate,
+            in_member,
+            member_offset,
+            crc,
+            resync,
+        },
+        _ => unreachable!("gzip state of a non-gzip decoder"),
+    }
+}
+
 enum Decoder {
     Plain,
     Gzip {
@@ -221,6 +254,8 @@ pub struct ByteSource<R> {
     decoded: u64,
     members: VecDeque<Member>,
     members_seen: u64,
+    /// Fast path for whole gzip members (None: streaming only).
+    whole: Option<super::inflate::WholeMemberDecoder>,
 }
 
 impl<R: Read> ByteSource<R> {
@@ -251,6 +286,9 @@ impl<R: Read> ByteSource<R> {
             decoded: 0,
             members: VecDeque::new(),
             members_seen: 0,
+            whole: (compression == Compression::Gzip)
+                .then(super::inflate::WholeMemberDecoder::new)
+                .flatten(),
         })
     }
 
@@ -340,28 +378,18 @@ impl<R: Read> ByteSource<R> {
     }
 
     fn fill_gzip(&mut self, out: &mut Vec<u8>, max: usize) -> Result<usize, SourceError> {
-        let Decoder::Gzip {
-            inflate,
-            in_member,
-            member_offset,
-            crc,
-            resync,
-        } = &mut self.decoder
-        else {
-            unreachable!("fill_gzip on a non-gzip decoder")
-        };
         loop {
-            if !*in_member {
-                // Start of a member: find and parse its header.
+            if !*gzip_state(&mut self.decoder).in_member {
+                // Start of a member: find it, then decode it whole or start streaming it.
                 if self.input.avail().is_empty() && !self.input.fill()? {
                     return Ok(0);
                 }
-                if *resync || !self.input.avail().starts_with(&GZIP_MAGIC[..1]) {
-                    let was_resync = *resync;
+                let resync = *gzip_state(&mut self.decoder).resync;
+                if resync || !self.input.avail().starts_with(&GZIP_MAGIC[..1]) {
                     let start = self.input.offset();
                     let skipped = skip_to_magic(&mut self.input)?;
-                    *resync = false;
-                    if skipped > 0 && !was_resync {
+                    *gzip_state(&mut self.decoder).resync = false;
+                    if skipped > 0 && !resync {
                         return Err(Self::corrupt(
                             start,
                             RejectReason::Garbage,
@@ -374,54 +402,26 @@ impl<R: Read> ByteSource<R> {
                         return Ok(0);
                     }
                 }
-                let offset = self.input.offset();
-                let header_len = loop {
-                    match parse_gzip_header(self.input.avail()) {
-                        Header::Complete(n) => break n,
-                        Header::Invalid(why) => {
-                            self.input.consume(1);
-                            *resync = true;
-                            return Err(Self::corrupt(
-                                offset,
-                                RejectReason::CorruptGzip,
-                                format!("gzip member at offset {offset}: {why}"),
-                            ));
-                        }
-                        Header::NeedMore => {
-                            let have = self.input.avail().len();
-                            if have > MAX_GZIP_HEADER || !self.input.ensure(have + 1)? {
-                                self.input.consume(have.min(1));
-                                *resync = true;
-                                return Err(Self::corrupt(
-                                    offset,
-                                    RejectReason::TruncatedRecord,
-                                    format!("gzip member at offset {offset}: header cut off"),
-                                ));
-                            }
-                        }
-                    }
-                };
-                self.input.consume(header_len);
-                inflate.reset(false);
-                *crc = crc32fast::Hasher::new();
-                *in_member = true;
-                *member_offset = offset;
-                self.members.push_back(Member {
-                    decoded_start: self.decoded,
-                    offset,
-                });
-                self.members_seen += 1;
+                if let Some(n) = self.try_whole_member(out)? {
+                    return Ok(n);
+                }
+                self.start_streamed_member()?;
             }
 
+            let GzipState {
+                inflate,
+                in_member,
+                member_offset,
+                crc,
+                ..
+            } = gzip_state(&mut self.decoder);
+            let offset = *member_offset;
             if self.input.avail().is_empty() && !self.input.fill()? {
                 *in_member = false;
                 return Err(Self::corrupt(
-                    *member_offset,
+                    offset,
                     RejectReason::TruncatedRecord,
-                    format!(
-                        "gzip member at offset {} is cut off: the input ends inside it",
-                        member_offset
-                    ),
+                    format!("gzip member at offset {offset} is cut off: the input ends inside it"),
                 ));
             }
             let before_len = out.len();
@@ -438,7 +438,8 @@ impl<R: Read> ByteSource<R> {
             match status {
                 Ok(flate2::Status::StreamEnd) => {
                     *in_member = false;
-                    let offset = *member_offset;
+                    let got_crc = std::mem::replace(crc, crc32fast::Hasher::new()).finalize();
+                    let got_len = inflate.total_out() as u32;
                     if !self.input.ensure(8)? {
                         out.truncate(before_len);
                         let have = self.input.avail().len();
@@ -453,8 +454,6 @@ impl<R: Read> ByteSource<R> {
                     let want_crc = u32::from_le_bytes([t[0], t[1], t[2], t[3]]);
                     let want_len = u32::from_le_bytes([t[4], t[5], t[6], t[7]]);
                     self.input.consume(8);
-                    let got_crc = std::mem::replace(crc, crc32fast::Hasher::new()).finalize();
-                    let got_len = inflate.total_out() as u32;
                     if got_crc != want_crc || got_len != want_len {
                         out.truncate(before_len);
                         return Err(Self::corrupt(
@@ -475,20 +474,16 @@ impl<R: Read> ByteSource<R> {
                     }
                     if consumed == 0 && !self.input.fill()? {
                         *in_member = false;
-                        let offset = *member_offset;
                         return Err(Self::corrupt(
                             offset,
                             RejectReason::TruncatedRecord,
-                            format!(
-                                "gzip member at offset {offset} is cut off: the input ends inside it"
-                            ),
+                            format!("gzip member at offset {offset} is cut off: the input ends inside it"),
                         ));
                     }
                 }
                 Err(e) => {
                     *in_member = false;
-                    *resync = true;
-                    let offset = *member_offset;
+                    *gzip_state(&mut self.decoder).resync = true;
                     // Bytes decoded before the error are dropped with the member.
                     out.truncate(before_len);
                     return Err(Self::corrupt(
@@ -499,6 +494,84 @@ impl<R: Read> ByteSource<R> {
                             self.input.offset()
                         ),
                     ));
+                }
+            }
+        }
+    }
+
+    /// Parse the header of the member at the input position and set up streaming inflation.
+    fn start_streamed_member(&mut self) -> Result<(), SourceError> {
+        let offset = self.input.offset();
+        let header_len = loop {
+            match parse_gzip_header(self.input.avail()) {
+                Header::Complete(n) => break n,
+                Header::Invalid(why) => {
+                    self.input.consume(1);
+                    *gzip_state(&mut self.decoder).resync = true;
+                    return Err(Self::corrupt(
+                        offset,
+                        RejectReason::CorruptGzip,
+                        format!("gzip member at offset {offset}: {why}"),
+                    ));
+                }
+                Header::NeedMore => {
+                    let have = self.input.avail().len();
+                    if have > MAX_GZIP_HEADER || !self.input.ensure(have + 1)? {
+                        self.input.consume(have.min(1));
+                        *gzip_state(&mut self.decoder).resync = true;
+                        return Err(Self::corrupt(
+                            offset,
+                            RejectReason::TruncatedRecord,
+                            format!("gzip member at offset {offset}: header cut off"),
+                        ));
+                    }
+                }
+            }
+        };
+        self.input.consume(header_len);
+        let decoded = self.decoded;
+        let state = gzip_state(&mut self.decoder);
+        state.inflate.reset(false);
+        *state.crc = crc32fast::Hasher::new();
+        *state.in_member = true;
+        *state.member_offset = offset;
+        self.members.push_back(Member {
+            decoded_start: decoded,
+            offset,
+        });
+        self.members_seen += 1;
+        Ok(())
+    }
+
+    /// Decode the member at the current input position in one call when it is complete and
+    /// fits the buffers; None to stream it instead.
+    fn try_whole_member(&mut self, out: &mut Vec<u8>) -> Result<Option<usize>, SourceError> {
+        let Some(whole) = self.whole.as_mut() else {
+            return Ok(None);
+        };
+        let offset = self.input.offset();
+        let mut space = WHOLE_OUT_START;
+        loop {
+            out.reserve(space);
+            match whole.decode(self.input.avail(), out) {
+                super::inflate::Whole::Done { consumed, produced } => {
+                    self.input.consume(consumed);
+                    self.members.push_back(Member {
+                        decoded_start: self.decoded,
+                        offset,
+                    });
+                    self.members_seen += 1;
+                    return Ok(Some(produced));
+                }
+                super::inflate::Whole::NeedsMoreSpace if space < WHOLE_OUT_MAX => space *= 4,
+                super::inflate::Whole::NeedsMoreSpace => return Ok(None),
+                super::inflate::Whole::Incomplete => {
+                    // Perhaps the member continues past what has been read: read more and
+                    // retry, within bounds; else let the streaming decoder find what is wrong.
+                    let have = self.input.avail().len();
+                    if have >= WHOLE_IN_MAX || !self.input.ensure(have * 2)? {
+                        return Ok(None);
+                    }
                 }
             }
         }

@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Time FastWARC on a WARC file the way `harman bench ingest` times harman's reader, so the two
+can be compared in the same run on the same machine (BENCHMARKS.md).
+
+Modes (as in the peers' bench_warc.py of the shared anchors):
+  raw  = iterate every record and read its whole block (parse_http=False)
+  http = also parse HTTP headers and read the decoded payload (parse_http=True, auto_decode='all')
+Prints records, seconds (median of --repeat), records/s and MB/s of file, single process.
+
+  python3 -m venv /tmp/fw-venv && /tmp/fw-venv/bin/pip install FastWARC==2.0.1
+  /tmp/fw-venv/bin/python scripts/bench_fastwarc.py ../shared/data/bench/pages.warc.gz
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+from fastwarc.warc import ArchiveIterator
+
+
+def scan(path: str, mode: str) -> int:
+    n = 0
+    if mode == "raw":
+        for rec in ArchiveIterator(path, parse_http=False):
+            rec.reader.read()
+            n += 1
+    else:
+        for rec in ArchiveIterator(path, parse_http=True, auto_decode="all"):
+            rec.reader.read()
+            n += 1
+    return n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("files", nargs="+")
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    print(f"{'input / mode':<28} {'records':>8} {'file MB':>9} {'seconds':>10} {'records/s':>12} {'file MB/s':>12}")
+    for path in args.files:
+        mb = os.path.getsize(path) / 1e6
+        for mode in ("raw", "http"):
+            times = []
+            for _ in range(args.repeat):
+                start = time.perf_counter()
+                n = scan(path, mode)
+                times.append(time.perf_counter() - start)
+            t = statistics.median(times)
+            label = f"{os.path.basename(path)[:10]} (FastWARC {mode})"
+            print(f"{label:<28} {n:>8} {mb:>9.1f} {t:>10.3f} {n / t:>12.0f} {mb / t:>12.1f}")
+
+
+if __name__ == "__main__":
+    main()
