@@ -66,6 +66,19 @@ impl ReportData {
         }
     }
 
+    /// Set `records_read`: every record met in the shard — kept, skipped by type, or rejected.
+    pub fn count_records_read(&mut self) {
+        let read: u64 = self
+            .counters
+            .iter()
+            .filter(|(k, _)| {
+                *k == "documents" || k.starts_with("skipped.") || k.starts_with("rejected.")
+            })
+            .map(|(_, v)| v)
+            .sum();
+        self.counters.insert("records_read".into(), read);
+    }
+
     /// Total of the `rejected.*` counters.
     pub fn rejected(&self) -> u64 {
         self.counters

@@ -366,6 +366,7 @@ pub fn read_stream<R: Read>(
     }
     sink.flush()?;
     let mut data = std::mem::take(&mut sink.data);
+    data.count_records_read();
     data.add("decoded_bytes", stream.src.decoded());
     data.add("input_bytes", stream.src.compressed_offset());
     data.input_sha256 = Some(stream.src.finish_hash()?);
@@ -443,7 +444,9 @@ async fn read_shard(
             ))?;
             sink.flush()?;
             counter.fetch_add(shard.size, Ordering::Relaxed);
-            Ok::<_, parquet_input::ParquetInputError>(std::mem::take(&mut sink.data))
+            let mut data = std::mem::take(&mut sink.data);
+            data.count_records_read();
+            Ok::<_, parquet_input::ParquetInputError>(data)
         })
         .await
         .map_err(external)?

@@ -234,6 +234,7 @@ fn warc_documents_carry_http_fields_and_valid_schema() {
     assert_eq!(data.counters["documents"], 32);
     assert_eq!(data.counters["skipped.request"], 17);
     assert_eq!(data.counters["skipped.warcinfo"], 1);
+    assert_eq!(data.counters["records_read"], 1 + 17 + 16 + 16);
     assert_eq!(data.input_sha256.as_deref().map(str::len), Some(64));
     let b = &batches[0];
     harman_schemas::validate_batch(b, &schema).unwrap();
