@@ -166,6 +166,35 @@ pub async fn read_manifest(dir: &Location) -> Result<Option<StageManifest>, Exec
     }
 }
 
+/// The stage manifests at a location: its own (a stage folder), else those of the stage
+/// folders below it (a run folder), with their folders.
+pub async fn find_manifests(loc: &Location) -> Result<Vec<(Location, StageManifest)>, ExecError> {
+    if let Some(m) = read_manifest(loc).await? {
+        return Ok(vec![(loc.clone(), m)]);
+    }
+    let listed: Vec<object_store::ObjectMeta> = loc
+        .store
+        .list(Some(&loc.path))
+        .try_collect()
+        .await
+        .map_err(os_err(&loc.url))?;
+    let mut found = Vec::new();
+    for meta in listed {
+        if meta.location.filename() == Some("_manifest.json") {
+            let key = meta.location.as_ref().trim_end_matches("/_manifest.json");
+            let rel = key
+                .strip_prefix(loc.path.as_ref())
+                .unwrap_or(key)
+                .trim_start_matches('/');
+            let dir = loc.join(rel);
+            if let Some(m) = read_manifest(&dir).await? {
+                found.push((dir, m));
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// One shard to process, with what identifies its input.
 #[derive(Debug, Clone)]
 struct ShardSpec {
@@ -498,12 +527,7 @@ impl ShardJob {
         let url = spec.input.url.clone();
         if !self.force {
             if let Some(marker) = self.existing_marker(&spec).await? {
-                let rejected = marker
-                    .counters
-                    .iter()
-                    .filter(|(k, _)| k.starts_with("rejected."))
-                    .map(|(_, v)| v)
-                    .sum();
+                let rejected = harman_stages::rejected_total(&marker.counters);
                 self.bar.shard_done(
                     &url,
                     spec.input.size,

@@ -127,15 +127,16 @@ impl StageManifest {
     pub fn rows(&self) -> u64 {
         self.outputs.iter().map(|o| o.rows).sum()
     }
+
+    /// Records rejected by the stage.
+    pub fn rejected(&self) -> u64 {
+        harman_stages::rejected_total(&self.counters)
+    }
 }
 
 /// The fraction of rejected records given a stage's counters.
 pub fn rejected_fraction(counters: &BTreeMap<String, u64>) -> f64 {
-    let rejected: u64 = counters
-        .iter()
-        .filter(|(k, _)| k.starts_with("rejected."))
-        .map(|(_, v)| v)
-        .sum();
+    let rejected = harman_stages::rejected_total(counters);
     let kept = counters.get("documents").copied().unwrap_or(0);
     if rejected == 0 {
         0.0

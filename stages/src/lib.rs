@@ -6,7 +6,7 @@ pub mod parquet_io;
 pub mod report;
 pub mod stage;
 
-pub use report::{RejectRow, ReportData, ShardReport};
+pub use report::{rejected_total, RejectRow, ReportData, ShardReport};
 pub use stage::{
     OptionError, ShardInput, Stage, StageError, StageFactory, StageInputs, StageRegistry,
 };

@@ -10,6 +10,15 @@ use std::sync::{Arc, Mutex};
 /// Rejects kept per shard for the `rejects` table; beyond this only the counters grow.
 pub const MAX_REJECT_ROWS: usize = 100_000;
 
+/// Total of the `rejected.<reason>` counters.
+pub fn rejected_total(counters: &BTreeMap<String, u64>) -> u64 {
+    counters
+        .iter()
+        .filter(|(k, _)| k.starts_with("rejected."))
+        .map(|(_, v)| v)
+        .sum()
+}
+
 /// One rejected record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RejectRow {
@@ -81,11 +90,7 @@ impl ReportData {
 
     /// Total of the `rejected.*` counters.
     pub fn rejected(&self) -> u64 {
-        self.counters
-            .iter()
-            .filter(|(k, _)| k.starts_with("rejected."))
-            .map(|(_, v)| v)
-            .sum()
+        rejected_total(&self.counters)
     }
 }
 

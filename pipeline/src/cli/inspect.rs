@@ -3,7 +3,7 @@
 //! counts, sample documents, rejects).
 
 use super::Failure;
-use crate::exec::read_manifest;
+use crate::exec::find_manifests;
 use crate::manifest::StageManifest;
 use crate::store::{self, Location};
 use anyhow::Context;
@@ -48,36 +48,15 @@ pub async fn inspect(args: InspectArgs) -> Result<(), Failure> {
         }
         return show_raw_shard(&loc, &args).await;
     }
-    if let Some(m) = read_manifest(&loc).await? {
-        show_manifest(&m);
-        if let Some(first) = m.outputs.first() {
-            println!();
-            show_parquet(&loc.join(&first.path), args.rows).await?;
-        }
-        return Ok(());
-    }
-    let listed: Vec<object_store::ObjectMeta> = loc
-        .store
-        .list(Some(&loc.path))
-        .try_collect()
-        .await
-        .with_context(|| format!("cannot list {}", loc.url))?;
-    let mut stages = Vec::new();
-    for meta in &listed {
-        if meta.location.filename() == Some("_manifest.json") {
-            let dir = meta
-                .location
-                .as_ref()
-                .trim_end_matches("/_manifest.json")
-                .to_string();
-            let stage_loc = loc.join(
-                dir.strip_prefix(loc.path.as_ref())
-                    .unwrap_or(&dir)
-                    .trim_start_matches('/'),
-            );
-            if let Some(m) = read_manifest(&stage_loc).await? {
-                stages.push(m);
+    let stages = find_manifests(&loc).await?;
+    if let [(dir, m)] = stages.as_slice() {
+        if dir.url == loc.url {
+            show_manifest(m);
+            if let Some(first) = m.outputs.first() {
+                println!();
+                show_parquet(&loc.join(&first.path), args.rows).await?;
             }
+            return Ok(());
         }
     }
     if !stages.is_empty() {
@@ -86,31 +65,24 @@ pub async fn inspect(args: InspectArgs) -> Result<(), Failure> {
             "{:<16} {:<10} {:>7} {:>12} {:>9}  status",
             "stage", "kind", "parts", "rows", "rejected"
         );
-        for m in &stages {
+        for (_, m) in &stages {
             println!(
                 "{:<16} {:<10} {:>7} {:>12} {:>9}  {}",
                 m.stage,
                 m.kind,
                 m.outputs.len(),
                 m.rows(),
-                rejected(m),
+                m.rejected(),
                 m.status
             );
         }
         return Ok(());
     }
-    if listed.is_empty() {
-        return Err(anyhow::anyhow!("nothing at {}", loc.url).into());
-    }
-    Err(anyhow::anyhow!("{} is a folder without a harman manifest", loc.url).into())
-}
-
-fn rejected(m: &StageManifest) -> u64 {
-    m.counters
-        .iter()
-        .filter(|(k, _)| k.starts_with("rejected."))
-        .map(|(_, v)| v)
-        .sum()
+    Err(anyhow::anyhow!(
+        "{}: no file there, and no harman manifest in it or its stage folders",
+        loc.url
+    )
+    .into())
 }
 
 fn show_manifest(m: &StageManifest) {
@@ -138,7 +110,7 @@ fn show_manifest(m: &StageManifest) {
     );
     println!(
         "rejected    {} ({:.4} of records; limit {})",
-        rejected(m),
+        m.rejected(),
         m.rejected_fraction,
         m.max_reject_fraction
     );

@@ -41,19 +41,12 @@ pub async fn run(args: RunArgs, bars: bool) -> Result<(), Failure> {
         "stage", "shards", "rows", "rejected", "skipped", "seconds"
     );
     for o in &outcomes {
-        let rejected: u64 = o
-            .manifest
-            .counters
-            .iter()
-            .filter(|(k, _)| k.starts_with("rejected."))
-            .map(|(_, v)| v)
-            .sum();
         println!(
             "{:<16} {:>8} {:>12} {:>10} {:>8} {:>9.2}  {}",
             o.manifest.stage,
             o.manifest.outputs.len(),
             o.manifest.rows(),
-            rejected,
+            o.manifest.rejected(),
             o.shards_skipped,
             o.seconds,
             o.url

@@ -3,10 +3,9 @@
 //! the folder that the manifest does not list.
 
 use super::Failure;
-use crate::exec::{hash_object, read_manifest};
+use crate::exec::{find_manifests, hash_object};
 use crate::manifest::StageManifest;
 use crate::store::{self, Location};
-use anyhow::Context;
 use futures::TryStreamExt;
 use harman_stages::parquet_io::ObjectParquetReader;
 use object_store::ObjectStoreExt;
@@ -16,30 +15,7 @@ use std::collections::BTreeSet;
 pub async fn verify(url: &str) -> Result<(), Failure> {
     let cwd = std::env::current_dir().unwrap_or_default();
     let loc = store::resolve(url, &cwd)?;
-    let mut stages: Vec<(Location, StageManifest)> = Vec::new();
-    if let Some(m) = read_manifest(&loc).await? {
-        stages.push((loc.clone(), m));
-    } else {
-        let listed: Vec<object_store::ObjectMeta> = loc
-            .store
-            .list(Some(&loc.path))
-            .try_collect()
-            .await
-            .with_context(|| format!("cannot list {}", loc.url))?;
-        for meta in listed {
-            if meta.location.filename() == Some("_manifest.json") {
-                let key = meta.location.as_ref().trim_end_matches("/_manifest.json");
-                let rel = key
-                    .strip_prefix(loc.path.as_ref())
-                    .unwrap_or(key)
-                    .trim_start_matches('/');
-                let dir = loc.join(rel);
-                if let Some(m) = read_manifest(&dir).await? {
-                    stages.push((dir, m));
-                }
-            }
-        }
-    }
+    let stages = find_manifests(&loc).await?;
     if stages.is_empty() {
         return Err(anyhow::anyhow!(
             "{}: no _manifest.json here or in its stage folders",
