@@ -585,6 +585,19 @@ fn json_logs_for_schedulers() {
             serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(v["level"].is_string(), "{line}");
     }
+    // The summary on stdout is one JSON object per stage.
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let summary: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(summary.len(), 2, "{stdout}");
+    let pile = summary.iter().find(|v| v["stage"] == "pile").unwrap();
+    assert_eq!(
+        pile["rows"],
+        manifest(&out.join("pile"))["outputs"][0]["rows"]
+    );
+    assert_eq!(pile["status"], "ok");
 }
 
 /// moto's S3 server on a free port of 127.0.0.1, stopped on drop.

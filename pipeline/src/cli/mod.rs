@@ -124,7 +124,7 @@ pub fn main() -> ExitCode {
     let bars = cli.log_format == LogFormat::Text && !cli.quiet;
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run::run(args, bars).await,
+            Command::Run(args) => run::run(args, bars, cli.log_format == LogFormat::Json).await,
             Command::Validate { config } => run::validate(&config),
             Command::Plan(args) => plan::plan(args),
             Command::Inspect(args) => inspect::inspect(args).await,

@@ -26,7 +26,9 @@ pub struct RunArgs {
     pub threads: Option<usize>,
 }
 
-pub async fn run(args: RunArgs, bars: bool) -> Result<(), Failure> {
+/// Run a config and print what each stage did: a table, or with `json` one JSON object per
+/// stage (for schedulers, e.g. an Airflow task's XCom).
+pub async fn run(args: RunArgs, bars: bool, json: bool) -> Result<(), Failure> {
     let config = load_config(&args.config)?;
     let opts = RunOptions {
         output: args.output,
@@ -36,6 +38,24 @@ pub async fn run(args: RunArgs, bars: bool) -> Result<(), Failure> {
         threads: args.threads,
     };
     let outcomes = exec::run(&config, &opts, &Progress::new(bars)).await?;
+    if json {
+        for o in &outcomes {
+            let line = serde_json::json!({
+                "stage": o.manifest.stage,
+                "kind": o.manifest.kind,
+                "output": o.url,
+                "shards": o.manifest.outputs.len(),
+                "shards_skipped": o.shards_skipped,
+                "rows": o.manifest.rows(),
+                "rejected": o.manifest.rejected(),
+                "status": o.manifest.status,
+                "config_hash": o.manifest.config_hash,
+                "seconds": o.seconds,
+            });
+            println!("{line}");
+        }
+        return Ok(());
+    }
     println!(
         "{:<16} {:>8} {:>12} {:>10} {:>8} {:>9}  output",
         "stage", "shards", "rows", "rejected", "skipped", "seconds"
