@@ -395,3 +395,44 @@ fn bad_jsonl_lines_are_rejected_with_location() {
     let offset: usize = lines[..3].iter().map(|l| l.len() + 1).sum();
     assert_eq!(utf8.offset, offset as u64);
 }
+
+/// Damage a real Common Crawl file at many pseudo-random places: reading never fails or
+/// panics, never yields more records than the file holds, and every record lost is
+/// accounted for by a reject.
+#[test]
+fn random_damage_never_loses_records_silently() {
+    let path = data_dir()
+        .join("warc/commoncrawl/CC-MAIN-20200808165417-20200808195417-00395.excerpt.warc.gz");
+    let clean = read_file(&path);
+    let total: u64 = count_types(&clean).counts.values().sum();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..60 {
+        let mut bytes = clean.clone();
+        let at = (next() % bytes.len() as u64) as usize;
+        let len = 1 + (next() % 64) as usize;
+        for b in &mut bytes[at..(at + len).min(clean.len())] {
+            *b = next() as u8;
+        }
+        if next() % 4 == 0 {
+            bytes.truncate(at);
+        }
+        let got = count_types(&bytes);
+        let read: u64 = got.counts.values().sum();
+        assert!(read <= total, "damage at {at}: {read} > {total}");
+        if read < total {
+            assert!(
+                !got.rejects.is_empty(),
+                "damage at {at}+{len}: records lost without a reject"
+            );
+        }
+        for (offset, _, _, detail) in &got.rejects {
+            assert!(*offset <= clean.len() as u64, "{detail}");
+        }
+    }
+}
