@@ -49,11 +49,7 @@ impl ReportData {
 
     pub fn reject(&mut self, row: RejectRow) {
         self.add(&format!("rejected.{}", row.reason), 1);
-        if self.rejects.len() < MAX_REJECT_ROWS {
-            self.rejects.push(row);
-        } else {
-            self.add("rejects_not_listed", 1);
-        }
+        self.reject_row_only(row);
     }
 
     /// Merge another report into this one (counters add up, rejects append).
@@ -69,9 +65,12 @@ impl ReportData {
         }
     }
 
+    /// Keep a reject row whose `rejected.*` counter is already counted.
     fn reject_row_only(&mut self, row: RejectRow) {
         if self.rejects.len() < MAX_REJECT_ROWS {
             self.rejects.push(row);
+        } else {
+            self.add("rejects_not_listed", 1);
         }
     }
 

@@ -253,7 +253,6 @@ pub struct ByteSource<R> {
     compression: Compression,
     decoded: u64,
     members: VecDeque<Member>,
-    members_seen: u64,
     /// Fast path for whole gzip members (None: streaming only).
     whole: Option<super::inflate::WholeMemberDecoder>,
 }
@@ -285,7 +284,6 @@ impl<R: Read> ByteSource<R> {
             compression,
             decoded: 0,
             members: VecDeque::new(),
-            members_seen: 0,
             whole: (compression == Compression::Gzip)
                 .then(super::inflate::WholeMemberDecoder::new)
                 .flatten(),
@@ -304,11 +302,6 @@ impl<R: Read> ByteSource<R> {
     /// Compressed bytes consumed so far.
     pub fn compressed_offset(&self) -> u64 {
         self.input.offset()
-    }
-
-    /// Gzip members started so far.
-    pub fn members_seen(&self) -> u64 {
-        self.members_seen
     }
 
     /// The offset by which a record starting at decompressed position `pos` is located: the
@@ -539,7 +532,6 @@ impl<R: Read> ByteSource<R> {
             decoded_start: decoded,
             offset,
         });
-        self.members_seen += 1;
         Ok(())
     }
 
@@ -560,7 +552,6 @@ impl<R: Read> ByteSource<R> {
                         decoded_start: self.decoded,
                         offset,
                     });
-                    self.members_seen += 1;
                     return Ok(Some(produced));
                 }
                 super::inflate::Whole::NeedsMoreSpace if space < WHOLE_OUT_MAX => space *= 4,
