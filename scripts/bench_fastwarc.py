@@ -37,11 +37,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("files", nargs="+")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--modes", default="raw,http", help="comma-separated, in this order")
     args = ap.parse_args()
     print(f"{'input / mode':<28} {'records':>8} {'file MB':>9} {'wall s':>8} {'cpu s':>8} {'records/s':>12} {'file MB/s':>12}")
     for path in args.files:
         mb = os.path.getsize(path) / 1e6
-        for mode in ("raw", "http"):
+        for mode in args.modes.split(","):
             times, cpu = [], []
             for _ in range(args.repeat):
                 start, cpu_start = time.perf_counter(), time.thread_time()

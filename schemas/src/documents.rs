@@ -27,6 +27,10 @@ pub const DOCUMENTS_VERSION: u32 = 1;
 /// | `payload` | body bytes (HTTP headers removed, chunked/gzip/deflate/br transfer decoded); null for text records |
 /// | `text` | UTF-8 text for WET `conversion` records, JSONL and Parquet; null for binary payloads |
 /// | `meta` | JSON object of the configured metadata fields (JSONL/Parquet), null otherwise |
+///
+/// `payload` and `text` are view types (`BinaryView`, `Utf8View`): ingest hands decoded
+/// bytes to the batch by reference instead of copying them, and DataFusion reads Parquet
+/// byte columns as views anyway. In Parquet they are plain `BYTE_ARRAY` columns.
 pub fn documents_schema() -> Schema {
     with_table_metadata(
         vec![
@@ -42,8 +46,8 @@ pub fn documents_schema() -> Schema {
             Field::new("http_status", DataType::UInt16, true),
             Field::new("content_type", DataType::Utf8, true),
             Field::new("charset", DataType::Utf8, true),
-            Field::new("payload", DataType::Binary, true),
-            Field::new("text", DataType::Utf8, true),
+            Field::new("payload", DataType::BinaryView, true),
+            Field::new("text", DataType::Utf8View, true),
             Field::new("meta", DataType::Utf8, true),
         ],
         DOCUMENTS_TABLE,

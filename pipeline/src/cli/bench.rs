@@ -31,6 +31,9 @@ pub enum BenchWhat {
         /// Payload bytes per record batch (the stage's `batch_bytes`; default: its default).
         #[arg(long)]
         batch_bytes: Option<usize>,
+        /// Time the reader only, not the whole stage (for profiling).
+        #[arg(long)]
+        reader_only: bool,
     },
 }
 
@@ -40,7 +43,8 @@ pub async fn bench(args: BenchArgs) -> Result<(), Failure> {
             files,
             repeat,
             batch_bytes,
-        } => bench_ingest(files, repeat.max(1), batch_bytes).await,
+            reader_only,
+        } => bench_ingest(files, repeat.max(1), batch_bytes, reader_only).await,
     }
 }
 
@@ -65,6 +69,7 @@ async fn bench_ingest(
     mut files: Vec<PathBuf>,
     repeat: usize,
     batch_bytes: Option<usize>,
+    reader_only: bool,
 ) -> Result<(), Failure> {
     if files.is_empty() {
         let default = PathBuf::from("../shared/data/bench/pages.warc.gz");
@@ -126,6 +131,9 @@ async fn bench_ingest(
             records as f64 / t,
             mb / t
         );
+        if reader_only {
+            continue;
+        }
 
         // The whole stage on one thread, into a scratch folder.
         let dir = tempfile::tempdir()?;

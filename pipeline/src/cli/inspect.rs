@@ -154,6 +154,16 @@ async fn show_parquet(loc: &Location, rows: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The bytes of a binary column's value (any of Arrow's binary layouts).
+fn binary_value(col: &dyn Array, row: usize) -> Option<&[u8]> {
+    match col.data_type() {
+        DataType::Binary => Some(col.as_binary::<i32>().value(row)),
+        DataType::LargeBinary => Some(col.as_binary::<i64>().value(row)),
+        DataType::BinaryView => Some(col.as_binary_view().value(row)),
+        _ => None,
+    }
+}
+
 /// Print rows as `column: value` lines, long values cut.
 pub fn print_rows(batch: &RecordBatch, limit: usize) {
     let opts = FormatOptions::default().with_null("null");
@@ -162,8 +172,7 @@ pub fn print_rows(batch: &RecordBatch, limit: usize) {
         for (field, col) in batch.schema().fields().iter().zip(batch.columns()) {
             let shown = if col.is_null(row) {
                 "null".to_string()
-            } else if field.data_type() == &DataType::Binary {
-                let v = col.as_binary::<i32>().value(row);
+            } else if let Some(v) = binary_value(col.as_ref(), row) {
                 format!(
                     "<{} bytes> {:?}",
                     v.len(),

@@ -2,10 +2,11 @@
 //! writes into: it assigns ids, turns records into rows or rejects, tallies counters and
 //! hands full batches on.
 
+use super::chunk::{ChunkMem, TextViewBuilder, ViewColumnBuilder};
 use super::http::{parse_response, split_content_type, HttpError};
 use super::warc::{Container, RawRecord, RecordSink, Stop};
 use crate::report::{RejectRow, ReportData};
-use arrow::array::{ArrayRef, BinaryBuilder, StringBuilder, UInt16Builder, UInt64Builder};
+use arrow::array::{ArrayRef, StringBuilder, UInt16Builder, UInt64Builder};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use harman_schemas::RejectReason;
@@ -37,6 +38,8 @@ pub struct DocRow<'a> {
     pub payload: Option<&'a [u8]>,
     pub text: Option<&'a str>,
     pub meta: Option<&'a str>,
+    /// The decode chunk `payload`/`text` may lie in; such values are referenced, not copied.
+    pub chunk: Option<&'a Arc<ChunkMem>>,
 }
 
 /// Column builders for `documents`.
@@ -56,22 +59,15 @@ pub struct DocumentBatchBuilder {
     status: UInt16Builder,
     content_type: StringBuilder,
     charset: StringBuilder,
-    payload: BinaryBuilder,
-    text: StringBuilder,
+    payload: ViewColumnBuilder,
+    text: TextViewBuilder,
     meta: StringBuilder,
     rows: usize,
     bytes: usize,
-    /// Payload bytes reserved per batch, so the value buffer is allocated once, not regrown.
-    payload_capacity: usize,
 }
 
 impl DocumentBatchBuilder {
-    pub fn new(
-        schema: SchemaRef,
-        source_url: &str,
-        source_format: &'static str,
-        payload_capacity: usize,
-    ) -> Self {
+    pub fn new(schema: SchemaRef, source_url: &str, source_format: &'static str) -> Self {
         DocumentBatchBuilder {
             schema,
             source_url: source_url.to_string(),
@@ -88,12 +84,11 @@ impl DocumentBatchBuilder {
             status: UInt16Builder::new(),
             content_type: StringBuilder::new(),
             charset: StringBuilder::new(),
-            payload: BinaryBuilder::with_capacity(1024, payload_capacity),
-            text: StringBuilder::new(),
+            payload: ViewColumnBuilder::default(),
+            text: TextViewBuilder::default(),
             meta: StringBuilder::new(),
             rows: 0,
             bytes: 0,
-            payload_capacity,
         }
     }
 
@@ -115,8 +110,8 @@ impl DocumentBatchBuilder {
         self.status.append_option(row.http_status);
         self.content_type.append_option(row.content_type);
         self.charset.append_option(row.charset);
-        self.payload.append_option(row.payload);
-        self.text.append_option(row.text);
+        self.payload.append(row.payload, row.chunk);
+        self.text.append(row.text, row.chunk);
         self.meta.append_option(row.meta);
         self.rows += 1;
         self.bytes += row.payload.map_or(0, |p| p.len())
@@ -148,14 +143,8 @@ impl DocumentBatchBuilder {
             Arc::new(self.status.finish()),
             Arc::new(self.content_type.finish()),
             Arc::new(self.charset.finish()),
-            Arc::new(
-                std::mem::replace(
-                    &mut self.payload,
-                    BinaryBuilder::with_capacity(1024, self.payload_capacity),
-                )
-                .finish(),
-            ),
-            Arc::new(self.text.finish()),
+            self.payload.finish_binary(),
+            self.text.finish(),
             Arc::new(self.meta.finish()),
         ];
         self.rows = 0;
@@ -255,6 +244,7 @@ impl RecordSink for DocumentSink<'_> {
             record_id: rec.record_id.as_deref(),
             url: rec.target_uri.as_deref(),
             date: rec.date.as_deref(),
+            chunk: rec.chunk,
             ..DocRow::default()
         };
         let is_http =

@@ -40,33 +40,26 @@ impl WholeMemberDecoder {
             .map(|ptr| WholeMemberDecoder { ptr })
     }
 
-    /// Decode the gzip member at the start of `input`, appending to `out` within its spare
-    /// capacity (reserve before calling).
-    pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Whole {
-        let spare = out.spare_capacity_mut();
+    /// Decode the gzip member at the start of `input` into the start of `out`.
+    pub fn decode(&mut self, input: &[u8], out: &mut [u8]) -> Whole {
         let mut consumed = 0usize;
         let mut produced = 0usize;
-        // SAFETY: the input pointer/length describe a live slice; the output pointer/length
-        // describe `out`'s spare capacity, which libdeflate writes at most `spare.len()` bytes
-        // into; the decompressor pointer is valid until drop.
+        // SAFETY: the input and output pointer/length pairs describe live slices (libdeflate
+        // writes at most `out.len()` bytes); the decompressor pointer is valid until drop.
         let result = unsafe {
             libdeflate_gzip_decompress_ex(
                 self.ptr.as_ptr(),
                 input.as_ptr().cast(),
                 input.len(),
-                spare.as_mut_ptr().cast(),
-                spare.len(),
+                out.as_mut_ptr().cast(),
+                out.len(),
                 &mut consumed,
                 &mut produced,
             )
         };
         #[allow(non_upper_case_globals)]
         match result {
-            libdeflate_result_LIBDEFLATE_SUCCESS => {
-                // SAFETY: libdeflate initialised exactly `produced` bytes of the spare capacity.
-                unsafe { out.set_len(out.len() + produced) };
-                Whole::Done { consumed, produced }
-            }
+            libdeflate_result_LIBDEFLATE_SUCCESS => Whole::Done { consumed, produced },
             libdeflate_result_LIBDEFLATE_INSUFFICIENT_SPACE => Whole::NeedsMoreSpace,
             _ => Whole::Incomplete,
         }
@@ -93,9 +86,9 @@ mod tests {
         let mut input = member.clone();
         input.extend_from_slice(b"\x1f\x8bnext member");
         let mut d = WholeMemberDecoder::new().unwrap();
-        let mut out = Vec::with_capacity(100);
+        let mut out = vec![0u8; 100];
         assert_eq!(d.decode(&input, &mut out), Whole::NeedsMoreSpace);
-        out.reserve(20_000);
+        let mut out = vec![0u8; 20_000];
         assert_eq!(
             d.decode(&input, &mut out),
             Whole::Done {
@@ -103,8 +96,7 @@ mod tests {
                 produced: 12_000
             }
         );
-        assert_eq!(out, b"warc record ".repeat(1000));
-        out.clear();
+        assert_eq!(out[..12_000], b"warc record ".repeat(1000));
         assert_eq!(
             d.decode(&member[..member.len() - 3], &mut out),
             Whole::Incomplete

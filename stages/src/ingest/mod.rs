@@ -4,6 +4,7 @@
 //! is a streaming partition.
 
 mod builder;
+mod chunk;
 mod http;
 mod inflate;
 mod jsonl;
@@ -223,12 +224,6 @@ impl IngestOptions {
         Ok(())
     }
 
-    /// Payload bytes to reserve per batch: a batch is cut once it holds `batch_bytes`, so it
-    /// ends below that plus one record (reserved up to 64 MiB; larger batches regrow).
-    fn payload_reserve(&self) -> usize {
-        self.batch_bytes.saturating_add(1 << 20).min(64 << 20)
-    }
-
     fn sink_options(&self) -> SinkOptions {
         SinkOptions {
             max_record_bytes: self.max_record_bytes,
@@ -352,7 +347,7 @@ pub fn read_stream<R: Read>(
     } else {
         "warc"
     };
-    let builder = DocumentBatchBuilder::new(schema, url, source_format, opts.payload_reserve());
+    let builder = DocumentBatchBuilder::new(schema, url, source_format);
     let mut sink = DocumentSink::new(builder, opts.sink_options(), emit);
     match format {
         InputFormat::Jsonl => jsonl::read_lines(&mut stream, &opts.fields(), &mut sink)?,
@@ -432,7 +427,7 @@ async fn read_shard(
         let data = tokio::task::spawn_blocking(move || {
             let mut emit = sender(tx);
             let schema = Arc::new(harman_schemas::documents_schema());
-            let builder = DocumentBatchBuilder::new(schema, &url, "parquet", 0);
+            let builder = DocumentBatchBuilder::new(schema, &url, "parquet");
             let mut sink = DocumentSink::new(builder, opts.sink_options(), &mut emit);
             let fields = opts.fields();
             handle.block_on(parquet_input::read_parquet(

@@ -18,6 +18,19 @@ const WHOLE_OUT_START: usize = 1 << 20;
 const WHOLE_OUT_MAX: usize = 64 << 20;
 /// Members whose compressed bytes do not fit in this much input are streamed.
 const WHOLE_IN_MAX: usize = 32 << 20;
+/// Free space to offer `ByteSource::fill`: the first size whole-member decoding tries.
+pub const MIN_FILL_SPACE: usize = WHOLE_OUT_START;
+
+/// What one `ByteSource::fill` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// This many decoded bytes were written at the start of the space given.
+    Wrote(usize),
+    /// The shard has ended.
+    End,
+    /// Nothing was written: the next gzip member wants at least this much free space.
+    NeedSpace(usize),
+}
 
 /// How a shard's bytes are compressed, judged from its first bytes (never from its name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,25 +354,26 @@ impl<R: Read> ByteSource<R> {
         self.input.finish_hash()
     }
 
-    /// Append up to `max` decompressed bytes to `out`. Returns the number appended; 0 means the
-    /// end of the shard. A `Corrupt` error leaves the stream ready to continue after the bad
-    /// member or frame.
-    pub fn fill(&mut self, out: &mut Vec<u8>, max: usize) -> Result<usize, SourceError> {
-        let n = match &mut self.decoder {
+    /// Decode bytes into `out` (offer at least `MIN_FILL_SPACE`). A `Corrupt` error leaves
+    /// the stream ready to continue after the bad member or frame; nothing is written then.
+    pub fn fill(&mut self, out: &mut [u8]) -> Result<Fill, SourceError> {
+        let filled = match &mut self.decoder {
             Decoder::Plain => {
                 if self.input.avail().is_empty() && !self.input.fill()? {
-                    return Ok(0);
+                    return Ok(Fill::End);
                 }
-                let take = self.input.avail().len().min(max);
-                out.extend_from_slice(&self.input.avail()[..take]);
+                let take = self.input.avail().len().min(out.len());
+                out[..take].copy_from_slice(&self.input.avail()[..take]);
                 self.input.consume(take);
-                take
+                Fill::Wrote(take)
             }
-            Decoder::Gzip { .. } => self.fill_gzip(out, max)?,
-            Decoder::Zstd { .. } => self.fill_zstd(out, max)?,
+            Decoder::Gzip { .. } => self.fill_gzip(out)?,
+            Decoder::Zstd { .. } => self.fill_zstd(out)?,
         };
-        self.decoded += n as u64;
-        Ok(n)
+        if let Fill::Wrote(n) = filled {
+            self.decoded += n as u64;
+        }
+        Ok(filled)
     }
 
     fn corrupt(offset: u64, reason: RejectReason, detail: String) -> SourceError {
@@ -370,12 +384,12 @@ impl<R: Read> ByteSource<R> {
         })
     }
 
-    fn fill_gzip(&mut self, out: &mut Vec<u8>, max: usize) -> Result<usize, SourceError> {
+    fn fill_gzip(&mut self, out: &mut [u8]) -> Result<Fill, SourceError> {
         loop {
             if !*gzip_state(&mut self.decoder).in_member {
                 // Start of a member: find it, then decode it whole or start streaming it.
                 if self.input.avail().is_empty() && !self.input.fill()? {
-                    return Ok(0);
+                    return Ok(Fill::End);
                 }
                 let resync = *gzip_state(&mut self.decoder).resync;
                 if resync || !self.input.avail().starts_with(&GZIP_MAGIC[..1]) {
@@ -392,11 +406,11 @@ impl<R: Read> ByteSource<R> {
                         ));
                     }
                     if self.input.avail().is_empty() {
-                        return Ok(0);
+                        return Ok(Fill::End);
                     }
                 }
-                if let Some(n) = self.try_whole_member(out)? {
-                    return Ok(n);
+                if let Some(filled) = self.try_whole_member(out)? {
+                    return Ok(filled);
                 }
                 self.start_streamed_member()?;
             }
@@ -417,24 +431,19 @@ impl<R: Read> ByteSource<R> {
                     format!("gzip member at offset {offset} is cut off: the input ends inside it"),
                 ));
             }
-            let before_len = out.len();
-            // decompress_vec writes into the spare capacity.
-            out.reserve(max);
             let in_before = inflate.total_in();
             let out_before = inflate.total_out();
-            let status =
-                inflate.decompress_vec(self.input.avail(), out, flate2::FlushDecompress::None);
+            let status = inflate.decompress(self.input.avail(), out, flate2::FlushDecompress::None);
             let consumed = (inflate.total_in() - in_before) as usize;
             let produced = (inflate.total_out() - out_before) as usize;
             self.input.consume(consumed);
-            crc.update(&out[before_len..before_len + produced]);
+            crc.update(&out[..produced]);
             match status {
                 Ok(flate2::Status::StreamEnd) => {
                     *in_member = false;
                     let got_crc = std::mem::replace(crc, crc32fast::Hasher::new()).finalize();
                     let got_len = inflate.total_out() as u32;
                     if !self.input.ensure(8)? {
-                        out.truncate(before_len);
                         let have = self.input.avail().len();
                         self.input.consume(have);
                         return Err(Self::corrupt(
@@ -448,7 +457,6 @@ impl<R: Read> ByteSource<R> {
                     let want_len = u32::from_le_bytes([t[4], t[5], t[6], t[7]]);
                     self.input.consume(8);
                     if got_crc != want_crc || got_len != want_len {
-                        out.truncate(before_len);
                         return Err(Self::corrupt(
                             offset,
                             RejectReason::CorruptGzip,
@@ -458,12 +466,12 @@ impl<R: Read> ByteSource<R> {
                         ));
                     }
                     if produced > 0 {
-                        return Ok(produced);
+                        return Ok(Fill::Wrote(produced));
                     }
                 }
                 Ok(_) => {
                     if produced > 0 {
-                        return Ok(produced);
+                        return Ok(Fill::Wrote(produced));
                     }
                     if consumed == 0 && !self.input.fill()? {
                         *in_member = false;
@@ -477,8 +485,7 @@ impl<R: Read> ByteSource<R> {
                 Err(e) => {
                     *in_member = false;
                     *gzip_state(&mut self.decoder).resync = true;
-                    // Bytes decoded before the error are dropped with the member.
-                    out.truncate(before_len);
+                    // Bytes decoded in this call are dropped with the member.
                     return Err(Self::corrupt(
                         offset,
                         RejectReason::CorruptGzip,
@@ -536,15 +543,13 @@ impl<R: Read> ByteSource<R> {
     }
 
     /// Decode the member at the current input position in one call when it is complete and
-    /// fits the buffers; None to stream it instead.
-    fn try_whole_member(&mut self, out: &mut Vec<u8>) -> Result<Option<usize>, SourceError> {
+    /// fits `out`; `NeedSpace` to be offered more room (up to a limit), None to stream it.
+    fn try_whole_member(&mut self, out: &mut [u8]) -> Result<Option<Fill>, SourceError> {
         let Some(whole) = self.whole.as_mut() else {
             return Ok(None);
         };
         let offset = self.input.offset();
-        let mut space = WHOLE_OUT_START;
         loop {
-            out.reserve(space);
             match whole.decode(self.input.avail(), out) {
                 super::inflate::Whole::Done { consumed, produced } => {
                     self.input.consume(consumed);
@@ -552,9 +557,12 @@ impl<R: Read> ByteSource<R> {
                         decoded_start: self.decoded,
                         offset,
                     });
-                    return Ok(Some(produced));
+                    return Ok(Some(Fill::Wrote(produced)));
                 }
-                super::inflate::Whole::NeedsMoreSpace if space < WHOLE_OUT_MAX => space *= 4,
+                super::inflate::Whole::NeedsMoreSpace if out.len() < WHOLE_OUT_MAX => {
+                    let more = (out.len().max(WHOLE_OUT_START) * 4).min(WHOLE_OUT_MAX);
+                    return Ok(Some(Fill::NeedSpace(more)));
+                }
                 super::inflate::Whole::NeedsMoreSpace => return Ok(None),
                 super::inflate::Whole::Incomplete => {
                     // Perhaps the member continues past what has been read: read more and
@@ -568,7 +576,7 @@ impl<R: Read> ByteSource<R> {
         }
     }
 
-    fn fill_zstd(&mut self, out: &mut Vec<u8>, max: usize) -> Result<usize, SourceError> {
+    fn fill_zstd(&mut self, out: &mut [u8]) -> Result<Fill, SourceError> {
         use zstd::stream::raw::Operation;
         let Decoder::Zstd {
             dctx,
@@ -588,24 +596,21 @@ impl<R: Read> ByteSource<R> {
                         format!("zstd frame at offset {frame_offset} is cut off"),
                     ));
                 }
-                return Ok(0);
+                return Ok(Fill::End);
             }
             if !*in_frame {
                 *frame_offset = self.input.offset();
                 *in_frame = true;
             }
-            let before_len = out.len();
-            out.resize(before_len + max, 0);
-            let result = dctx.run_on_buffers(self.input.avail(), &mut out[before_len..]);
+            let result = dctx.run_on_buffers(self.input.avail(), out);
             match result {
                 Ok(status) => {
-                    out.truncate(before_len + status.bytes_written);
                     self.input.consume(status.bytes_read);
                     if status.remaining == 0 {
                         *in_frame = false;
                     }
                     if status.bytes_written > 0 {
-                        return Ok(status.bytes_written);
+                        return Ok(Fill::Wrote(status.bytes_written));
                     }
                     if status.bytes_read == 0 && !self.input.fill()? && *in_frame {
                         *in_frame = false;
@@ -617,7 +622,6 @@ impl<R: Read> ByteSource<R> {
                     }
                 }
                 Err(e) => {
-                    out.truncate(before_len);
                     let offset = *frame_offset;
                     *in_frame = false;
                     dctx.reinit()?;
@@ -679,10 +683,12 @@ mod tests {
     fn drain(src: &mut ByteSource<&[u8]>) -> (Vec<u8>, Vec<Corruption>) {
         let mut out = Vec::new();
         let mut errors = Vec::new();
+        let mut space = vec![0u8; 4096];
         loop {
-            match src.fill(&mut out, 4096) {
-                Ok(0) => return (out, errors),
-                Ok(_) => {}
+            match src.fill(&mut space) {
+                Ok(Fill::End) => return (out, errors),
+                Ok(Fill::Wrote(n)) => out.extend_from_slice(&space[..n]),
+                Ok(Fill::NeedSpace(n)) => space.resize(n, 0),
                 Err(SourceError::Corrupt(c)) => errors.push(c),
                 Err(e) => panic!("{e}"),
             }

@@ -1,6 +1,7 @@
 //! Ingest tests on the real WARC/JSONL samples in `tests/data` (and the full shared set in
 //! `../shared/data/warc` when it is there).
 
+use super::source::Fill;
 use super::*;
 use arrow::array::{Array, AsArray};
 use harman_schemas::RejectReason;
@@ -187,8 +188,16 @@ fn damaged_member_loses_only_its_record() {
     // Member offsets: decode the file member by member.
     let mut offsets = Vec::new();
     let mut src = ByteSource::new(&bytes[..]).unwrap();
-    let mut sink = Vec::new();
-    while src.fill(&mut sink, 1 << 16).unwrap() > 0 {
+    let mut space = vec![0u8; 1 << 16];
+    loop {
+        match src.fill(&mut space).unwrap() {
+            Fill::End => break,
+            Fill::NeedSpace(n) => {
+                space.resize(n, 0);
+                continue;
+            }
+            Fill::Wrote(_) => {}
+        }
         if offsets.last() != Some(&src.locate(src.decoded() - 1)) {
             offsets.push(src.locate(src.decoded() - 1));
         }
@@ -243,7 +252,7 @@ fn warc_documents_carry_http_fields_and_valid_schema() {
         .column_by_name("http_status")
         .unwrap()
         .as_primitive::<arrow::datatypes::UInt16Type>();
-    let payload = b.column_by_name("payload").unwrap().as_binary::<i32>();
+    let payload = b.column_by_name("payload").unwrap().as_binary_view();
     let ctype = b.column_by_name("content_type").unwrap().as_string::<i32>();
     let first_response = (0..b.num_rows())
         .find(|&i| types.value(i) == "response")
@@ -268,7 +277,7 @@ fn wet_conversion_records_become_text() {
     let (batches, _) = ingest(&bytes, InputFormat::Warc, &opts);
     let b = &batches[0];
     assert_eq!(b.num_rows(), 1);
-    let text = b.column_by_name("text").unwrap().as_string::<i32>();
+    let text = b.column_by_name("text").unwrap().as_string_view();
     assert!(text.value(0).contains("Escopete"));
     assert!(b.column_by_name("payload").unwrap().is_null(0));
 }
@@ -285,7 +294,7 @@ fn chunked_and_brotli_payloads_are_decoded() {
         let (batches, data) = ingest(&bytes, InputFormat::Warc, &opts);
         let b = &batches[0];
         let types = b.column_by_name("record_type").unwrap().as_string::<i32>();
-        let payload = b.column_by_name("payload").unwrap().as_binary::<i32>();
+        let payload = b.column_by_name("payload").unwrap().as_binary_view();
         let i = (0..b.num_rows())
             .find(|&i| types.value(i) == "response")
             .unwrap();
@@ -434,5 +443,108 @@ fn random_damage_never_loses_records_silently() {
         for (offset, _, _, detail) in &got.rejects {
             assert!(*offset <= clean.len() as u64, "{detail}");
         }
+    }
+}
+
+/// A WARC of `resource` records with the given payloads, one gzip member per record (or
+/// uncompressed).
+fn warc_of(payloads: &[Vec<u8>], gzip: bool) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Vec::new();
+    for (i, p) in payloads.iter().enumerate() {
+        let mut rec = format!(
+            "WARC/1.0\r\nWARC-Type: resource\r\nWARC-Record-ID: <urn:uuid:{i:08}>\r\nWARC-Target-URI: http://example.com/{i}\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n",
+            p.len()
+        )
+        .into_bytes();
+        rec.extend_from_slice(p);
+        rec.extend_from_slice(b"\r\n\r\n");
+        if gzip {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&rec).unwrap();
+            out.extend_from_slice(&e.finish().unwrap());
+        } else {
+            out.extend_from_slice(&rec);
+        }
+    }
+    out
+}
+
+/// Payloads cut from real pages, of varied sizes, with one larger than a decode chunk.
+fn varied_payloads() -> Vec<Vec<u8>> {
+    let path = data_dir()
+        .join("warc/commoncrawl/CC-MAIN-20200808165417-20200808195417-00395.excerpt.warc.gz");
+    use std::io::Read as _;
+    let mut pool = Vec::new();
+    flate2::read::MultiGzDecoder::new(&read_file(&path)[..])
+        .read_to_end(&mut pool)
+        .unwrap();
+    let sizes = (0..400u64).map(|i| match i {
+        137 => super::chunk::CHUNK_BYTES + 3_000_000,
+        _ => (i * i * 7919 % 90_000) as usize + (i % 13) as usize,
+    });
+    sizes
+        .enumerate()
+        .map(|(i, n)| {
+            let start = i * 7919 % pool.len();
+            pool.iter().cycle().skip(start).take(n).copied().collect()
+        })
+        .collect()
+}
+
+/// Payloads are handed to batches by reference into the decode chunks: every value must
+/// come back exactly, whether the batches are kept (chunks pile up) or dropped at once
+/// (chunks are reused), across chunk boundaries and for a record larger than a chunk.
+#[test]
+fn payloads_survive_chunk_turnover() {
+    let payloads = varied_payloads();
+    let opts = IngestOptions {
+        batch_bytes: 1 << 20,
+        ..IngestOptions::with_inputs(vec!["x".into()])
+    };
+    for gzip in [true, false] {
+        let file = warc_of(&payloads, gzip);
+        // Kept: all batches alive at the end.
+        let (batches, data) = ingest(&file, InputFormat::Warc, &opts);
+        assert_eq!(data.rejected(), 0);
+        let got: Vec<Vec<u8>> = batches
+            .iter()
+            .flat_map(|b| {
+                let col = b
+                    .column_by_name("payload")
+                    .unwrap()
+                    .as_binary_view()
+                    .clone();
+                (0..col.len()).map(move |i| col.value(i).to_vec())
+            })
+            .collect();
+        assert_eq!(got.len(), payloads.len());
+        for (i, (g, p)) in got.iter().zip(&payloads).enumerate() {
+            assert!(
+                g == p,
+                "gzip={gzip} payload {i} differs ({} vs {} bytes)",
+                g.len(),
+                p.len()
+            );
+        }
+        // Dropped: each batch checked and released before the next is read.
+        let mut next = 0usize;
+        let mut emit = |b: RecordBatch| {
+            let col = b.column_by_name("payload").unwrap().as_binary_view();
+            for i in 0..col.len() {
+                assert!(col.value(i) == payloads[next].as_slice(), "payload {next}");
+                next += 1;
+            }
+            Ok(())
+        };
+        read_stream(
+            &file[..],
+            "file:///shard",
+            InputFormat::Warc,
+            &opts,
+            &mut emit,
+        )
+        .unwrap();
+        assert_eq!(next, payloads.len());
     }
 }

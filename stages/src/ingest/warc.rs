@@ -3,11 +3,13 @@
 //! record, oversized record or corrupt gzip member becomes a reject and reading resumes at the
 //! next record.
 
+use super::chunk::ChunkMem;
 use super::source::SourceError;
 use super::stream::DecodedStream;
 use harman_schemas::RejectReason;
 use memchr::memmem;
 use std::io::Read;
+use std::sync::Arc;
 
 /// Longest WARC/ARC header accepted.
 const MAX_HEADER: usize = 256 * 1024;
@@ -45,6 +47,8 @@ pub struct RawRecord<'a> {
     /// The WARC header's Content-Type (e.g. `application/http; msgtype=response`).
     pub content_type: Option<String>,
     pub block: &'a [u8],
+    /// The decode chunk `block` lies in: a sink may keep a reference to it instead of copying.
+    pub chunk: Option<&'a Arc<ChunkMem>>,
 }
 
 /// Why reading stopped early.
@@ -483,6 +487,7 @@ impl Reader<'_> {
                 date: header.date,
                 content_type: header.content_type,
                 block: &stream.avail()[header_len..total],
+                chunk: Some(stream.chunk()),
             };
             sink.record(&rec)?;
         } else {
@@ -583,6 +588,7 @@ impl Reader<'_> {
                 date: Some(fields[2].to_string()),
                 content_type: Some(fields[3].to_string()),
                 block: &stream.avail()[line_end + 1..total],
+                chunk: Some(stream.chunk()),
             };
             sink.record(&rec)?;
         } else {
