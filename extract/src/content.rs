@@ -1,0 +1,723 @@
+//! Main-content selection on a parsed page: boilerplate subtrees are pruned by tag, by
+//! hidden-ness and by their class/id names; the remaining text blocks are scored
+//! (readability-style: paragraph length, commas, link density, container names) to find the
+//! article container and the sibling blocks that belong with it; the chosen blocks are then
+//! rendered as plain text with one block per line.
+
+use crate::dom::{Dom, NodeId, Tag, NONE};
+use crate::{ExtractOptions, Favor};
+
+/// Words in a class or id that mark a block as boilerplate.
+const BOILERPLATE: &[&str] = &[
+    "comment",
+    "disqus",
+    "sidebar",
+    "footer",
+    "cookie",
+    "consent",
+    "gdpr",
+    "newsletter",
+    "subscri",
+    "share",
+    "sharing",
+    "social",
+    "related",
+    "recommend",
+    "advert",
+    "sponsor",
+    "promo",
+    "banner",
+    "breadcrumb",
+    "pagination",
+    "pager",
+    "navbar",
+    "navigation",
+    "menu",
+    "masthead",
+    "popup",
+    "modal",
+    "widget",
+    "skip-link",
+    "sr-only",
+    "screen-reader",
+    "visually-hidden",
+    "print-only",
+    "read-more",
+    "readmore",
+    "more-stories",
+    "trending",
+    "outbrain",
+    "taboola",
+    "signup",
+    "sign-up",
+    "login",
+    "tags",
+    "tagcloud",
+    "byline",
+    "author-info",
+    "author-bio",
+    "about-author",
+    "rating",
+    "toolbar",
+    "tooltip",
+    "dropdown",
+];
+
+/// Words that mark a block as content; they protect it from the list above.
+const CONTENT: &[&str] = &[
+    "article-body",
+    "articlebody",
+    "article__body",
+    "article-content",
+    "article_content",
+    "articlecontent",
+    "post-content",
+    "post_content",
+    "postcontent",
+    "post-body",
+    "entry-content",
+    "entry_content",
+    "story-body",
+    "storybody",
+    "story-content",
+    "main-content",
+    "maincontent",
+    "body-text",
+    "bodytext",
+    "text-content",
+    "rich-text",
+    "richtext",
+    "article-text",
+    "blog-content",
+    "page-content",
+];
+
+/// Scoring weights of class/id words (readability's idea, our own lists).
+const POSITIVE: &[&str] = &[
+    "article", "body", "content", "entry", "hentry", "main", "post", "text", "blog", "story",
+];
+const NEGATIVE: &[&str] = &[
+    "hidden", "banner", "combx", "comment", "contact", "foot", "footnote", "masthead", "media",
+    "meta", "promo", "related", "scroll", "share", "shoutbox", "sidebar", "sponsor", "shopping",
+    "tags", "tool", "widget", "nav", "menu", "header", "caption", "credit",
+];
+
+fn has_word(class_id: &str, words: &[&str]) -> bool {
+    !class_id.is_empty() && words.iter().any(|w| class_id.contains(w))
+}
+
+/// Does a class/id name a boilerplate block? Words are matched against the parts of each
+/// class token (split at `-` and `_`): exactly, as a suffix ("mainmenu"), or — for longer
+/// words — as a prefix ("comments", "advertisement"); words with a dash match anywhere.
+fn names_boilerplate(class_id: &str) -> bool {
+    if class_id.is_empty() {
+        return false;
+    }
+    for token in class_id.split_ascii_whitespace() {
+        for w in BOILERPLATE {
+            if w.contains('-') {
+                if token.contains(w) {
+                    return true;
+                }
+                continue;
+            }
+            for part in token.split(['-', '_']) {
+                if part == *w
+                    || (part.len() > w.len() && part.ends_with(w))
+                    || (w.len() >= 6 && part.starts_with(w))
+                {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// What to do with an element.
+enum Prune {
+    Keep,
+    /// Always removed.
+    Hard,
+    /// Removed unless it holds most of the page's text.
+    Soft,
+}
+
+/// Per-node statistics of visible, unpruned text.
+#[derive(Debug, Clone, Copy, Default)]
+struct Stats {
+    chars: u32,
+    link_chars: u32,
+    commas: u32,
+    paragraphs: u32,
+}
+
+pub struct Page<'a> {
+    dom: &'a Dom,
+    pruned: Vec<bool>,
+    stats: Vec<Stats>,
+    opts: &'a ExtractOptions,
+}
+
+fn count_text(s: &str) -> (u32, u32) {
+    let mut chars = 0u32;
+    let mut commas = 0u32;
+    for c in s.chars() {
+        if !c.is_whitespace() {
+            chars += 1;
+            if matches!(c, ',' | '，' | '、' | '،') {
+                commas += 1;
+            }
+        }
+    }
+    (chars, commas)
+}
+
+impl<'a> Page<'a> {
+    pub fn new(dom: &'a Dom, opts: &'a ExtractOptions) -> Self {
+        let n = dom.nodes.len();
+        // Parents come before children, so one forward pass inherits pruning. First the
+        // certain removals (scripts, hidden, navigation…), then the ones judged by class/id
+        // names, which spare a block holding most of the page's text (a layout wrapper named
+        // `has-sidebar` is not a sidebar).
+        let mut pruned = vec![false; n];
+        let mut soft = vec![false; n];
+        for id in 1..n {
+            let node = &dom.nodes[id];
+            if pruned[node.parent as usize] {
+                pruned[id] = true;
+                continue;
+            }
+            if node.text.is_none() {
+                match Self::prune(dom, id, opts) {
+                    Prune::Keep => {}
+                    Prune::Hard => pruned[id] = true,
+                    Prune::Soft => soft[id] = true,
+                }
+            }
+        }
+        let raw = Self::compute_stats(dom, &pruned);
+        let total = raw[0].chars.max(1) as f32;
+        if soft.iter().any(|&s| s) {
+            for id in 1..n {
+                let parent = dom.nodes[id].parent as usize;
+                if pruned[parent] {
+                    pruned[id] = true;
+                } else if soft[id] && (raw[id].chars as f32) < total * 0.6 {
+                    pruned[id] = true;
+                }
+            }
+        }
+        let stats = Self::compute_stats(dom, &pruned);
+        Page {
+            dom,
+            pruned,
+            stats,
+            opts,
+        }
+    }
+
+    fn compute_stats(dom: &Dom, pruned: &[bool]) -> Vec<Stats> {
+        let n = dom.nodes.len();
+        let mut stats = vec![Stats::default(); n];
+        for id in (1..n).rev() {
+            if pruned[id] {
+                continue;
+            }
+            let node = &dom.nodes[id];
+            let mut s = stats[id];
+            if let Some(t) = dom.text_of(id as NodeId) {
+                let (c, commas) = count_text(t);
+                s.chars = c;
+                s.commas = commas;
+            }
+            match node.tag {
+                Tag::A => s.link_chars = s.chars,
+                Tag::P | Tag::Pre | Tag::Blockquote if s.chars > 0 => s.paragraphs += 1,
+                _ => {}
+            }
+            stats[id] = s;
+            let p = node.parent as usize;
+            stats[p].chars += s.chars;
+            stats[p].link_chars += s.link_chars;
+            stats[p].commas += s.commas;
+            stats[p].paragraphs += s.paragraphs;
+        }
+        stats
+    }
+
+    /// Should this element and everything under it be left out?
+    fn prune(dom: &Dom, id: usize, opts: &ExtractOptions) -> Prune {
+        let node = &dom.nodes[id];
+        match node.tag {
+            Tag::Head
+            | Tag::Title
+            | Tag::Meta
+            | Tag::Script
+            | Tag::Style
+            | Tag::Noscript
+            | Tag::Template
+            | Tag::Svg
+            | Tag::Iframe
+            | Tag::Object
+            | Tag::Embed
+            | Tag::Canvas
+            | Tag::Video
+            | Tag::Audio
+            | Tag::Button
+            | Tag::Input
+            | Tag::Select
+            | Tag::Option
+            | Tag::Textarea
+            | Tag::Dialog => return Prune::Hard,
+            Tag::Table if !opts.tables => return Prune::Hard,
+            _ => {}
+        }
+        if node.attrs.hidden {
+            return Prune::Hard;
+        }
+        if opts.mode == crate::Mode::Plain {
+            return Prune::Keep;
+        }
+        match node.tag {
+            Tag::Nav | Tag::Footer | Tag::Menu => return Prune::Hard,
+            Tag::Aside | Tag::Form => return Prune::Soft,
+            Tag::Html | Tag::Body | Tag::Main | Tag::Article => return Prune::Keep,
+            _ => {}
+        }
+        if let Some(role) = node.attrs.role.as_deref() {
+            if matches!(
+                role,
+                "navigation" | "banner" | "contentinfo" | "complementary" | "menu" | "search"
+                    | "dialog" | "alert" | "menubar" | "toolbar"
+            ) {
+                return Prune::Soft;
+            }
+        }
+        let ci = &*node.class_id;
+        if names_boilerplate(ci) && !has_word(ci, CONTENT) {
+            Prune::Soft
+        } else {
+            Prune::Keep
+        }
+    }
+
+    fn link_density(&self, id: NodeId) -> f32 {
+        let s = self.stats[id as usize];
+        if s.chars == 0 {
+            0.0
+        } else {
+            s.link_chars as f32 / s.chars as f32
+        }
+    }
+
+    fn class_weight(&self, id: NodeId) -> f32 {
+        let ci = &*self.dom.node(id).class_id;
+        let mut w = 0.0;
+        if has_word(ci, NEGATIVE) {
+            w -= 25.0;
+        }
+        if has_word(ci, POSITIVE) {
+            w += 25.0;
+        }
+        if has_word(ci, CONTENT) {
+            w += 50.0;
+        }
+        if self.dom.node(id).attrs.itemprop.as_deref() == Some("articleBody") {
+            w += 50.0;
+        }
+        w
+    }
+
+    /// Direct text of an element (its own text children), in visible chars.
+    fn own_text_chars(&self, id: NodeId) -> u32 {
+        self.dom
+            .children(id)
+            .filter(|&c| self.dom.is_text(c))
+            .map(|c| self.stats[c as usize].chars)
+            .sum()
+    }
+
+    /// Blocks that count as paragraphs when scoring.
+    fn is_scorable(&self, id: NodeId) -> bool {
+        match self.dom.node(id).tag {
+            Tag::P | Tag::Pre | Tag::Td | Tag::Blockquote | Tag::Dd => true,
+            Tag::Div | Tag::Section | Tag::Article | Tag::Li | Tag::Span | Tag::Other => {
+                self.own_text_chars(id) >= 25
+            }
+            _ => false,
+        }
+    }
+
+    fn initial_score(&self, id: NodeId) -> f32 {
+        let base = match self.dom.node(id).tag {
+            Tag::Div | Tag::Article | Tag::Main | Tag::Section => 5.0,
+            Tag::Pre | Tag::Td | Tag::Blockquote => 3.0,
+            Tag::Address | Tag::Ol | Tag::Ul | Tag::Dl | Tag::Dd | Tag::Dt | Tag::Li | Tag::Form => {
+                -3.0
+            }
+            Tag::H(_) | Tag::Th => -5.0,
+            _ => 0.0,
+        };
+        base + self.class_weight(id)
+    }
+
+    /// The root blocks of the main content, in document order.
+    pub fn main_blocks(&self) -> Vec<NodeId> {
+        let n = self.dom.nodes.len();
+        let mut score = vec![f32::NAN; n];
+        for id in 1..n as NodeId {
+            if self.pruned[id as usize] || self.dom.is_text(id) || !self.is_scorable(id) {
+                continue;
+            }
+            let s = self.stats[id as usize];
+            if s.chars < 25 {
+                continue;
+            }
+            let points = 1.0 + s.commas as f32 + (s.chars as f32 / 100.0).min(3.0);
+            let mut anc = self.dom.node(id).parent;
+            let mut level = 0;
+            while anc != 0 && level < 5 {
+                let a = anc as usize;
+                if score[a].is_nan() {
+                    score[a] = self.initial_score(anc);
+                }
+                let divider = match level {
+                    0 => 1.0,
+                    1 => 2.0,
+                    l => l as f32 * 3.0,
+                };
+                score[a] += points / divider;
+                anc = self.dom.node(anc).parent;
+                level += 1;
+            }
+        }
+        let mut best = NONE;
+        let mut best_score = f32::MIN;
+        for id in 1..n {
+            if score[id].is_nan() {
+                continue;
+            }
+            score[id] *= 1.0 - self.link_density(id as NodeId);
+            if score[id] > best_score {
+                best_score = score[id];
+                best = id as NodeId;
+            }
+        }
+        if best == NONE {
+            return Vec::new();
+        }
+        // A candidate that is most of its parent's text: the parent is the container.
+        let mut top = best;
+        loop {
+            let p = self.dom.node(top).parent;
+            if p == 0 || matches!(self.dom.node(p).tag, Tag::Body | Tag::Html) {
+                break;
+            }
+            let (pc, tc) = (self.stats[p as usize].chars, self.stats[top as usize].chars);
+            if tc as f32 >= pc as f32 * 0.85 {
+                top = p;
+            } else {
+                break;
+            }
+        }
+        let top_score = if score[top as usize].is_nan() {
+            best_score
+        } else {
+            score[top as usize].max(best_score)
+        };
+        let parent = self.dom.node(top).parent;
+        let threshold = match self.opts.favor {
+            Favor::Precision => (top_score * 0.35).max(15.0),
+            Favor::Balanced => (top_score * 0.2).max(10.0),
+            Favor::Recall => (top_score * 0.1).max(5.0),
+        };
+        let top_class = &*self.dom.node(top).class_id;
+        let mut blocks = Vec::new();
+        for sib in self.dom.children(parent) {
+            if sib == top {
+                blocks.push(sib);
+                continue;
+            }
+            if self.pruned[sib as usize] || self.dom.is_text(sib) {
+                continue;
+            }
+            let mut s = if score[sib as usize].is_nan() {
+                0.0
+            } else {
+                score[sib as usize]
+            };
+            if !top_class.is_empty() && &*self.dom.node(sib).class_id == top_class {
+                s += top_score * 0.2;
+            }
+            let st = self.stats[sib as usize];
+            let ld = self.link_density(sib);
+            let keep = s >= threshold
+                || (self.dom.node(sib).tag == Tag::P || self.is_scorable(sib))
+                    && ((st.chars > 80 && ld < 0.25)
+                        || (st.chars > 0 && st.chars <= 80 && ld == 0.0 && {
+                            let t = self.render(&[sib]);
+                            t.contains(". ") || t.trim_end().ends_with('.')
+                        }));
+            if keep {
+                blocks.push(sib);
+            }
+        }
+        blocks
+    }
+
+    /// Drop a block inside the content (lists of links, empty wrappers)?
+    fn drop_inside(&self, id: NodeId) -> bool {
+        let node = self.dom.node(id);
+        let s = self.stats[id as usize];
+        let ld = self.link_density(id);
+        let limit = match self.opts.favor {
+            Favor::Precision => 0.3,
+            Favor::Balanced => 0.5,
+            Favor::Recall => 0.75,
+        };
+        match node.tag {
+            Tag::Ul | Tag::Ol | Tag::Div | Tag::Section | Tag::Table | Tag::Dl | Tag::Header => {
+                ld > limit && s.chars < 2000
+                    || (self.class_weight(id) < 0.0 && s.paragraphs == 0 && s.chars < 200)
+            }
+            Tag::P | Tag::Li => ld > 0.8 && s.chars < 200,
+            Tag::Figcaption if self.opts.favor == Favor::Precision => true,
+            _ => false,
+        }
+    }
+
+    /// Every paragraph-like block with little link text, when no single container holds the
+    /// content (or `favor = recall` finds too little).
+    pub fn all_paragraph_blocks(&self) -> Vec<NodeId> {
+        let mut out: Vec<NodeId> = Vec::new();
+        let n = self.dom.nodes.len();
+        let mut covered_until: usize = 0;
+        for id in 1..n {
+            if id < covered_until {
+                continue;
+            }
+            let nid = id as NodeId;
+            if self.pruned[id] || self.dom.is_text(nid) {
+                continue;
+            }
+            let tag = self.dom.node(nid).tag;
+            let blockish = matches!(
+                tag,
+                Tag::P | Tag::Pre | Tag::Blockquote | Tag::H(_) | Tag::Li | Tag::Table | Tag::Dd
+            ) || (matches!(tag, Tag::Div | Tag::Section) && self.own_text_chars(nid) >= 25);
+            if !blockish {
+                continue;
+            }
+            let s = self.stats[id];
+            if s.chars >= 10 && self.link_density(nid) < 0.5 {
+                out.push(nid);
+                covered_until = self.subtree_end(nid);
+            }
+        }
+        out
+    }
+
+    /// One past the last node index inside `id`'s subtree (nodes are numbered in document
+    /// order, so a subtree is a contiguous range).
+    fn subtree_end(&self, id: NodeId) -> usize {
+        let mut cur = id;
+        loop {
+            let node = self.dom.node(cur);
+            if node.next_sibling != NONE {
+                return node.next_sibling as usize;
+            }
+            if cur == 0 {
+                return self.dom.nodes.len();
+            }
+            cur = node.parent;
+        }
+    }
+
+    /// A development view: elements with at least `min_chars` of text, indented, with their
+    /// text size, link density and whether they are pruned.
+    pub fn outline(&self, min_chars: u32) -> String {
+        let mut out = String::new();
+        let mut stack = vec![(0u32, 0usize)];
+        while let Some((id, lvl)) = stack.pop() {
+            let n = self.dom.node(id);
+            let total = self.stats_total(id);
+            if n.text.is_none() && total >= min_chars {
+                out.push_str(&format!(
+                    "{}{:?} [{}] chars={} ld={:.2} pruned={}\n",
+                    "  ".repeat(lvl),
+                    n.tag,
+                    n.class_id,
+                    self.stats[id as usize].chars,
+                    self.link_density(id),
+                    self.pruned[id as usize]
+                ));
+                let mut kids: Vec<u32> = self.dom.children(id).collect();
+                kids.reverse();
+                stack.extend(kids.into_iter().map(|k| (k, lvl + 1)));
+            }
+        }
+        out
+    }
+
+    /// Text under a node counting pruned parts too (for `outline`).
+    fn stats_total(&self, id: NodeId) -> u32 {
+        let mut total = 0;
+        let mut stack = vec![id];
+        while let Some(n) = stack.pop() {
+            if let Some(t) = self.dom.text_of(n) {
+                total += t.len() as u32;
+            }
+            stack.extend(self.dom.children(n));
+        }
+        total
+    }
+
+    /// Visible text of the page's body (no boilerplate removal beyond scripts and hidden).
+    pub fn plain_blocks(&self) -> Vec<NodeId> {
+        vec![0]
+    }
+
+    /// Render blocks as text: one line per block, inline text joined, whitespace collapsed.
+    pub fn render(&self, roots: &[NodeId]) -> String {
+        let mut out = Renderer::default();
+        for &root in roots {
+            self.render_node(root, &mut out, root != 0);
+            out.block();
+        }
+        out.finish()
+    }
+
+    fn render_node(&self, root: NodeId, out: &mut Renderer, inside_content: bool) {
+        // Iterative walk: (node, entering).
+        let mut stack: Vec<(NodeId, bool)> = vec![(root, true)];
+        while let Some((id, enter)) = stack.pop() {
+            let node = self.dom.node(id);
+            if !enter {
+                match node.tag {
+                    Tag::Td | Tag::Th => out.cell_end(),
+                    Tag::Pre => out.pre -= 1,
+                    Tag::A if self.opts.links => {
+                        if let Some(href) = node.attrs.href.as_deref() {
+                            out.push_raw(&format!(" ({href})"));
+                        }
+                    }
+                    t if t.is_block() => out.block(),
+                    _ => {}
+                }
+                continue;
+            }
+            if id != 0 && self.pruned[id as usize] {
+                continue;
+            }
+            if let Some(t) = self.dom.text_of(id) {
+                out.text(t);
+                continue;
+            }
+            if inside_content && id != root && self.opts.mode == crate::Mode::Main && self.drop_inside(id) {
+                continue;
+            }
+            match node.tag {
+                Tag::Br => {
+                    out.line_break();
+                    continue;
+                }
+                Tag::Hr => {
+                    out.block();
+                    continue;
+                }
+                Tag::Img => {
+                    if self.opts.images {
+                        if let Some(alt) = node.attrs.alt.as_deref() {
+                            out.text(alt);
+                        }
+                    }
+                    continue;
+                }
+                Tag::Tr => out.block(),
+                Tag::Pre => {
+                    out.block();
+                    out.pre += 1;
+                }
+                t if t.is_block() => out.block(),
+                _ => {}
+            }
+            stack.push((id, false));
+            // Children in reverse so the first is handled first.
+            let mut kids: Vec<NodeId> = self.dom.children(id).collect();
+            kids.reverse();
+            stack.extend(kids.into_iter().map(|k| (k, true)));
+        }
+    }
+}
+
+/// Accumulates rendered text.
+#[derive(Default)]
+struct Renderer {
+    out: String,
+    line: String,
+    pending_space: bool,
+    pre: u32,
+    cells: u32,
+}
+
+impl Renderer {
+    fn text(&mut self, t: &str) {
+        if self.pre > 0 {
+            for (i, part) in t.split('\n').enumerate() {
+                if i > 0 {
+                    self.line_break();
+                }
+                self.line.push_str(part.trim_end_matches('\r'));
+            }
+            return;
+        }
+        for (i, word) in t.split(|c: char| c.is_whitespace()).enumerate() {
+            if i > 0 {
+                self.pending_space = true;
+            }
+            if word.is_empty() {
+                continue;
+            }
+            if self.pending_space && !self.line.is_empty() {
+                self.line.push(' ');
+            }
+            self.pending_space = false;
+            self.line.push_str(word);
+        }
+    }
+
+    fn push_raw(&mut self, s: &str) {
+        self.line.push_str(s);
+    }
+
+    fn cell_end(&mut self) {
+        if !self.line.trim().is_empty() {
+            self.line.push_str(" | ");
+            self.cells += 1;
+        }
+        self.pending_space = false;
+    }
+
+    fn line_break(&mut self) {
+        let l = self.line.trim_end_matches(" | ").trim();
+        if !l.is_empty() {
+            self.out.push_str(l);
+            self.out.push('\n');
+        }
+        self.line.clear();
+        self.pending_space = false;
+    }
+
+    fn block(&mut self) {
+        self.line_break();
+    }
+
+    fn finish(mut self) -> String {
+        self.line_break();
+        while self.out.ends_with('\n') {
+            self.out.pop();
+        }
+        self.out
+    }
+}

@@ -1,0 +1,364 @@
+//! HTML to main text, the code behind the `extract` stage and `harman extract`: charset
+//! decoding (`decode`), a bounded document tree on the html5gum tokenizer (`dom`),
+//! boilerplate removal and main-content selection (`content`), and text fixes (`fixes`).
+//! Every input gets an answer: text plus a status saying what happened, never a panic.
+
+pub mod content;
+pub mod decode;
+pub mod dom;
+pub mod fixes;
+
+pub use fixes::TextFixes;
+
+use dom::{Dom, DomLimits, Tag};
+use serde::{Deserialize, Serialize};
+
+/// Boilerplate removal, or every visible text of the page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Main content only (navigation, footers, comments, ads… removed).
+    #[default]
+    Main,
+    /// All visible text (scripts, styles and hidden elements removed, nothing else).
+    Plain,
+}
+
+/// Trade-off of main-content selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Favor {
+    Precision,
+    #[default]
+    Balanced,
+    Recall,
+}
+
+/// Extraction options (the `extract` stage's table in the config).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExtractOptions {
+    pub mode: Mode,
+    pub favor: Favor,
+    /// Keep table text (cells separated by ` | `).
+    pub tables: bool,
+    /// Append link targets after link text, as ` (URL)`.
+    pub links: bool,
+    /// Keep image alt text.
+    pub images: bool,
+    /// Texts shorter than this many characters get status `too_short` (and no text).
+    pub min_text_chars: usize,
+    /// Pages larger than this are cut here before parsing (status `truncated`).
+    pub max_html_bytes: usize,
+    /// Tree limits: deeper elements are flattened, further elements dropped.
+    pub max_depth: usize,
+    pub max_nodes: usize,
+    pub fixes: TextFixes,
+}
+
+impl Default for ExtractOptions {
+    fn default() -> Self {
+        ExtractOptions {
+            mode: Mode::Main,
+            favor: Favor::Balanced,
+            tables: true,
+            links: false,
+            images: false,
+            min_text_chars: 0,
+            max_html_bytes: 8 << 20,
+            max_depth: 512,
+            max_nodes: 1 << 20,
+            fixes: TextFixes::default(),
+        }
+    }
+}
+
+/// What happened to one document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Text extracted from HTML.
+    Ok,
+    /// Text extracted from the first `max_html_bytes` of an oversized page, or from a tree
+    /// cut at the depth/node limits.
+    Truncated,
+    /// Already text (WET conversion, JSONL): only the text fixes were applied.
+    Passthrough,
+    /// The page has no main text.
+    Empty,
+    /// Less text than `min_text_chars`.
+    TooShort,
+    /// The payload is binary data, not markup.
+    Binary,
+    /// A content type that is not HTML/XHTML/text (images, PDF, …).
+    Unsupported,
+    /// Neither payload nor text.
+    NoContent,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Truncated => "truncated",
+            Status::Passthrough => "passthrough",
+            Status::Empty => "empty",
+            Status::TooShort => "too_short",
+            Status::Binary => "binary",
+            Status::Unsupported => "unsupported",
+            Status::NoContent => "no_content",
+        }
+    }
+
+    /// Statuses that carry text.
+    pub fn has_text(self) -> bool {
+        matches!(self, Status::Ok | Status::Truncated | Status::Passthrough)
+    }
+}
+
+/// The result for one document.
+#[derive(Debug, Clone)]
+pub struct Extraction {
+    pub status: Status,
+    /// Why, for statuses other than ok/passthrough (and how a truncated page was cut).
+    pub reason: Option<String>,
+    pub text: Option<String>,
+    pub title: Option<String>,
+    /// `<html lang>` (or `<meta http-equiv=content-language>`), as written.
+    pub lang: Option<String>,
+    /// Charset used and where it came from.
+    pub charset: Option<String>,
+    pub bytes_in: u64,
+}
+
+impl Extraction {
+    fn without_text(status: Status, reason: String, bytes_in: u64) -> Self {
+        Extraction {
+            status,
+            reason: Some(reason),
+            text: None,
+            title: None,
+            lang: None,
+            charset: None,
+            bytes_in,
+        }
+    }
+}
+
+/// Binary data mislabelled as HTML: NUL bytes or many control bytes at the start.
+pub fn looks_binary(bytes: &[u8]) -> bool {
+    let head = &bytes[..bytes.len().min(2048)];
+    if head.is_empty() {
+        return false;
+    }
+    // UTF-16 with a BOM is text.
+    if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) {
+        return false;
+    }
+    let controls = head
+        .iter()
+        .filter(|&&b| b < 0x09 || (0x0E..0x20).contains(&b) && b != 0x1B)
+        .count();
+    memchr::memchr(0, head).is_some() || controls * 20 > head.len()
+}
+
+/// Content types that are worth parsing as markup (None: unknown, try).
+pub fn is_markup_type(content_type: Option<&str>) -> bool {
+    match content_type {
+        None => true,
+        Some(ct) => {
+            let ct = ct.trim().to_ascii_lowercase();
+            ct.is_empty()
+                || ct.starts_with("text/")
+                || ct.contains("html")
+                || ct.contains("xml")
+                || ct == "application/octet-stream"
+                || ct == "unk"
+        }
+    }
+}
+
+/// Extract the main text of an HTML page.
+pub fn extract_html(
+    bytes: &[u8],
+    content_type: Option<&str>,
+    http_charset: Option<&str>,
+    opts: &ExtractOptions,
+) -> Extraction {
+    let bytes_in = bytes.len() as u64;
+    if !is_markup_type(content_type) {
+        return Extraction::without_text(
+            Status::Unsupported,
+            format!("content type {} is not HTML", content_type.unwrap_or("")),
+            bytes_in,
+        );
+    }
+    if looks_binary(bytes) {
+        return Extraction::without_text(
+            Status::Binary,
+            "payload starts with binary bytes (NUL or control characters)".into(),
+            bytes_in,
+        );
+    }
+    let mut truncated = None;
+    let bytes = if bytes.len() > opts.max_html_bytes {
+        truncated = Some(format!(
+            "page of {} bytes cut to max_html_bytes = {}",
+            bytes.len(),
+            opts.max_html_bytes
+        ));
+        &bytes[..opts.max_html_bytes]
+    } else {
+        bytes
+    };
+    let decoded = decode::decode(bytes, http_charset);
+    let dom = dom::parse(
+        &decoded.text,
+        DomLimits {
+            max_depth: opts.max_depth,
+            max_nodes: opts.max_nodes,
+        },
+    );
+    if dom.limited && truncated.is_none() {
+        truncated = Some(format!(
+            "document tree cut at max_depth = {} / max_nodes = {}",
+            opts.max_depth, opts.max_nodes
+        ));
+    }
+    let page = content::Page::new(&dom, opts);
+    let mut text = match opts.mode {
+        Mode::Plain => page.render(&page.plain_blocks()),
+        Mode::Main => {
+            let main = page.render(&page.main_blocks());
+            let enough = match opts.favor {
+                Favor::Recall => 500,
+                _ => 150,
+            };
+            if main.chars().count() < enough {
+                let all = page.render(&page.all_paragraph_blocks());
+                if all.chars().count() > main.chars().count() * 2 {
+                    all
+                } else {
+                    main
+                }
+            } else {
+                main
+            }
+        }
+    };
+    text = fixes::apply(&text, &opts.fixes);
+    let (title, lang) = head_info(&dom);
+    let charset = Some(format!(
+        "{} ({})",
+        decoded.encoding.name().to_ascii_lowercase(),
+        decoded.source.as_str()
+    ));
+    let chars = text.chars().filter(|c| !c.is_whitespace()).count();
+    let (status, reason, text) = if chars == 0 {
+        (Status::Empty, Some("no main text found".to_string()), None)
+    } else if chars < opts.min_text_chars {
+        (
+            Status::TooShort,
+            Some(format!(
+                "{chars} characters of text, below min_text_chars = {}",
+                opts.min_text_chars
+            )),
+            None,
+        )
+    } else if let Some(why) = truncated {
+        (Status::Truncated, Some(why), Some(text))
+    } else {
+        (Status::Ok, None, Some(text))
+    };
+    Extraction {
+        status,
+        reason,
+        text,
+        title: title.map(|t| fixes::apply(&t, &opts.fixes)),
+        lang,
+        charset,
+        bytes_in,
+    }
+}
+
+/// Text that needs no extraction (WET conversions, JSONL): fixes only.
+pub fn pass_through(text: &str, opts: &ExtractOptions) -> Extraction {
+    let bytes_in = text.len() as u64;
+    let fixed = fixes::apply(text, &opts.fixes);
+    let chars = fixed.chars().filter(|c| !c.is_whitespace()).count();
+    let (status, reason, text) = if chars == 0 {
+        (Status::Empty, Some("the text is empty".to_string()), None)
+    } else if chars < opts.min_text_chars {
+        (
+            Status::TooShort,
+            Some(format!(
+                "{chars} characters of text, below min_text_chars = {}",
+                opts.min_text_chars
+            )),
+            None,
+        )
+    } else {
+        (Status::Passthrough, None, Some(fixed))
+    };
+    Extraction {
+        status,
+        reason,
+        text,
+        title: None,
+        lang: None,
+        charset: None,
+        bytes_in,
+    }
+}
+
+/// `<title>` (else `og:title`, else the first `<h1>`) and `<html lang>`.
+fn head_info(dom: &Dom) -> (Option<String>, Option<String>) {
+    let mut title = None;
+    let mut og_title = None;
+    let mut h1 = None;
+    let mut lang = None;
+    for (i, node) in dom.nodes.iter().enumerate() {
+        match node.tag {
+            Tag::Html if lang.is_none() => lang = node.attrs.lang.as_deref().map(str::to_string),
+            Tag::Title if title.is_none() => {
+                let t = collect_text(dom, i as u32);
+                if !t.is_empty() {
+                    title = Some(t);
+                }
+            }
+            Tag::Meta => {
+                let name = node.attrs.meta_name.as_deref().unwrap_or("");
+                if og_title.is_none() && name.eq_ignore_ascii_case("og:title") {
+                    og_title = node.attrs.meta_content.as_deref().map(str::to_string);
+                }
+            }
+            Tag::H(1) if h1.is_none() => {
+                let t = collect_text(dom, i as u32);
+                if !t.is_empty() {
+                    h1 = Some(t);
+                }
+            }
+            _ => {}
+        }
+    }
+    let title = title
+        .or(og_title)
+        .or(h1)
+        .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "));
+    (title, lang.filter(|l| !l.trim().is_empty()))
+}
+
+fn collect_text(dom: &Dom, id: u32) -> String {
+    let mut out = String::new();
+    let mut stack = vec![id];
+    while let Some(n) = stack.pop() {
+        if let Some(t) = dom.text_of(n) {
+            out.push_str(t);
+            out.push(' ');
+            continue;
+        }
+        let mut kids: Vec<u32> = dom.children(n).collect();
+        kids.reverse();
+        stack.extend(kids);
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
