@@ -11,7 +11,6 @@ use crate::{ExtractOptions, Favor};
 const BOILERPLATE: &[&str] = &[
     "comment",
     "disqus",
-    "sidebar",
     "footer",
     "cookie",
     "consent",
@@ -27,16 +26,15 @@ const BOILERPLATE: &[&str] = &[
     "sponsor",
     "promo",
     "banner",
+    "masthead",
     "breadcrumb",
     "pagination",
     "pager",
     "navbar",
     "navigation",
     "menu",
-    "masthead",
     "popup",
     "modal",
-    "widget",
     "skip-link",
     "sr-only",
     "screen-reader",
@@ -62,6 +60,11 @@ const BOILERPLATE: &[&str] = &[
     "tooltip",
     "dropdown",
 ];
+
+/// Words used both for boilerplate and for layout wrappers ("has-sidebar", "elementor-widget"):
+/// a block so named is removed only when it looks like boilerplate too (mostly links, or
+/// little text).
+const LAYOUT_BOILERPLATE: &[&str] = &["widget", "sidebar"];
 
 /// Words that mark a block as content; they protect it from the list above.
 const CONTENT: &[&str] = &[
@@ -109,12 +112,12 @@ fn has_word(class_id: &str, words: &[&str]) -> bool {
 /// Does a class/id name a boilerplate block? Words are matched against the parts of each
 /// class token (split at `-` and `_`): exactly, as a suffix ("mainmenu"), or — for longer
 /// words — as a prefix ("comments", "advertisement"); words with a dash match anywhere.
-fn names_boilerplate(class_id: &str) -> bool {
+fn names_boilerplate(class_id: &str, words: &[&str]) -> bool {
     if class_id.is_empty() {
         return false;
     }
     for token in class_id.split_ascii_whitespace() {
-        for w in BOILERPLATE {
+        for w in words {
             if w.contains('-') {
                 if token.contains(w) {
                     return true;
@@ -135,12 +138,15 @@ fn names_boilerplate(class_id: &str) -> bool {
 }
 
 /// What to do with an element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Prune {
     Keep,
     /// Always removed.
     Hard,
     /// Removed unless it holds most of the page's text.
     Soft,
+    /// Removed when it is mostly links or has little text (and is not most of the page).
+    Layout,
 }
 
 /// Per-node statistics of visible, unpruned text.
@@ -181,7 +187,7 @@ impl<'a> Page<'a> {
         // names, which spare a block holding most of the page's text (a layout wrapper named
         // `has-sidebar` is not a sidebar).
         let mut pruned = vec![false; n];
-        let mut soft = vec![false; n];
+        let mut soft = vec![Prune::Keep; n];
         for id in 1..n {
             let node = &dom.nodes[id];
             if pruned[node.parent as usize] {
@@ -192,20 +198,25 @@ impl<'a> Page<'a> {
                 match Self::prune(dom, id, opts) {
                     Prune::Keep => {}
                     Prune::Hard => pruned[id] = true,
-                    Prune::Soft => soft[id] = true,
+                    p => soft[id] = p,
                 }
             }
         }
         let raw = Self::compute_stats(dom, &pruned);
         let total = raw[0].chars.max(1) as f32;
-        if soft.iter().any(|&s| s) {
+        if soft.iter().any(|s| *s != Prune::Keep) {
             for id in 1..n {
                 let parent = dom.nodes[id].parent as usize;
-                if pruned[parent] {
-                    pruned[id] = true;
-                } else if soft[id] && (raw[id].chars as f32) < total * 0.6 {
-                    pruned[id] = true;
-                }
+                let r = raw[id];
+                let minor = (r.chars as f32) < total * 0.6;
+                let linky = r.link_chars as f32 > r.chars as f32 * 0.35;
+                pruned[id] = pruned[id]
+                    || pruned[parent]
+                    || match soft[id] {
+                        Prune::Soft => minor,
+                        Prune::Layout => minor && (linky || r.chars < 150),
+                        _ => false,
+                    };
             }
         }
         let stats = Self::compute_stats(dom, &pruned);
@@ -281,7 +292,9 @@ impl<'a> Page<'a> {
         }
         match node.tag {
             Tag::Nav | Tag::Footer | Tag::Menu => return Prune::Hard,
-            Tag::Aside | Tag::Form => return Prune::Soft,
+            Tag::Aside | Tag::Form | Tag::Header => return Prune::Soft,
+            Tag::Figcaption | Tag::Figure if !opts.images => return Prune::Hard,
+            Tag::H(1) => return Prune::Hard,
             Tag::Html | Tag::Body | Tag::Main | Tag::Article => return Prune::Keep,
             _ => {}
         }
@@ -295,8 +308,12 @@ impl<'a> Page<'a> {
             }
         }
         let ci = &*node.class_id;
-        if names_boilerplate(ci) && !has_word(ci, CONTENT) {
+        if has_word(ci, CONTENT) {
+            Prune::Keep
+        } else if names_boilerplate(ci, BOILERPLATE) {
             Prune::Soft
+        } else if names_boilerplate(ci, LAYOUT_BOILERPLATE) {
+            Prune::Layout
         } else {
             Prune::Keep
         }
