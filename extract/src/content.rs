@@ -137,6 +137,18 @@ fn names_boilerplate(class_id: &str, words: &[&str]) -> bool {
     false
 }
 
+/// A class token that names content and nothing else ("article", "entry-content",
+/// "post"): it outweighs a boilerplate word in another token ("box article modal-enabled").
+fn has_content_token(class_id: &str) -> bool {
+    class_id.split_ascii_whitespace().any(|token| {
+        let tokens = token;
+        !names_boilerplate(tokens, BOILERPLATE)
+            && token
+                .split(['-', '_'])
+                .any(|part| matches!(part, "article" | "content" | "post" | "entry" | "story" | "main" | "text" | "body"))
+    })
+}
+
 /// What to do with an element.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Prune {
@@ -308,7 +320,7 @@ impl<'a> Page<'a> {
             }
         }
         let ci = &*node.class_id;
-        if has_word(ci, CONTENT) {
+        if has_word(ci, CONTENT) || has_content_token(ci) {
             Prune::Keep
         } else if names_boilerplate(ci, BOILERPLATE) {
             Prune::Soft
