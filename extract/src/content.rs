@@ -159,6 +159,8 @@ enum Prune {
     Soft,
     /// Removed when it is mostly links or has little text (and is not most of the page).
     Layout,
+    /// A `<header>`: like `Layout`, with more text allowed (title, byline, standfirst).
+    Header,
 }
 
 /// Per-node statistics of visible, unpruned text.
@@ -227,6 +229,7 @@ impl<'a> Page<'a> {
                     || match soft[id] {
                         Prune::Soft => minor,
                         Prune::Layout => minor && (linky || r.chars < 150),
+                        Prune::Header => minor && (linky || r.chars < 150),
                         _ => false,
                     };
             }
@@ -304,7 +307,18 @@ impl<'a> Page<'a> {
         }
         match node.tag {
             Tag::Nav | Tag::Footer | Tag::Menu => return Prune::Hard,
-            Tag::Aside | Tag::Form | Tag::Header => return Prune::Soft,
+            // A page header or form (ASP.NET wraps whole pages in one) goes when it looks like
+            // boilerplate; an aside unless it is named as content.
+            Tag::Form => return Prune::Layout,
+            Tag::Header => return Prune::Header,
+            Tag::Aside => {
+                let ci = &*node.class_id;
+                return if has_word(ci, CONTENT) || has_content_token(ci) {
+                    Prune::Keep
+                } else {
+                    Prune::Soft
+                };
+            }
             Tag::Figcaption | Tag::Figure if !opts.images => return Prune::Hard,
             Tag::H(1) => return Prune::Hard,
             Tag::Html | Tag::Body | Tag::Main | Tag::Article => return Prune::Keep,
