@@ -59,6 +59,19 @@ const BOILERPLATE: &[&str] = &[
     "toolbar",
     "tooltip",
     "dropdown",
+    "meta",
+    "caption",
+    "credit",
+    "copyright",
+    "author",
+    "autor",
+    "teilen",
+    "anzeige",
+    "werbung",
+    "notice",
+    "community",
+    "ad-unit",
+    "toc",
 ];
 
 /// Words used both for boilerplate and for layout wrappers ("has-sidebar", "elementor-widget"):
