@@ -539,8 +539,31 @@ impl<'a> Page<'a> {
             }
             Tag::P | Tag::Li => ld > 0.8 && s.chars < 200,
             Tag::Figcaption if self.opts.favor == Favor::Precision => true,
+            Tag::H(level) if level >= 2 => self.orphan_heading(id),
             _ => false,
         }
+    }
+
+    /// A heading whose section is gone ("Related articles" above a dropped link list) or that
+    /// ends the content with nothing after it.
+    fn orphan_heading(&self, id: NodeId) -> bool {
+        // What follows the heading: its next siblings, else those of its wrappers.
+        let mut at = id;
+        for _ in 0..4 {
+            let mut sib = self.dom.node(at).next_sibling;
+            while sib != NONE {
+                let visible = !self.pruned[sib as usize] && self.stats[sib as usize].chars > 0;
+                if visible {
+                    return !self.dom.is_text(sib) && self.drop_inside(sib);
+                }
+                sib = self.dom.node(sib).next_sibling;
+            }
+            at = self.dom.node(at).parent;
+            if at == 0 || self.pruned[at as usize] {
+                break;
+            }
+        }
+        true
     }
 
     /// Every paragraph-like block with little link text, when no single container holds the
