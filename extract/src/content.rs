@@ -185,8 +185,41 @@ struct Stats {
     paragraphs: u32,
 }
 
+/// What a class/id string says, computed once per distinct string on a page.
+#[derive(Debug, Clone, Copy, Default)]
+struct ClassInfo {
+    content_named: bool,
+    boilerplate: bool,
+    layout: bool,
+    weight: f32,
+}
+
+fn class_info(ci: &str) -> ClassInfo {
+    if ci.is_empty() {
+        return ClassInfo::default();
+    }
+    let content_named = has_word(ci, CONTENT) || has_content_token(ci);
+    let mut weight = 0.0;
+    if has_word(ci, NEGATIVE) {
+        weight -= 25.0;
+    }
+    if has_word(ci, POSITIVE) {
+        weight += 25.0;
+    }
+    if has_word(ci, CONTENT) {
+        weight += 50.0;
+    }
+    ClassInfo {
+        content_named,
+        boilerplate: !content_named && names_boilerplate(ci, BOILERPLATE),
+        layout: !content_named && names_boilerplate(ci, LAYOUT_BOILERPLATE),
+        weight,
+    }
+}
+
 pub struct Page<'a> {
     dom: &'a Dom,
+    classes: Vec<ClassInfo>,
     pruned: Vec<bool>,
     stats: Vec<Stats>,
     opts: &'a ExtractOptions,
@@ -213,6 +246,16 @@ impl<'a> Page<'a> {
         // certain removals (scripts, hidden, navigation…), then the ones judged by class/id
         // names, which spare a block holding most of the page's text (a layout wrapper named
         // `has-sidebar` is not a sidebar).
+        let mut cache: std::collections::HashMap<&str, ClassInfo> = Default::default();
+        let classes: Vec<ClassInfo> = dom
+            .nodes
+            .iter()
+            .map(|node| {
+                *cache
+                    .entry(&node.class_id)
+                    .or_insert_with(|| class_info(&node.class_id))
+            })
+            .collect();
         let mut pruned = vec![false; n];
         let mut soft = vec![Prune::Keep; n];
         for id in 1..n {
@@ -222,7 +265,7 @@ impl<'a> Page<'a> {
                 continue;
             }
             if node.text.is_none() {
-                match Self::prune(dom, id, opts) {
+                match Self::prune(dom, id, &classes[id], opts) {
                     Prune::Keep => {}
                     Prune::Hard => pruned[id] = true,
                     p => soft[id] = p,
@@ -250,6 +293,7 @@ impl<'a> Page<'a> {
         let stats = Self::compute_stats(dom, &pruned);
         Page {
             dom,
+            classes,
             pruned,
             stats,
             opts,
@@ -286,7 +330,7 @@ impl<'a> Page<'a> {
     }
 
     /// Should this element and everything under it be left out?
-    fn prune(dom: &Dom, id: usize, opts: &ExtractOptions) -> Prune {
+    fn prune(dom: &Dom, id: usize, class: &ClassInfo, opts: &ExtractOptions) -> Prune {
         let node = &dom.nodes[id];
         match node.tag {
             Tag::Head
@@ -325,8 +369,7 @@ impl<'a> Page<'a> {
             Tag::Form => return Prune::Layout,
             Tag::Header => return Prune::Header,
             Tag::Aside => {
-                let ci = &*node.class_id;
-                return if has_word(ci, CONTENT) || has_content_token(ci) {
+                return if class.content_named {
                     Prune::Keep
                 } else {
                     Prune::Soft
@@ -346,12 +389,9 @@ impl<'a> Page<'a> {
                 return Prune::Soft;
             }
         }
-        let ci = &*node.class_id;
-        if has_word(ci, CONTENT) || has_content_token(ci) {
-            Prune::Keep
-        } else if names_boilerplate(ci, BOILERPLATE) {
+        if class.boilerplate {
             Prune::Soft
-        } else if names_boilerplate(ci, LAYOUT_BOILERPLATE) {
+        } else if class.layout {
             Prune::Layout
         } else {
             Prune::Keep
@@ -368,17 +408,7 @@ impl<'a> Page<'a> {
     }
 
     fn class_weight(&self, id: NodeId) -> f32 {
-        let ci = &*self.dom.node(id).class_id;
-        let mut w = 0.0;
-        if has_word(ci, NEGATIVE) {
-            w -= 25.0;
-        }
-        if has_word(ci, POSITIVE) {
-            w += 25.0;
-        }
-        if has_word(ci, CONTENT) {
-            w += 50.0;
-        }
+        let mut w = self.classes[id as usize].weight;
         if self.dom.node(id).attrs.itemprop.as_deref() == Some("articleBody") {
             w += 50.0;
         }

@@ -6,7 +6,23 @@
 //! kept.
 
 use html5gum::emitters::callback::{CallbackEmitter, CallbackEvent};
-use html5gum::Tokenizer;
+use html5gum::{Emitter, ForwardingEmitter, Tokenizer};
+
+/// The callback emitter without parse-error reporting (we ignore errors; checking every
+/// character for them costs an eighth of the parse).
+struct Quiet<E>(E);
+
+impl<E: Emitter> ForwardingEmitter for Quiet<E> {
+    type Token = E::Token;
+
+    fn inner(&mut self) -> &mut impl Emitter<Token = Self::Token> {
+        &mut self.0
+    }
+
+    fn should_emit_errors(&mut self) -> bool {
+        false
+    }
+}
 
 /// Element kinds the extractor distinguishes; every other element is `Other`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -614,7 +630,7 @@ pub fn parse(html: &str, limits: DomLimits) -> Dom {
             },
         );
         emitter.naively_switch_states(true);
-        for _ in Tokenizer::new_with_emitter(html, emitter) {}
+        for _ in Tokenizer::new_with_emitter(html, Quiet(emitter)) {}
     }
     b.dom
 }
