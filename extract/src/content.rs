@@ -125,37 +125,53 @@ fn has_word(class_id: &str, words: &[&str]) -> bool {
 /// Does a class/id name a boilerplate block? Words are matched against the parts of each
 /// class token (split at `-` and `_`): exactly, as a suffix ("mainmenu"), or — for longer
 /// words — as a prefix ("comments", "advertisement"); words with a dash match anywhere.
-fn names_boilerplate(class_id: &str, words: &[&str]) -> bool {
+fn names_boilerplate(class_id: &str, words: &WordSet) -> bool {
     if class_id.is_empty() {
         return false;
     }
-    for token in class_id.split_ascii_whitespace() {
-        for w in words {
-            if w.contains('-') {
-                if token.contains(w) {
-                    return true;
-                }
-                continue;
-            }
-            for part in token.split(['-', '_']) {
-                if part == *w
-                    || (part.len() > w.len() && part.ends_with(w))
-                    || (w.len() >= 6 && part.starts_with(w))
-                {
-                    return true;
-                }
-            }
+    class_id.split_ascii_whitespace().any(|token| {
+        words.dashed.is_match(token)
+            || token.split(['-', '_']).any(|part| {
+                words.plain.find_overlapping_iter(part).any(|m| {
+                    let w = m.end() - m.start();
+                    (m.end() == part.len() && (m.start() == 0 || part.len() > w))
+                        || (m.start() == 0 && w >= 6)
+                })
+            })
+    })
+}
+
+/// A word list compiled for `names_boilerplate`: words with a dash are matched anywhere in a
+/// class token, the others against its parts.
+struct WordSet {
+    plain: aho_corasick::AhoCorasick,
+    dashed: aho_corasick::AhoCorasick,
+}
+
+impl WordSet {
+    fn new(words: &[&str]) -> WordSet {
+        let build = |dashed: bool| {
+            aho_corasick::AhoCorasick::new(words.iter().filter(|w| w.contains('-') == dashed))
+                .expect("boilerplate word lists are valid patterns")
+        };
+        WordSet {
+            plain: build(false),
+            dashed: build(true),
         }
     }
-    false
 }
+
+static BOILERPLATE_SET: std::sync::LazyLock<WordSet> =
+    std::sync::LazyLock::new(|| WordSet::new(BOILERPLATE));
+static LAYOUT_SET: std::sync::LazyLock<WordSet> =
+    std::sync::LazyLock::new(|| WordSet::new(LAYOUT_BOILERPLATE));
 
 /// A class token that names content and nothing else ("article", "entry-content",
 /// "post"): it outweighs a boilerplate word in another token ("box article modal-enabled").
 fn has_content_token(class_id: &str) -> bool {
     class_id.split_ascii_whitespace().any(|token| {
         let tokens = token;
-        !names_boilerplate(tokens, BOILERPLATE)
+        !names_boilerplate(tokens, &BOILERPLATE_SET)
             && token
                 .split(['-', '_'])
                 .any(|part| matches!(part, "article" | "content" | "post" | "entry" | "story" | "main" | "text" | "body"))
@@ -211,8 +227,8 @@ fn class_info(ci: &str) -> ClassInfo {
     }
     ClassInfo {
         content_named,
-        boilerplate: !content_named && names_boilerplate(ci, BOILERPLATE),
-        layout: !content_named && names_boilerplate(ci, LAYOUT_BOILERPLATE),
+        boilerplate: !content_named && names_boilerplate(ci, &BOILERPLATE_SET),
+        layout: !content_named && names_boilerplate(ci, &LAYOUT_SET),
         weight,
     }
 }
