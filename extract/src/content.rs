@@ -509,6 +509,29 @@ impl<'a> Page<'a> {
         if best == NONE {
             return Vec::new();
         }
+        // When several near-best candidates share an ancestor (one article split into many
+        // wrapped paragraphs), that ancestor is the container.
+        let mut near: Vec<(f32, NodeId)> = (1..n)
+            .filter(|&id| !score[id].is_nan() && id as NodeId != best)
+            .map(|id| (score[id], id as NodeId))
+            .filter(|&(s, _)| s >= best_score * 0.75)
+            .collect();
+        near.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        near.truncate(4);
+        if near.len() >= 3 {
+            let mut p = self.dom.node(best).parent;
+            while p != 0 && !matches!(self.dom.node(p).tag, Tag::Body | Tag::Html) {
+                let inside = near
+                    .iter()
+                    .filter(|&&(_, c)| self.is_descendant(c, p))
+                    .count();
+                if inside >= 3 {
+                    best = p;
+                    break;
+                }
+                p = self.dom.node(p).parent;
+            }
+        }
         // A candidate that is most of its parent's text: the parent is the container.
         let mut top = best;
         loop {
@@ -696,6 +719,11 @@ impl<'a> Page<'a> {
             stack.extend(self.dom.children(n));
         }
         total
+    }
+
+    /// Is `node` inside `ancestor`'s subtree? (Subtrees are contiguous index ranges.)
+    fn is_descendant(&self, node: NodeId, ancestor: NodeId) -> bool {
+        node > ancestor && (node as usize) < self.subtree_end(ancestor)
     }
 
     /// Visible text of the page's body (no boilerplate removal beyond scripts and hidden).
