@@ -245,6 +245,9 @@ pub fn extract_html(
             }
         }
     };
+    if opts.mode == Mode::Main && opts.favor != Favor::Recall {
+        text = trim_edges(&text);
+    }
     text = fixes::apply(&text, &opts.fixes);
     let (title, lang) = head_info(&dom);
     let charset = Some(format!(
@@ -278,6 +281,23 @@ pub fn extract_html(
         charset,
         bytes_in,
     }
+}
+
+/// Short lines that are not sentences at the very start or end of the main text are almost
+/// always leftovers of the page around it (bylines, dates, "Share", "Related", ad labels).
+fn trim_edges(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let stray = |l: &&&str| {
+        let t = l.trim();
+        t.chars().count() < 40
+            && !t.ends_with(['.', '!', '?', '"', '”', '“', '»', '«', '。', '！', '？', ')', ':'])
+    };
+    let start = lines.iter().take_while(stray).count();
+    let end = lines.len() - lines[start..].iter().rev().take_while(stray).count();
+    if start >= end {
+        return text.to_string();
+    }
+    lines[start..end].join("\n")
 }
 
 /// Text that needs no extraction (WET conversions, JSONL): fixes only.
