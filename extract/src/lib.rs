@@ -290,7 +290,7 @@ fn trim_edges(text: &str) -> String {
     let stray = |l: &&&str| {
         let t = l.trim();
         t.chars().count() < 40
-            && !t.ends_with(['.', '!', '?', '"', '”', '“', '»', '«', '。', '！', '？', ')', ':'])
+            && !t.ends_with(['.', '!', '?', '"', '”', '“', '»', '«', '。', '！', '？', ')'])
     };
     let start = lines.iter().take_while(stray).count();
     let end = lines.len() - lines[start..].iter().rev().take_while(stray).count();
