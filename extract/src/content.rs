@@ -392,7 +392,7 @@ impl<'a> Page<'a> {
                 };
             }
             Tag::Figcaption | Tag::Figure if !opts.images => return Prune::Hard,
-            Tag::H(1) => return Prune::Hard,
+            Tag::H(1) if opts.favor != Favor::Recall => return Prune::Hard,
             Tag::Html | Tag::Body | Tag::Main | Tag::Article => return Prune::Keep,
             _ => {}
         }
