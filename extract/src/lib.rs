@@ -6,6 +6,7 @@
 pub mod content;
 pub mod decode;
 pub mod dom;
+pub mod eval;
 pub mod fixes;
 
 pub use fixes::TextFixes;

@@ -754,8 +754,9 @@ pub async fn write_parquet(
     let mut rows = 0u64;
     while let Some(batch) = batches.next().await {
         let batch = batch?;
-        let batch = batch
-            .with_schema(schema.clone())
+        // Same columns and types as the table (a plan's schema-level metadata, e.g. that of
+        // its input table, is replaced by the output table's).
+        let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
             .map_err(|e| format!("output does not match its table: {e}"))?;
         harman_schemas::validate_batch(&batch, &schema).map_err(|e| e.to_string())?;
         rows += batch.num_rows() as u64;

@@ -4,10 +4,12 @@
 
 mod documents;
 mod rejects;
+mod text;
 mod validate;
 
 pub use documents::{documents_schema, DOCUMENTS_TABLE, DOCUMENTS_VERSION};
 pub use rejects::{rejects_schema, RejectReason, REJECTS_TABLE, REJECTS_VERSION};
+pub use text::{text_schema, TEXT_TABLE, TEXT_VERSION};
 pub use validate::{validate_batch, SchemaError};
 
 use arrow::datatypes::Schema;
@@ -33,6 +35,11 @@ pub fn all_tables() -> Vec<TableSchema> {
             name: DOCUMENTS_TABLE,
             version: DOCUMENTS_VERSION,
             schema: documents_schema(),
+        },
+        TableSchema {
+            name: TEXT_TABLE,
+            version: TEXT_VERSION,
+            schema: text_schema(),
         },
         TableSchema {
             name: REJECTS_TABLE,

@@ -1,6 +1,7 @@
 //! harman's stages: the [`Stage`] contract every stage implements and one module per stage.
 //! The pipeline crate finds stages through [`registry`] and never names one itself.
 
+pub mod extract;
 pub mod ingest;
 pub mod parquet_io;
 pub mod report;
@@ -15,5 +16,6 @@ pub use stage::{
 pub fn registry() -> StageRegistry {
     let mut r = StageRegistry::empty();
     r.register(ingest::KIND, ingest::IngestStage::factory);
+    r.register(extract::KIND, extract::ExtractStage::factory);
     r
 }

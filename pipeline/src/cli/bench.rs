@@ -1,6 +1,8 @@
 //! `harman bench STAGE`: throughput measurements printed as a table (figures for
 //! BENCHMARKS.md). `ingest` times the shard reader alone (decompress, parse, build Arrow
-//! batches) on one core, then the whole stage (reader + Parquet writing + commit).
+//! batches) on one core, then the whole stage (reader + Parquet writing + commit). `extract`
+//! times main-text extraction on the two shared extraction benchmarks on one core and scores
+//! the output with their metrics.
 //!
 //! Rates are per CPU-second of the measuring thread (wall time is shown too): on shared
 //! virtual machines wall time includes time stolen by neighbours, CPU time does not.
@@ -35,6 +37,25 @@ pub enum BenchWhat {
         #[arg(long)]
         reader_only: bool,
     },
+    /// HTML extraction quality (F1) and speed on the AEB and trafilatura benchmark pages.
+    Extract {
+        /// The ScrapingHub article-extraction benchmark folder (html/, ground-truth.json).
+        #[arg(long, default_value = "../shared/data/html_extraction_aeb")]
+        aeb: PathBuf,
+        /// The trafilatura evaluation folder (html/, evaldata.json).
+        #[arg(long, default_value = "../shared/data/html_extraction_trafilatura")]
+        trafilatura: PathBuf,
+        /// Timed passes over each set (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Extraction options as TOML (the keys of an `extract` stage table).
+        #[arg(long)]
+        options: Option<String>,
+        /// Write each set's output as JSONL `{"id","text"}` into this folder (for the peers'
+        /// scorer).
+        #[arg(long)]
+        save: Option<PathBuf>,
+    },
 }
 
 pub async fn bench(args: BenchArgs) -> Result<(), Failure> {
@@ -45,7 +66,139 @@ pub async fn bench(args: BenchArgs) -> Result<(), Failure> {
             batch_bytes,
             reader_only,
         } => bench_ingest(files, repeat.max(1), batch_bytes, reader_only).await,
+        BenchWhat::Extract {
+            aeb,
+            trafilatura,
+            repeat,
+            options,
+            save,
+        } => bench_extract(&aeb, &trafilatura, repeat.max(1), options, save),
     }
+}
+
+/// One benchmark page: id, HTML bytes.
+struct BenchPage {
+    id: String,
+    html: Vec<u8>,
+}
+
+/// Time extraction over `pages` (`repeat` passes, median CPU seconds) and return the texts
+/// of the first pass.
+fn time_pages(
+    pages: &[BenchPage],
+    opts: &harman_extract::ExtractOptions,
+    repeat: usize,
+) -> (Vec<Option<String>>, f64, f64) {
+    let mut cpu = Vec::new();
+    let mut wall = Vec::new();
+    let mut first = None;
+    for _ in 0..repeat {
+        let (c0, w0) = (thread_cpu_seconds(), Instant::now());
+        let texts: Vec<Option<String>> = pages
+            .iter()
+            .map(|p| harman_extract::extract_html(&p.html, None, None, opts).text)
+            .collect();
+        cpu.push(thread_cpu_seconds() - c0);
+        wall.push(w0.elapsed().as_secs_f64());
+        first.get_or_insert(texts);
+    }
+    (first.unwrap_or_default(), median(cpu), median(wall))
+}
+
+fn save_jsonl(dir: &Option<PathBuf>, name: &str, pages: &[BenchPage], texts: &[Option<String>]) -> anyhow::Result<()> {
+    let Some(dir) = dir else { return Ok(()) };
+    std::fs::create_dir_all(dir)?;
+    let mut out = String::new();
+    for (p, t) in pages.iter().zip(texts) {
+        out.push_str(&serde_json::json!({"id": p.id, "text": t}).to_string());
+        out.push('\n');
+    }
+    std::fs::write(dir.join(name), out)?;
+    Ok(())
+}
+
+fn bench_extract(
+    aeb: &std::path::Path,
+    traf: &std::path::Path,
+    repeat: usize,
+    options: Option<String>,
+    save: Option<PathBuf>,
+) -> Result<(), Failure> {
+    use harman_extract::eval;
+    let opts = super::extract::parse_options(options.as_deref())?;
+    println!(
+        "{:<22} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8} {:>9}",
+        "set", "pages", "F1", "P", "R", "cpu s", "pages/s", "MB/s"
+    );
+    let row = |name: &str, pages: &[BenchPage], s: eval::Scores, cpu: f64| {
+        let mb: f64 = pages.iter().map(|p| p.html.len() as f64).sum::<f64>() / 1e6;
+        println!(
+            "{:<22} {:>6} {:>6.3} {:>6.3} {:>6.3} {:>8.3} {:>8.1} {:>9.1}",
+            name,
+            pages.len(),
+            s.f1,
+            s.precision,
+            s.recall,
+            cpu,
+            pages.len() as f64 / cpu,
+            mb / cpu
+        );
+    };
+
+    // AEB: ground-truth.json {id: {articleBody}}, html/<id>.html.gz.
+    let truth: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(
+        &std::fs::read(aeb.join("ground-truth.json"))
+            .with_context(|| format!("cannot read {}/ground-truth.json", aeb.display()))?,
+    )
+    .context("ground-truth.json")?;
+    let mut pages = Vec::new();
+    for id in truth.keys() {
+        let html = super::extract::read_maybe_gz(&aeb.join("html").join(format!("{id}.html.gz")))?;
+        pages.push(BenchPage { id: id.clone(), html });
+    }
+    let (texts, cpu, _) = time_pages(&pages, &opts, repeat);
+    let counts: Vec<_> = pages
+        .iter()
+        .zip(&texts)
+        .map(|(p, t)| {
+            let body = truth[&p.id]["articleBody"].as_str().unwrap_or("");
+            eval::aeb_page(body, t.as_deref())
+        })
+        .collect();
+    row("aeb", &pages, eval::aeb_scores(&counts), cpu);
+    save_jsonl(&save, "aeb.jsonl", &pages, &texts)?;
+
+    // trafilatura: evaldata.json {url: {file, html_file, with, without}}.
+    let ev: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(
+        &std::fs::read(traf.join("evaldata.json"))
+            .with_context(|| format!("cannot read {}/evaldata.json", traf.display()))?,
+    )
+    .context("evaldata.json")?;
+    let mut keys: Vec<&String> = ev.keys().collect();
+    keys.sort_by_key(|k| ev[*k]["html_file"].as_str().unwrap_or("").to_string());
+    let mut pages = Vec::new();
+    for k in &keys {
+        let file = ev[*k]["html_file"].as_str().unwrap_or("");
+        let html = super::extract::read_maybe_gz(&traf.join(file))?;
+        pages.push(BenchPage { id: (*k).clone(), html });
+    }
+    let (texts, cpu, _) = time_pages(&pages, &opts, repeat);
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    let (mut tp, mut fp, mut fn_) = (0, 0, 0);
+    for (p, t) in pages.iter().zip(&texts) {
+        let e = &ev[&p.id];
+        let (a, b, c) = eval::snippet_page(&strings(&e["with"]), &strings(&e["without"]), t.as_deref());
+        tp += a;
+        fp += b;
+        fn_ += c;
+    }
+    row("trafilatura-eval", &pages, eval::snippet_scores(tp, fp, fn_), cpu);
+    save_jsonl(&save, "trafilatura.jsonl", &pages, &texts)?;
+    Ok(())
 }
 
 /// CPU time consumed by the calling thread, in seconds.

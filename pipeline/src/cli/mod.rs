@@ -5,6 +5,7 @@
 //! mismatch); 2 usage or config error.
 
 mod bench;
+mod extract;
 mod inspect;
 mod plan;
 mod run;
@@ -57,7 +58,9 @@ pub enum Command {
         /// A stage folder (with `_manifest.json`) or a run folder.
         url: String,
     },
-    /// Measure throughput.
+    /// Main text of HTML files or WARC files as JSONL (the `extract` stage's code and options).
+    Extract(extract::ExtractArgs),
+    /// Measure throughput (and extraction quality).
     Bench(bench::BenchArgs),
 }
 
@@ -129,6 +132,7 @@ pub fn main() -> ExitCode {
             Command::Plan(args) => plan::plan(args),
             Command::Inspect(args) => inspect::inspect(args).await,
             Command::Verify { url } => verify::verify(&url).await,
+            Command::Extract(args) => extract::extract(args),
             Command::Bench(args) => bench::bench(args).await,
         }
     });

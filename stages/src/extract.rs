@@ -1,0 +1,426 @@
+//! The `extract` stage: the `documents` table's HTML payloads to clean main text (the `text`
+//! table), through the `harman-extract` crate. In DataFusion terms it is a scalar UDF,
+//! `html_extract(payload, text, content_type, charset)`, applied to each batch of the
+//! upstream shard; WET conversions and JSONL text pass through the text fixes only.
+
+use crate::parquet_io::ObjectParquetReader;
+use crate::report::{ReportData, ShardReport};
+use crate::stage::{OptionError, ShardInput, Stage, StageError, StageInputs};
+use arrow::array::{
+    Array, ArrayRef, AsArray, StringBuilder, StructArray, UInt64Builder,
+};
+use arrow::datatypes::{DataType, Field, FieldRef, Fields, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::common::{exec_err, Result as DfResult};
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::common::Column;
+use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::prelude::{col, DataFrame, SessionContext};
+use futures::{StreamExt, TryStreamExt};
+use harman_extract::{ExtractOptions, Extraction, Status};
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// The kind name in configs.
+pub const KIND: &str = "extract";
+
+/// Extract one document: text records pass through the fixes, payloads are parsed as HTML.
+pub fn extract_document(
+    payload: Option<&[u8]>,
+    text: Option<&str>,
+    content_type: Option<&str>,
+    charset: Option<&str>,
+    opts: &ExtractOptions,
+) -> Extraction {
+    match (text, payload) {
+        (Some(t), _) => harman_extract::pass_through(t, opts),
+        (None, Some(p)) => harman_extract::extract_html(p, content_type, charset, opts),
+        (None, None) => Extraction {
+            status: Status::NoContent,
+            reason: Some("the document has neither payload nor text".into()),
+            text: None,
+            title: None,
+            lang: None,
+            charset: None,
+            bytes_in: 0,
+        },
+    }
+}
+
+/// The stage.
+#[derive(Debug)]
+pub struct ExtractStage {
+    opts: ExtractOptions,
+    schema: SchemaRef,
+}
+
+impl ExtractStage {
+    pub fn new(opts: ExtractOptions) -> Result<Self, OptionError> {
+        if opts.max_html_bytes == 0 {
+            return Err(OptionError::field(
+                "max_html_bytes",
+                "max_html_bytes must be at least 1 (pages larger than it are cut before parsing; the default is 8388608)",
+            ));
+        }
+        if opts.max_depth == 0 || opts.max_nodes == 0 {
+            return Err(OptionError::field(
+                if opts.max_depth == 0 { "max_depth" } else { "max_nodes" },
+                "the tree limits must be at least 1 (defaults: max_depth = 512, max_nodes = 1048576)",
+            ));
+        }
+        Ok(ExtractStage {
+            opts,
+            schema: Arc::new(harman_schemas::text_schema()),
+        })
+    }
+
+    pub fn factory(options: &serde_json::Value) -> Result<Arc<dyn Stage>, OptionError> {
+        let opts: ExtractOptions = OptionError::parse(options)?;
+        Ok(Arc::new(ExtractStage::new(opts)?))
+    }
+}
+
+#[async_trait]
+impl Stage for ExtractStage {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn output_table(&self) -> &'static str {
+        harman_schemas::TEXT_TABLE
+    }
+
+    fn output_schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::to_value(&self.opts).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn inputs(&self) -> StageInputs {
+        StageInputs::Upstream
+    }
+
+    async fn plan_shard(
+        &self,
+        ctx: &SessionContext,
+        shard: &ShardInput,
+        report: Arc<ShardReport>,
+    ) -> Result<DataFrame, StageError> {
+        let documents = Arc::new(harman_schemas::documents_schema());
+        let partition = UpstreamPartition {
+            shard: shard.clone(),
+            schema: documents.clone(),
+            report: report.clone(),
+        };
+        let table = StreamingTable::try_new(documents, vec![Arc::new(partition)])?;
+        self.transform(ctx.read_table(Arc::new(table))?, report)
+    }
+}
+
+impl ExtractStage {
+    /// The stage's plan over any `documents` input: `html_extract` on each batch, its struct
+    /// spread into the `text` table's columns.
+    pub fn transform(
+        &self,
+        documents: DataFrame,
+        report: Arc<ShardReport>,
+    ) -> Result<DataFrame, StageError> {
+        let udf = ScalarUDF::from(HtmlExtract::new(self.opts.clone(), report));
+        let df = documents.select(vec![
+            col("id"),
+            col("url"),
+            udf.call(vec![
+                col("payload"),
+                col("text"),
+                col("content_type"),
+                col("charset"),
+            ])
+            .alias("x"),
+        ])?;
+        // Unnest (its own plan node) spreads the struct into columns `x.<field>`: the UDF
+        // runs once per batch (`get_field` per field would be merged into one projection
+        // that calls it once per field).
+        let df = df.unnest_columns(&["x"])?;
+        let mut out = vec![col("id"), col("url")];
+        for name in [
+            "status",
+            "reason",
+            "text",
+            "title",
+            "lang",
+            "charset",
+            "bytes_in",
+            "bytes_out",
+        ] {
+            let field = Column::new_unqualified(format!("x.{name}"));
+            out.push(Expr::Column(field).alias(name));
+        }
+        Ok(df.select(out)?)
+    }
+}
+
+/// One upstream `documents` part, read as a stream of batches.
+#[derive(Debug)]
+struct UpstreamPartition {
+    shard: ShardInput,
+    schema: SchemaRef,
+    report: Arc<ShardReport>,
+}
+
+impl PartitionStream for UpstreamPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let shard = self.shard.clone();
+        let schema = self.schema.clone();
+        let bytes_read = self.report.bytes_read.clone();
+        let url = shard.url.clone();
+        let open = async move {
+            let reader = ObjectParquetReader::new(shard.store.clone(), shard.path.clone(), shard.size);
+            bytes_read.fetch_add(shard.size, std::sync::atomic::Ordering::Relaxed);
+            let stream = ParquetRecordBatchStreamBuilder::new(reader)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
+                .build()
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let schema = schema.clone();
+            Ok::<_, DataFusionError>(stream.map(move |b| {
+                let b = b.map_err(|e| DataFusionError::External(Box::new(e)))?;
+                // Same columns, same types: anything else is not a documents part.
+                RecordBatch::try_new(schema.clone(), b.columns().to_vec()).map_err(|e| {
+                    DataFusionError::Execution(format!(
+                        "{url} is not a `documents` table part: {e}"
+                    ))
+                })
+            }))
+        };
+        let stream = futures::stream::once(open).try_flatten();
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+    }
+}
+
+/// `html_extract(payload, text, content_type, charset)` → struct of the `text` columns.
+#[derive(Debug)]
+pub struct HtmlExtract {
+    opts: ExtractOptions,
+    signature: Signature,
+    report: Arc<ShardReport>,
+}
+
+impl PartialEq for HtmlExtract {
+    fn eq(&self, other: &Self) -> bool {
+        self.opts == other.opts
+    }
+}
+
+impl Eq for HtmlExtract {}
+
+impl Hash for HtmlExtract {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        serde_json::to_string(&self.opts)
+            .unwrap_or_default()
+            .hash(state);
+    }
+}
+
+impl HtmlExtract {
+    pub fn new(opts: ExtractOptions, report: Arc<ShardReport>) -> Self {
+        HtmlExtract {
+            opts,
+            signature: Signature::exact(
+                vec![
+                    DataType::BinaryView,
+                    DataType::Utf8View,
+                    DataType::Utf8,
+                    DataType::Utf8,
+                ],
+                Volatility::Immutable,
+            ),
+            report,
+        }
+    }
+
+    fn fields() -> Fields {
+        Fields::from(vec![
+            Field::new("status", DataType::Utf8, false),
+            Field::new("reason", DataType::Utf8, true),
+            Field::new("text", DataType::Utf8, true),
+            Field::new("title", DataType::Utf8, true),
+            Field::new("lang", DataType::Utf8, true),
+            Field::new("charset", DataType::Utf8, true),
+            Field::new("bytes_in", DataType::UInt64, false),
+            Field::new("bytes_out", DataType::UInt64, false),
+        ])
+    }
+
+    /// Extract every row of a batch of documents columns.
+    pub fn extract_arrays(
+        &self,
+        payload: &dyn Array,
+        text: &dyn Array,
+        content_type: &dyn Array,
+        charset: &dyn Array,
+    ) -> DfResult<StructArray> {
+        let payload = payload.as_binary_view_opt();
+        let text = text.as_string_view_opt();
+        let content_type = content_type.as_string_opt::<i32>();
+        let charset = charset.as_string_opt::<i32>();
+        let (Some(payload), Some(text), Some(content_type), Some(charset)) =
+            (payload, text, content_type, charset)
+        else {
+            return exec_err!("html_extract takes (BinaryView, Utf8View, Utf8, Utf8)");
+        };
+        let n = payload.len();
+        let mut status = StringBuilder::new();
+        let mut reason = StringBuilder::new();
+        let mut out_text = StringBuilder::new();
+        let mut title = StringBuilder::new();
+        let mut lang = StringBuilder::new();
+        let mut cs = StringBuilder::new();
+        let mut bytes_in = UInt64Builder::with_capacity(n);
+        let mut bytes_out = UInt64Builder::with_capacity(n);
+        let mut counts = ReportData::default();
+        let get = |a: &dyn Array, i: usize| a.is_valid(i);
+        for i in 0..n {
+            let e = extract_document(
+                get(payload, i).then(|| payload.value(i)),
+                get(text, i).then(|| text.value(i)),
+                get(content_type, i).then(|| content_type.value(i)),
+                get(charset, i).then(|| charset.value(i)),
+                &self.opts,
+            );
+            counts.add("documents", 1);
+            counts.add(&format!("status.{}", e.status.as_str()), 1);
+            status.append_value(e.status.as_str());
+            reason.append_option(e.reason.as_deref());
+            bytes_out.append_value(e.text.as_ref().map_or(0, |t| t.len() as u64));
+            out_text.append_option(e.text.as_deref());
+            title.append_option(e.title.as_deref());
+            lang.append_option(e.lang.as_deref());
+            cs.append_option(e.charset.as_deref());
+            bytes_in.append_value(e.bytes_in);
+        }
+        self.report.merge(counts);
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(status.finish()),
+            Arc::new(reason.finish()),
+            Arc::new(out_text.finish()),
+            Arc::new(title.finish()),
+            Arc::new(lang.finish()),
+            Arc::new(cs.finish()),
+            Arc::new(bytes_in.finish()),
+            Arc::new(bytes_out.finish()),
+        ];
+        Ok(StructArray::try_new(Self::fields(), columns, None)?)
+    }
+}
+
+impl ScalarUDFImpl for HtmlExtract {
+    fn name(&self) -> &str {
+        "html_extract"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Struct(Self::fields()))
+    }
+
+    fn return_field_from_args(&self, _args: ReturnFieldArgs) -> DfResult<FieldRef> {
+        // Every row gets a struct (status, byte counts always set), so the `text` table's
+        // non-null columns stay non-null through `get_field`.
+        Ok(Arc::new(Field::new(
+            self.name(),
+            DataType::Struct(Self::fields()),
+            false,
+        )))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let [payload, text, content_type, charset] = arrays.as_slice() else {
+            return exec_err!("html_extract takes 4 arguments");
+        };
+        let out = self.extract_arrays(payload, text, content_type, charset)?;
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{BinaryViewArray, StringArray, StringViewArray};
+    use datafusion::datasource::MemTable;
+
+    fn documents(payloads: Vec<Option<&[u8]>>, texts: Vec<Option<&str>>) -> RecordBatch {
+        let n = payloads.len();
+        let schema = Arc::new(harman_schemas::documents_schema());
+        let columns: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| -> ArrayRef {
+                match f.name().as_str() {
+                    "id" => Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("doc{i}")))),
+                    "source_url" | "source_format" => {
+                        Arc::new(StringArray::from_iter_values((0..n).map(|_| "x")))
+                    }
+                    "source_offset" | "source_index" => {
+                        Arc::new(arrow::array::UInt64Array::from_iter_values(0..n as u64))
+                    }
+                    "http_status" => Arc::new(arrow::array::UInt16Array::from(vec![None; n])),
+                    "payload" => Arc::new(BinaryViewArray::from(payloads.clone())),
+                    "text" => Arc::new(StringViewArray::from(texts.clone())),
+                    _ => Arc::new(StringArray::from(vec![None::<&str>; n])),
+                }
+            })
+            .collect();
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    #[tokio::test]
+    async fn udf_runs_once_per_row_and_fills_the_text_table() {
+        let batch = documents(
+            vec![
+                Some(b"<html lang=de><title>T</title><body><article><p>Ein langer Absatz mit genug Text, damit er als Inhalt gilt.</p></article></body></html>".as_slice()),
+                None,
+                None,
+                Some(b"\x00\x01\x02binary".as_slice()),
+            ],
+            vec![None, Some("already text"), None, None],
+        );
+        let ctx = SessionContext::new();
+        let mem = MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap();
+        let report = Arc::new(ShardReport::new());
+        let stage = ExtractStage::new(ExtractOptions::default()).unwrap();
+        let df = stage
+            .transform(ctx.read_table(Arc::new(mem)).unwrap(), report.clone())
+            .unwrap();
+        let out = df.collect().await.unwrap();
+        let out = arrow::compute::concat_batches(&out[0].schema(), &out).unwrap();
+        let out = RecordBatch::try_new(stage.output_schema(), out.columns().to_vec()).unwrap();
+        let status = out.column_by_name("status").unwrap().as_string::<i32>();
+        let got: Vec<&str> = (0..4).map(|i| status.value(i)).collect();
+        assert_eq!(got, ["ok", "passthrough", "no_content", "binary"]);
+        let lang = out.column_by_name("lang").unwrap().as_string::<i32>();
+        assert_eq!(lang.value(0), "de");
+        let counters = report.snapshot().counters;
+        assert_eq!(counters["documents"], 4, "{counters:?}");
+        assert_eq!(counters["status.ok"], 1);
+    }
+}
