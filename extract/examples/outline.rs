@@ -7,15 +7,28 @@ fn main() {
     let raw = std::fs::read(&path).unwrap();
     let mut bytes = Vec::new();
     if path.ends_with(".gz") {
-        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut bytes).unwrap();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut bytes)
+            .unwrap();
     } else {
         bytes = raw;
     }
     let opts = harman_extract::ExtractOptions::default();
     let d = harman_extract::decode::decode(&bytes, None);
-    let dom = harman_extract::dom::parse(&d.text, harman_extract::dom::DomLimits { max_depth: 512, max_nodes: 1 << 20 });
+    let dom = harman_extract::dom::parse(
+        &d.text,
+        harman_extract::dom::DomLimits {
+            max_depth: 512,
+            max_nodes: 1 << 20,
+        },
+    );
     let page = harman_extract::content::Page::new(&dom, &opts);
     print!("{}", page.outline(min));
     println!("=== main blocks: {:?}", page.main_blocks());
-    println!("{}", harman_extract::extract_html(&bytes, None, None, &opts).text.unwrap_or_default());
+    println!(
+        "{}",
+        harman_extract::extract_html(&bytes, None, None, &opts)
+            .text
+            .unwrap_or_default()
+    );
 }

@@ -172,9 +172,12 @@ fn has_content_token(class_id: &str) -> bool {
     class_id.split_ascii_whitespace().any(|token| {
         let tokens = token;
         !names_boilerplate(tokens, &BOILERPLATE_SET)
-            && token
-                .split(['-', '_'])
-                .any(|part| matches!(part, "article" | "content" | "post" | "entry" | "story" | "main" | "text" | "body"))
+            && token.split(['-', '_']).any(|part| {
+                matches!(
+                    part,
+                    "article" | "content" | "post" | "entry" | "story" | "main" | "text" | "body"
+                )
+            })
     })
 }
 
@@ -399,8 +402,16 @@ impl<'a> Page<'a> {
         if let Some(role) = node.attrs.role.as_deref() {
             if matches!(
                 role,
-                "navigation" | "banner" | "contentinfo" | "complementary" | "menu" | "search"
-                    | "dialog" | "alert" | "menubar" | "toolbar"
+                "navigation"
+                    | "banner"
+                    | "contentinfo"
+                    | "complementary"
+                    | "menu"
+                    | "search"
+                    | "dialog"
+                    | "alert"
+                    | "menubar"
+                    | "toolbar"
             ) {
                 return Prune::Soft;
             }
@@ -455,9 +466,14 @@ impl<'a> Page<'a> {
         let base = match self.dom.node(id).tag {
             Tag::Div | Tag::Article | Tag::Main | Tag::Section => 5.0,
             Tag::Pre | Tag::Td | Tag::Blockquote => 3.0,
-            Tag::Address | Tag::Ol | Tag::Ul | Tag::Dl | Tag::Dd | Tag::Dt | Tag::Li | Tag::Form => {
-                -3.0
-            }
+            Tag::Address
+            | Tag::Ol
+            | Tag::Ul
+            | Tag::Dl
+            | Tag::Dd
+            | Tag::Dt
+            | Tag::Li
+            | Tag::Form => -3.0,
             Tag::H(_) | Tag::Th => -5.0,
             _ => 0.0,
         };
@@ -653,7 +669,8 @@ impl<'a> Page<'a> {
             let blockish = matches!(
                 tag,
                 Tag::P | Tag::Pre | Tag::Blockquote | Tag::H(_) | Tag::Li | Tag::Table | Tag::Dd
-            ) || (matches!(tag, Tag::Div | Tag::Section) && self.own_text_chars(nid) >= 25);
+            ) || (matches!(tag, Tag::Div | Tag::Section)
+                && self.own_text_chars(nid) >= 25);
             if !blockish {
                 continue;
             }
@@ -767,7 +784,11 @@ impl<'a> Page<'a> {
                 out.text(t);
                 continue;
             }
-            if inside_content && id != root && self.opts.mode == crate::Mode::Main && self.drop_inside(id) {
+            if inside_content
+                && id != root
+                && self.opts.mode == crate::Mode::Main
+                && self.drop_inside(id)
+            {
                 continue;
             }
             match node.tag {
@@ -788,6 +809,8 @@ impl<'a> Page<'a> {
                     continue;
                 }
                 Tag::Tr => out.block(),
+                // Cells share their row's line (`cell_end` separates them).
+                Tag::Td | Tag::Th => {}
                 Tag::Pre => {
                     out.block();
                     out.pre += 1;

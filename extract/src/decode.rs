@@ -91,14 +91,19 @@ pub fn decode(bytes: &[u8], http_charset: Option<&str>) -> Decoded {
     let (encoding, source) = match declared {
         // A legacy single-byte declaration on bytes that are valid, non-ASCII UTF-8 is a
         // misconfigured server: the UTF-8 reading is the right one.
-        Some((enc, _)) if enc != UTF_8 && valid_utf8 && !bytes.is_ascii() && enc.is_single_byte() => {
+        Some((enc, _))
+            if enc != UTF_8 && valid_utf8 && !bytes.is_ascii() && enc.is_single_byte() =>
+        {
             (UTF_8, CharsetSource::Detected)
         }
         Some(found) => found,
         None if valid_utf8 => (UTF_8, CharsetSource::Detected),
         None => {
             let mut det = chardetng::EncodingDetector::new();
-            det.feed(&bytes[..bytes.len().min(64 * 1024)], bytes.len() <= 64 * 1024);
+            det.feed(
+                &bytes[..bytes.len().min(64 * 1024)],
+                bytes.len() <= 64 * 1024,
+            );
             (det.guess(None, true), CharsetSource::Detected)
         }
     };
@@ -153,7 +158,8 @@ mod tests {
     #[test]
     fn undeclared_legacy_bytes_are_detected() {
         // Shift_JIS Japanese without any declaration.
-        let (sjis, _, _) = encoding_rs::SHIFT_JIS.encode("<p>日本語のテキストです。これは文字コードの検出のテストです。</p>");
+        let (sjis, _, _) = encoding_rs::SHIFT_JIS
+            .encode("<p>日本語のテキストです。これは文字コードの検出のテストです。</p>");
         let d = decode(&sjis, None);
         assert_eq!(d.source, CharsetSource::Detected);
         assert_eq!(d.encoding, encoding_rs::SHIFT_JIS);

@@ -328,7 +328,14 @@ impl Builder {
             return;
         };
         let value = self.pending_value.as_slice();
-        let v = || Some(String::from_utf8_lossy(value).trim().to_string().into_boxed_str());
+        let v = || {
+            Some(
+                String::from_utf8_lossy(value)
+                    .trim()
+                    .to_string()
+                    .into_boxed_str(),
+            )
+        };
         match self.pending_attr.as_slice() {
             b"class" => *class = String::from_utf8_lossy(value).into_owned(),
             b"id" => *id = String::from_utf8_lossy(value).into_owned(),
@@ -488,7 +495,8 @@ impl Builder {
                     .iter()
                     .find(|&&id| self.dom.nodes[id as usize].tag == tag)
                 {
-                    if attrs.lang.is_some() && self.dom.nodes[existing as usize].attrs.lang.is_none()
+                    if attrs.lang.is_some()
+                        && self.dom.nodes[existing as usize].attrs.lang.is_none()
                     {
                         self.dom.nodes[existing as usize].attrs.lang = attrs.lang;
                     }
@@ -703,7 +711,10 @@ mod tests {
 
     #[test]
     fn entities_and_raw_text() {
-        let dom = parse("<p>a &amp; b &eacute;</p><script>if (a<b) x='</p>'</script>", LIMITS);
+        let dom = parse(
+            "<p>a &amp; b &eacute;</p><script>if (a<b) x='</p>'</script>",
+            LIMITS,
+        );
         let p = dom.children(0).next().unwrap();
         let t = dom.children(p).next().unwrap();
         assert_eq!(dom.text_of(t), Some("a & b é"));

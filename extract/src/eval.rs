@@ -95,7 +95,11 @@ pub fn aeb_scores(pages: &[(f64, f64, f64)]) -> Scores {
     Scores {
         precision: p,
         recall: r,
-        f1: if p + r > 0.0 { 2.0 * p * r / (p + r) } else { 0.0 },
+        f1: if p + r > 0.0 {
+            2.0 * p * r / (p + r)
+        } else {
+            0.0
+        },
     }
 }
 
@@ -104,7 +108,11 @@ fn normalise(s: &str) -> String {
 }
 
 /// trafilatura-eval counts for one page: (tp, fp, fn).
-pub fn snippet_page(with: &[String], without: &[String], pred: Option<&str>) -> (usize, usize, usize) {
+pub fn snippet_page(
+    with: &[String],
+    without: &[String],
+    pred: Option<&str>,
+) -> (usize, usize, usize) {
     let Some(pred) = pred else {
         return (0, 0, with.len());
     };

@@ -36,7 +36,10 @@ pub fn apply(text: &str, fixes: &TextFixes) -> String {
     if fixes.control_chars {
         s = remove_control_chars(&s);
     }
-    if fixes.nfc && !unicode_normalization::is_nfc_quick(s.chars()).eq(&unicode_normalization::IsNormalized::Yes) {
+    if fixes.nfc
+        && !unicode_normalization::is_nfc_quick(s.chars())
+            .eq(&unicode_normalization::IsNormalized::Yes)
+    {
         s = s.nfc().collect();
     }
     if fixes.emoji_to_text {
@@ -70,15 +73,55 @@ fn fix_line(line: &str) -> String {
     if !looks_like_mojibake(line) {
         return line.to_string();
     }
-    // Encode as Windows-1252; characters outside it mean the line is not (pure) mojibake.
-    let (bytes, _, unmappable) = encoding_rs::WINDOWS_1252.encode(line);
-    if unmappable {
-        return line.to_string();
+    // Runs of characters that Windows-1252 can encode are re-read one by one, so a line that
+    // also holds other characters (emoji, CJK) is still repaired where it is broken.
+    let mut out = String::with_capacity(line.len());
+    let mut run = Vec::new();
+    let mut run_text = String::new();
+    let flush = |run: &mut Vec<u8>, run_text: &mut String, out: &mut String| {
+        match std::str::from_utf8(run) {
+            Ok(fixed)
+                if looks_like_mojibake(run_text)
+                    && fixed.chars().count() < run_text.chars().count() =>
+            {
+                out.push_str(fixed)
+            }
+            _ => out.push_str(run_text),
+        }
+        run.clear();
+        run_text.clear();
+    };
+    for c in line.chars() {
+        match cp1252_byte(c) {
+            Some(b) => {
+                run.push(b);
+                run_text.push(c);
+            }
+            None => {
+                flush(&mut run, &mut run_text, &mut out);
+                out.push(c);
+            }
+        }
     }
-    match std::str::from_utf8(&bytes) {
-        Ok(fixed) if fixed.chars().count() < line.chars().count() => fixed.to_string(),
-        _ => line.to_string(),
+    flush(&mut run, &mut run_text, &mut out);
+    out
+}
+
+/// The Windows-1252 byte of a character, if it has one.
+fn cp1252_byte(c: char) -> Option<u8> {
+    static HIGH: std::sync::LazyLock<Vec<char>> = std::sync::LazyLock::new(|| {
+        let bytes: Vec<u8> = (0x80..=0x9F).collect();
+        encoding_rs::WINDOWS_1252
+            .decode_without_bom_handling(&bytes)
+            .0
+            .chars()
+            .collect()
+    });
+    let u = c as u32;
+    if u < 0x80 || (0xA0..=0xFF).contains(&u) {
+        return Some(u as u8);
     }
+    HIGH.iter().position(|&h| h == c).map(|i| 0x80 + i as u8)
 }
 
 /// Drop C0/C1 control characters except newline and tab; zero-width and BOM characters too.
@@ -102,14 +145,26 @@ pub fn emoji_to_text(text: &str) -> String {
     'outer: while let Some(c) = rest.chars().next() {
         if !c.is_ascii() {
             // Longest emoji sequence starting here (ZWJ sequences, flags, skin tones).
-            let mut ends: Vec<usize> = rest.char_indices().map(|(i, _)| i).skip(1).take(12).collect();
-            ends.push(rest.len().min(rest.char_indices().nth(12).map_or(rest.len(), |(i, _)| i)));
+            let mut ends: Vec<usize> = rest
+                .char_indices()
+                .map(|(i, _)| i)
+                .skip(1)
+                .take(12)
+                .collect();
+            ends.push(
+                rest.len()
+                    .min(rest.char_indices().nth(12).map_or(rest.len(), |(i, _)| i)),
+            );
             ends.sort_unstable();
             ends.dedup();
             for &end in ends.iter().rev() {
                 if let Some(e) = emojis::get(&rest[..end]) {
                     out.push(':');
-                    out.push_str(&e.name().replace([' ', '-'], "_").replace([':', ',', '.', '’', '“', '”'], ""));
+                    out.push_str(
+                        &e.name()
+                            .replace([' ', '-'], "_")
+                            .replace([':', ',', '.', '’', '“', '”'], ""),
+                    );
                     out.push(':');
                     rest = &rest[end..];
                     continue 'outer;
@@ -129,14 +184,21 @@ mod tests {
     #[test]
     fn repairs_mojibake_only_where_present() {
         assert_eq!(fix_mojibake("CafÃ© and donâ€™t"), "Café and don’t");
-        assert_eq!(fix_mojibake("Straße, Ærø, Ð is a letter"), "Straße, Ærø, Ð is a letter");
+        assert_eq!(
+            fix_mojibake("Straße, Ærø, Ð is a letter"),
+            "Straße, Ærø, Ð is a letter"
+        );
         assert_eq!(fix_mojibake("plain ascii"), "plain ascii");
+        assert_eq!(fix_mojibake("CafÃ© ❤ donâ€™t"), "Café ❤ don’t");
     }
 
     #[test]
     fn nfc_and_controls() {
         let fixes = TextFixes::default();
-        assert_eq!(apply("e\u{301}te\u{0007}\u{200B}\tok\n", &fixes), "été\tok\n");
+        assert_eq!(
+            apply("e\u{301}te\u{0007}\u{200B}\tok\n", &fixes),
+            "éte\tok\n"
+        );
     }
 
     #[test]

@@ -291,7 +291,9 @@ fn trim_edges(text: &str) -> String {
     let stray = |l: &&&str| {
         let t = l.trim();
         t.chars().count() < 40
-            && !t.ends_with(['.', '!', '?', '"', '”', '“', '»', '«', '。', '！', '？', ')'])
+            && !t.ends_with([
+                '.', '!', '?', '"', '”', '“', '»', '«', '。', '！', '？', ')',
+            ])
     };
     let start = lines.iter().take_while(stray).count();
     let end = lines.len() - lines[start..].iter().rev().take_while(stray).count();
@@ -382,4 +384,203 @@ fn collect_text(dom: &Dom, id: u32) -> String {
         stack.extend(kids);
     }
     out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> ExtractOptions {
+        ExtractOptions::default()
+    }
+
+    const ARTICLE: &str = "<html lang=\"en\"><head><title>A title</title></head><body>\
+        <nav><a href=/>Home</a> <a href=/news>News</a></nav>\
+        <article><h1>A title</h1><p>The first paragraph of the article, long enough to be \
+        content, with commas, clauses, and a full stop.</p><p>A second paragraph &amp; an \
+        entity: caf&eacute; &mdash; done.</p></article>\
+        <div class=\"comments\"><p>A reader's comment that is not part of the article.</p></div>\
+        <footer>Copyright footer text</footer></body></html>";
+
+    #[test]
+    fn main_text_without_boilerplate() {
+        let e = extract_html(ARTICLE.as_bytes(), Some("text/html"), None, &opts());
+        assert_eq!(e.status, Status::Ok);
+        let text = e.text.unwrap();
+        assert!(text.starts_with("The first paragraph"), "{text}");
+        assert!(
+            text.contains("A second paragraph & an entity: café — done."),
+            "{text}"
+        );
+        assert!(!text.contains("Home"), "{text}");
+        assert!(!text.contains("comment"), "{text}");
+        assert!(!text.contains("Copyright"), "{text}");
+        assert_eq!(e.title.as_deref(), Some("A title"));
+        assert_eq!(e.lang.as_deref(), Some("en"));
+        assert_eq!(e.charset.as_deref(), Some("utf-8 (detected)"));
+    }
+
+    #[test]
+    fn plain_mode_keeps_everything_visible() {
+        let o = ExtractOptions {
+            mode: Mode::Plain,
+            ..opts()
+        };
+        let text = extract_html(ARTICLE.as_bytes(), None, None, &o)
+            .text
+            .unwrap();
+        for s in ["Home", "comment", "Copyright", "first paragraph"] {
+            assert!(text.contains(s), "{s}: {text}");
+        }
+    }
+
+    #[test]
+    fn lists_tables_and_breaks_keep_their_lines() {
+        let html =
+            "<body><article><p>Intro paragraph that is long enough to be kept as content here.</p>\
+            <ul><li>first item</li><li>second item</li></ul>\
+            <table><tr><th>Name</th><th>Value</th></tr><tr><td>a</td><td>1</td></tr></table>\
+            <p>line one<br>line two</p>\
+            <p>A closing paragraph, so that the lists above are not the last lines of the text.</p></article></body>";
+        let text = extract_html(html.as_bytes(), None, None, &opts())
+            .text
+            .unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines.contains(&"first item") && lines.contains(&"second item"),
+            "{text}"
+        );
+        assert!(
+            lines.contains(&"Name | Value") && lines.contains(&"a | 1"),
+            "{text}"
+        );
+        assert!(
+            lines.contains(&"line one") && lines.contains(&"line two"),
+            "{text}"
+        );
+        let no_tables = ExtractOptions {
+            tables: false,
+            ..opts()
+        };
+        let text = extract_html(html.as_bytes(), None, None, &no_tables)
+            .text
+            .unwrap();
+        assert!(!text.contains("Value"), "{text}");
+    }
+
+    #[test]
+    fn links_and_images_on_request() {
+        let html = "<article><p>Read the <a href=\"https://example.org/doc\">documentation page</a> \
+            for details, it explains everything that matters.</p>\
+            <p><img src=x.png alt=\"A diagram of the system\"> Below the diagram comes more text.</p></article>";
+        let o = ExtractOptions {
+            links: true,
+            images: true,
+            ..opts()
+        };
+        let text = extract_html(html.as_bytes(), None, None, &o).text.unwrap();
+        assert!(
+            text.contains("documentation page (https://example.org/doc)"),
+            "{text}"
+        );
+        assert!(text.contains("A diagram of the system"), "{text}");
+        let text = extract_html(html.as_bytes(), None, None, &opts())
+            .text
+            .unwrap();
+        assert!(
+            !text.contains("https://") && !text.contains("diagram of"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn every_status() {
+        // binary mislabelled as HTML
+        let mut png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR".to_vec();
+        png.extend_from_slice(&[0u8; 64]);
+        assert_eq!(
+            extract_html(&png, Some("text/html"), None, &opts()).status,
+            Status::Binary
+        );
+        // not markup
+        let e = extract_html(b"%PDF-1.4", Some("application/pdf"), None, &opts());
+        assert_eq!(e.status, Status::Unsupported);
+        assert!(e.reason.unwrap().contains("application/pdf"));
+        // nothing to extract
+        let e = extract_html(
+            b"<html><body><script>var a;</script></body></html>",
+            None,
+            None,
+            &opts(),
+        );
+        assert_eq!(e.status, Status::Empty);
+        assert!(e.text.is_none());
+        // below the minimum
+        let short = ExtractOptions {
+            min_text_chars: 10_000,
+            ..opts()
+        };
+        let e = extract_html(ARTICLE.as_bytes(), None, None, &short);
+        assert_eq!(e.status, Status::TooShort);
+        assert!(e.reason.unwrap().contains("min_text_chars"));
+        // oversized page: cut, still extracted
+        let mut big = String::from("<html><body><article>");
+        while big.len() < 3 << 20 {
+            big.push_str("<p>Another paragraph of the very long page, with words, commas, and more words.</p>");
+        }
+        let small = ExtractOptions {
+            max_html_bytes: 1 << 20,
+            ..opts()
+        };
+        let e = extract_html(big.as_bytes(), None, None, &small);
+        assert_eq!(e.status, Status::Truncated);
+        assert!(e.text.unwrap().len() < 1 << 20);
+        // pathological nesting: bounded, reported
+        let deep = "<div>".repeat(200_000)
+            + "<p>deep text that is long enough to count as a paragraph here</p>";
+        let e = extract_html(deep.as_bytes(), None, None, &opts());
+        assert_eq!(e.status, Status::Truncated, "{:?}", e.reason);
+        assert!(e.reason.unwrap().contains("max_depth"));
+        // text records
+        assert_eq!(
+            pass_through("already text", &opts()).status,
+            Status::Passthrough
+        );
+        assert_eq!(pass_through("  \n ", &opts()).status, Status::Empty);
+    }
+
+    #[test]
+    fn invalid_bytes_and_legacy_charsets() {
+        let html = b"<html><head><meta charset=windows-1252></head><body><article><p>Caf\xe9 cr\xe8me \x93quoted\x94, a paragraph long enough to be the content of the page.</p></article></body></html>";
+        let e = extract_html(html, None, None, &opts());
+        assert!(e.text.unwrap().contains("Café crème “quoted”"));
+        assert_eq!(e.charset.as_deref(), Some("windows-1252 (meta)"));
+        let broken = b"<article><p>Valid start \xff\xfe\xc3 then more text, enough of it to be a paragraph of content.</p></article>";
+        let e = extract_html(broken, None, Some("utf-8"), &opts());
+        assert_eq!(e.status, Status::Ok);
+        assert!(e.text.unwrap().contains("then more text"));
+    }
+
+    #[test]
+    fn text_fixes_are_switches() {
+        let text = "CafÃ©\u{0007} e\u{301} ❤️";
+        let all = ExtractOptions {
+            fixes: TextFixes {
+                emoji_to_text: true,
+                ..TextFixes::default()
+            },
+            ..opts()
+        };
+        assert_eq!(pass_through(text, &all).text.unwrap(), "Café é :red_heart:");
+        let none = ExtractOptions {
+            fixes: TextFixes {
+                mojibake: false,
+                nfc: false,
+                emoji_to_text: false,
+                control_chars: false,
+            },
+            ..opts()
+        };
+        assert_eq!(pass_through(text, &none).text.unwrap(), text);
+    }
 }

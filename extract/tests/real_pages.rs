@@ -38,10 +38,9 @@ fn aeb_articles_match_their_ground_truth() {
 
 #[test]
 fn trafilatura_pages_keep_content_and_drop_boilerplate() {
-    let ev: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(data().join("trafilatura/evaldata.json")).unwrap(),
-    )
-    .unwrap();
+    let ev: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data().join("trafilatura/evaldata.json")).unwrap())
+            .unwrap();
     let ev = ev.as_object().unwrap();
     assert_eq!(ev.len(), 6);
     let strings = |v: &serde_json::Value| -> Vec<String> {
@@ -65,10 +64,9 @@ fn trafilatura_pages_keep_content_and_drop_boilerplate() {
 
 #[test]
 fn plain_mode_keeps_what_main_mode_drops() {
-    let ev: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(data().join("trafilatura/evaldata.json")).unwrap(),
-    )
-    .unwrap();
+    let ev: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data().join("trafilatura/evaldata.json")).unwrap())
+            .unwrap();
     let entry = ev
         .as_object()
         .unwrap()
@@ -109,8 +107,14 @@ fn favor_precision_never_yields_more_text_than_recall() {
                 favor,
                 ..ExtractOptions::default()
             };
-            extract_html(&html, None, None, &o).text.map_or(0, |t| t.len())
+            extract_html(&html, None, None, &o)
+                .text
+                .map_or(0, |t| t.len())
         };
-        assert!(len(Favor::Precision) <= len(Favor::Recall), "{}", path.display());
+        assert!(
+            len(Favor::Precision) <= len(Favor::Recall),
+            "{}",
+            path.display()
+        );
     }
 }

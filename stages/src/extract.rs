@@ -6,17 +6,15 @@
 use crate::parquet_io::ObjectParquetReader;
 use crate::report::{ReportData, ShardReport};
 use crate::stage::{OptionError, ShardInput, Stage, StageError, StageInputs};
-use arrow::array::{
-    Array, ArrayRef, AsArray, StringBuilder, StructArray, UInt64Builder,
-};
+use arrow::array::{Array, ArrayRef, AsArray, StringBuilder, StructArray, UInt64Builder};
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::streaming::StreamingTable;
+use datafusion::common::Column;
 use datafusion::common::{exec_err, Result as DfResult};
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::common::Column;
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
@@ -190,7 +188,8 @@ impl PartitionStream for UpstreamPartition {
         let bytes_read = self.report.bytes_read.clone();
         let url = shard.url.clone();
         let open = async move {
-            let reader = ObjectParquetReader::new(shard.store.clone(), shard.path.clone(), shard.size);
+            let reader =
+                ObjectParquetReader::new(shard.store.clone(), shard.path.clone(), shard.size);
             bytes_read.fetch_add(shard.size, std::sync::atomic::Ordering::Relaxed);
             let stream = ParquetRecordBatchStreamBuilder::new(reader)
                 .await
@@ -376,7 +375,9 @@ mod tests {
             .iter()
             .map(|f| -> ArrayRef {
                 match f.name().as_str() {
-                    "id" => Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("doc{i}")))),
+                    "id" => Arc::new(StringArray::from_iter_values(
+                        (0..n).map(|i| format!("doc{i}")),
+                    )),
                     "source_url" | "source_format" => {
                         Arc::new(StringArray::from_iter_values((0..n).map(|_| "x")))
                     }

@@ -105,7 +105,12 @@ fn time_pages(
     (first.unwrap_or_default(), median(cpu), median(wall))
 }
 
-fn save_jsonl(dir: &Option<PathBuf>, name: &str, pages: &[BenchPage], texts: &[Option<String>]) -> anyhow::Result<()> {
+fn save_jsonl(
+    dir: &Option<PathBuf>,
+    name: &str,
+    pages: &[BenchPage],
+    texts: &[Option<String>],
+) -> anyhow::Result<()> {
     let Some(dir) = dir else { return Ok(()) };
     std::fs::create_dir_all(dir)?;
     let mut out = String::new();
@@ -154,7 +159,10 @@ fn bench_extract(
     let mut pages = Vec::new();
     for id in truth.keys() {
         let html = super::extract::read_maybe_gz(&aeb.join("html").join(format!("{id}.html.gz")))?;
-        pages.push(BenchPage { id: id.clone(), html });
+        pages.push(BenchPage {
+            id: id.clone(),
+            html,
+        });
     }
     let (texts, cpu, _) = time_pages(&pages, &opts, repeat);
     let counts: Vec<_> = pages
@@ -180,23 +188,36 @@ fn bench_extract(
     for k in &keys {
         let file = ev[*k]["html_file"].as_str().unwrap_or("");
         let html = super::extract::read_maybe_gz(&traf.join(file))?;
-        pages.push(BenchPage { id: (*k).clone(), html });
+        pages.push(BenchPage {
+            id: (*k).clone(),
+            html,
+        });
     }
     let (texts, cpu, _) = time_pages(&pages, &opts, repeat);
     let strings = |v: &serde_json::Value| -> Vec<String> {
         v.as_array()
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let (mut tp, mut fp, mut fn_) = (0, 0, 0);
     for (p, t) in pages.iter().zip(&texts) {
         let e = &ev[&p.id];
-        let (a, b, c) = eval::snippet_page(&strings(&e["with"]), &strings(&e["without"]), t.as_deref());
+        let (a, b, c) =
+            eval::snippet_page(&strings(&e["with"]), &strings(&e["without"]), t.as_deref());
         tp += a;
         fp += b;
         fn_ += c;
     }
-    row("trafilatura-eval", &pages, eval::snippet_scores(tp, fp, fn_), cpu);
+    row(
+        "trafilatura-eval",
+        &pages,
+        eval::snippet_scores(tp, fp, fn_),
+        cpu,
+    );
     save_jsonl(&save, "trafilatura.jsonl", &pages, &texts)?;
     Ok(())
 }
