@@ -148,6 +148,130 @@ fn quickstart_ingests_the_samples_with_manifests() {
     );
 }
 
+/// The quickstart's extract stage: one `text` row per `documents` row, in the same order,
+/// HTML payloads extracted, WET/JSONL text passed through, every row with a status.
+#[test]
+fn extract_stage_turns_documents_into_text() {
+    use arrow::array::AsArray;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    quickstart(&out, "2");
+    let text = manifest(&out.join("text"));
+    assert_eq!(text["table"], "text");
+    let docs = manifest(&out.join("crawl"))["counters"]["documents"]
+        .as_u64()
+        .unwrap()
+        + manifest(&out.join("pile"))["counters"]["documents"]
+            .as_u64()
+            .unwrap();
+    assert_eq!(text["counters"]["documents"], docs);
+    let rows: u64 = text["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["rows"].as_u64().unwrap())
+        .sum();
+    assert_eq!(rows, docs);
+    assert!(text["counters"]["status.ok"].as_u64().unwrap() > 0);
+    assert_eq!(
+        text["counters"]["status.passthrough"].as_u64().unwrap(),
+        manifest(&out.join("pile"))["counters"]["documents"]
+            .as_u64()
+            .unwrap()
+            + 1,
+        "the Pile lines and the one WET conversion pass through"
+    );
+    // Row order and ids follow the documents part.
+    let read = |p: &Path| {
+        let f = std::fs::File::open(p).unwrap();
+        let batches: Vec<_> =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+                .unwrap()
+                .build()
+                .unwrap()
+                .map(|b| b.unwrap())
+                .collect();
+        arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+    };
+    let docs = read(&out.join("crawl/part-00000.parquet"));
+    let texts = read(&out.join("text/part-00000.parquet"));
+    assert_eq!(docs.num_rows(), texts.num_rows());
+    let doc_ids = docs.column_by_name("id").unwrap().as_string::<i32>();
+    let text_ids = texts.column_by_name("id").unwrap().as_string::<i32>();
+    let status = texts.column_by_name("status").unwrap().as_string::<i32>();
+    let kinds = docs
+        .column_by_name("record_type")
+        .unwrap()
+        .as_string::<i32>();
+    let body = texts.column_by_name("text").unwrap().as_string::<i32>();
+    for i in 0..docs.num_rows() {
+        assert_eq!(doc_ids.value(i), text_ids.value(i));
+        if kinds.value(i) == "metadata" {
+            assert_eq!(status.value(i), "unsupported");
+        }
+        if status.value(i) == "ok" {
+            assert!(!body.value(i).trim().is_empty());
+            assert!(
+                !body.value(i).contains("<div"),
+                "markup left in {}",
+                body.value(i)
+            );
+        }
+    }
+}
+
+/// `harman extract` prints one JSONL line per page, with the stage's code and options.
+#[test]
+fn extract_command_prints_jsonl_for_files_folders_and_warcs() {
+    let o = ok(harman(&[
+        "extract",
+        "tests/data/html/trafilatura",
+        "--full",
+    ]));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6);
+    let ev: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo().join("tests/data/html/trafilatura/evaldata.json")).unwrap(),
+    )
+    .unwrap();
+    let norm = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    for entry in ev.as_object().unwrap().values() {
+        let file = entry["html_file"].as_str().unwrap().trim_end_matches(".gz");
+        let line = lines.iter().find(|l| l["id"] == file).unwrap();
+        assert_eq!(line["status"], "ok");
+        let text = norm(line["text"].as_str().unwrap());
+        for w in entry["with"].as_array().unwrap() {
+            assert!(text.contains(&norm(w.as_str().unwrap())), "{file}: {w}");
+        }
+    }
+    // A WARC: one line per record, keyed by WARC-Record-ID.
+    let o = ok(harman(&[
+        "extract",
+        "tests/data/warc/commoncrawl/CC-MAIN-20200808165417-20200808195417-00395.excerpt.warc.gz",
+    ]));
+    let n = String::from_utf8_lossy(&o.stdout).lines().count() as u64;
+    assert_eq!(
+        n,
+        warcio_count(
+            "commoncrawl/CC-MAIN-20200808165417-20200808195417-00395.excerpt.warc.gz",
+            &["response", "resource", "conversion", "metadata"]
+        )
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("{\"id\":\"<urn:uuid:"));
+    // Options are checked like a config's.
+    let bad = harman(&[
+        "extract",
+        "tests/data/html/aeb",
+        "--options",
+        "favor = \"precisely\"",
+    ]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("favor"));
+}
+
 /// Parquet input: the Pile stage's own output read back as a source (text column + a
 /// struct-free metadata column), row for row.
 #[test]
@@ -591,7 +715,7 @@ fn json_logs_for_schedulers() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(summary.len(), 2, "{stdout}");
+    assert_eq!(summary.len(), 3, "{stdout}");
     let pile = summary.iter().find(|v| v["stage"] == "pile").unwrap();
     assert_eq!(
         pile["rows"],
@@ -719,7 +843,8 @@ fn s3_end_to_end_against_a_real_server() {
         &config,
         "[pipeline]\nname = \"s3\"\noutput = \"s3://harman-test/out\"\nmax_reject_fraction = 0.5\n\n\
          [stages.crawl]\nkind = \"ingest\"\ninputs = [\"s3://harman-test/in/crawl/*/*.warc.gz\"]\n\n\
-         [stages.pile]\nkind = \"ingest\"\ninputs = [\"s3://harman-test/in/pile/\"]\nformat = \"jsonl\"\nmeta_fields = [\"meta.pile_set_name\"]\n",
+         [stages.pile]\nkind = \"ingest\"\ninputs = [\"s3://harman-test/in/pile/\"]\nformat = \"jsonl\"\nmeta_fields = [\"meta.pile_set_name\"]\n\n\
+         [stages.text]\nkind = \"extract\"\ndepends_on = [\"crawl\", \"pile\"]\n",
     )
     .unwrap();
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -763,6 +888,11 @@ fn s3_end_to_end_against_a_real_server() {
         "3",
         "the rerun skips the committed shards"
     );
+    // The extract stage read its upstream parts from S3: one text row per document.
+    let text_rows: u64 = summary(&first, "text")[2].parse().unwrap();
+    let doc_rows: u64 = summary(&first, "crawl")[2].parse::<u64>().unwrap()
+        + summary(&first, "pile")[2].parse::<u64>().unwrap();
+    assert_eq!(text_rows, doc_rows);
 
     // No credential anywhere: not in logs, not in any object written.
     for o in [&first, &verify, &inspect, &second] {

@@ -512,13 +512,13 @@ impl<'a> Page<'a> {
         }
         let mut best = NONE;
         let mut best_score = f32::MIN;
-        for id in 1..n {
-            if score[id].is_nan() {
+        for (id, s) in score.iter_mut().enumerate().skip(1) {
+            if s.is_nan() {
                 continue;
             }
-            score[id] *= 1.0 - self.link_density(id as NodeId);
-            if score[id] > best_score {
-                best_score = score[id];
+            *s *= 1.0 - self.link_density(id as NodeId);
+            if *s > best_score {
+                best_score = *s;
                 best = id as NodeId;
             }
         }

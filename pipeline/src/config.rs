@@ -454,7 +454,7 @@ mod tests {
 
         let text = "[pipeline]\noutput = \"out\"\n[stages.cc]\nkind = \"ingestt\"\n";
         let e = parse_str(text).unwrap_err();
-        assert!(e.message.contains("known kinds: ingest"), "{e}");
+        assert!(e.message.contains("known kinds: extract, ingest"), "{e}");
 
         let e = parse_str("[pipeline\n").unwrap_err();
         assert_eq!(e.line, Some(1));

@@ -199,6 +199,10 @@ pub async fn find_manifests(loc: &Location) -> Result<Vec<(Location, StageManife
 #[derive(Debug, Clone)]
 struct ShardSpec {
     input: ShardInput,
+    /// The input's URL as the manifest records it: the URL of a source file, or for an
+    /// upstream part its path relative to the run (`crawl/part-00000.parquet`), so that a run
+    /// folder's manifests do not depend on where the folder is.
+    recorded_url: String,
     identity: String,
     etag: Option<String>,
     known_sha256: Option<String>,
@@ -241,6 +245,7 @@ impl StageRunner<'_> {
                                 .unwrap_or_default()
                         );
                         ShardSpec {
+                            recorded_url: f.url.clone(),
                             input: ShardInput {
                                 index,
                                 url: f.url,
@@ -273,6 +278,7 @@ impl StageRunner<'_> {
                     for out in &m.outputs {
                         let loc = up_dir.join(&out.path);
                         specs.push(ShardSpec {
+                            recorded_url: format!("{up}/{}", out.path),
                             input: ShardInput {
                                 index: specs.len(),
                                 url: loc.url.clone(),
@@ -504,7 +510,7 @@ impl ShardJob {
         };
         if marker.config_hash != self.config_hash
             || marker.input_identity != spec.identity
-            || marker.input.url != spec.input.url
+            || marker.input.url != spec.recorded_url
             || marker.shard != spec.input.index
         {
             return Ok(None);
@@ -599,7 +605,7 @@ impl ShardJob {
             config_hash: self.config_hash.clone(),
             input_identity: spec.identity.clone(),
             input: InputEntry {
-                url: url.clone(),
+                url: spec.recorded_url.clone(),
                 size: spec.input.size,
                 sha256,
                 etag: spec.etag.clone(),
