@@ -613,8 +613,8 @@ impl<'a> Page<'a> {
         let s = self.stats[id as usize];
         let ld = self.link_density(id);
         let limit = match self.opts.favor {
-            Favor::Precision => 0.3,
-            Favor::Balanced => 0.5,
+            Favor::Precision => 0.2,
+            Favor::Balanced => 0.3,
             Favor::Recall => 0.75,
         };
         match node.tag {
@@ -622,7 +622,7 @@ impl<'a> Page<'a> {
                 ld > limit && s.chars < 2000
                     || (self.class_weight(id) < 0.0 && s.paragraphs == 0 && s.chars < 200)
             }
-            Tag::P | Tag::Li => ld > 0.8 && s.chars < 200,
+            Tag::P | Tag::Li => ld > 0.5 && s.chars < 200,
             Tag::Figcaption if self.opts.favor == Favor::Precision => true,
             Tag::H(level) if level >= 2 => self.orphan_heading(id),
             _ => false,
