@@ -298,12 +298,12 @@ impl<'a> Page<'a> {
                 let parent = dom.nodes[id].parent as usize;
                 let r = raw[id];
                 let minor = (r.chars as f32) < total * 0.6;
-                let linky = r.link_chars as f32 > r.chars as f32 * 0.35;
+                let linky = r.link_chars as f32 > r.chars as f32 * 0.25;
                 pruned[id] = pruned[id]
                     || pruned[parent]
                     || match soft[id] {
                         Prune::Soft => minor,
-                        Prune::Layout => minor && (linky || r.chars < 150),
+                        Prune::Layout => minor && (linky || r.chars < 250),
                         Prune::Header => minor && (linky || r.chars < 150),
                         _ => false,
                     };
