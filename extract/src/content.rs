@@ -74,6 +74,54 @@ const BOILERPLATE: &[&str] = &[
     "toc",
 ];
 
+/// Headings after which an article's own text is over (compared lowercased, without a
+/// trailing colon).
+const SECTION_ENDS: &[&str] = &[
+    "comments",
+    "comment",
+    "leave a comment",
+    "leave a reply",
+    "related",
+    "related articles",
+    "related posts",
+    "related stories",
+    "read more",
+    "more stories",
+    "you may also like",
+    "you might also like",
+    "recommended",
+    "share this",
+    "share this article",
+    "share",
+    "advertisement",
+    "kommentare",
+    "kommentar",
+    "kommentieren",
+    "das könnte sie auch interessieren",
+    "das könnte dich auch interessieren",
+    "ähnliche artikel",
+    "ähnliche beiträge",
+    "weitere artikel",
+    "mehr zum thema",
+    "mehr themen",
+    "beiträge zum thema",
+    "teilen",
+    "artikel teilen",
+    "diesen artikel teilen",
+    "commentaires",
+    "articles similaires",
+    "à lire aussi",
+    "lire aussi",
+    "comentarios",
+    "noticias relacionadas",
+    "notas relacionadas",
+    "te puede interesar",
+    "komentarze",
+    "czytaj także",
+    "zobacz także",
+    "podobne artykuły",
+];
+
 /// Words used both for boilerplate and for layout wrappers ("has-sidebar", "elementor-widget"):
 /// a block so named is removed only when it looks like boilerplate too (mostly links, or
 /// little text).
@@ -629,6 +677,33 @@ impl<'a> Page<'a> {
         }
     }
 
+    /// A heading that names what follows an article (comments, related stories, sharing).
+    fn ends_content(&self, id: NodeId) -> bool {
+        let s = self.stats[id as usize];
+        if s.chars == 0 || s.chars > 40 {
+            return false;
+        }
+        let mut text = String::new();
+        let mut stack = vec![id];
+        while let Some(n) = stack.pop() {
+            if let Some(t) = self.dom.text_of(n) {
+                text.push_str(t);
+                text.push(' ');
+            } else if !self.pruned[n as usize] {
+                let mut kids: Vec<NodeId> = self.dom.children(n).collect();
+                kids.reverse();
+                stack.extend(kids);
+            }
+        }
+        let norm = text
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .trim_end_matches([':', '.', '!'])
+            .to_lowercase();
+        SECTION_ENDS.contains(&norm.as_str())
+    }
+
     /// A heading whose section is gone ("Related articles" above a dropped link list) or that
     /// ends the content with nothing after it.
     fn orphan_heading(&self, id: NodeId) -> bool {
@@ -790,6 +865,15 @@ impl<'a> Page<'a> {
                 && self.drop_inside(id)
             {
                 continue;
+            }
+            if inside_content
+                && self.opts.mode == crate::Mode::Main
+                && self.opts.favor != Favor::Recall
+                && matches!(node.tag, Tag::H(_))
+                && self.ends_content(id)
+            {
+                // "Comments", "Related articles"…: the article is over.
+                break;
             }
             match node.tag {
                 Tag::Br => {
