@@ -287,13 +287,31 @@ pub fn extract_html(
 /// Short lines that are not sentences at the very start or end of the main text are almost
 /// always leftovers of the page around it (bylines, dates, "Share", "Related", ad labels).
 fn trim_edges(text: &str) -> String {
+    /// Calls to action that end (or open) an article on many sites.
+    const PROMPTS: &[&str] = &[
+        "share this",
+        "teilen",
+        "subscribe",
+        "abonnieren",
+        "newsletter",
+        "follow us",
+        "folgen sie uns",
+        "suscríbete",
+        "compartir",
+        "partager",
+    ];
     let lines: Vec<&str> = text.lines().collect();
     let stray = |l: &&&str| {
         let t = l.trim();
-        t.chars().count() < 40
+        let n = t.chars().count();
+        (n < 40
             && !t.ends_with([
                 '.', '!', '?', '"', '”', '“', '»', '«', '。', '！', '？', ')',
-            ])
+            ]))
+            || (n < 100 && {
+                let lower = t.to_lowercase();
+                PROMPTS.iter().any(|p| lower.contains(p))
+            })
     };
     let start = lines.iter().take_while(stray).count();
     let end = lines.len() - lines[start..].iter().rev().take_while(stray).count();
