@@ -166,9 +166,23 @@ const NEGATIVE: &[&str] = &[
     "tags", "tool", "widget", "nav", "menu", "header", "caption", "credit",
 ];
 
-fn has_word(class_id: &str, words: &[&str]) -> bool {
-    !class_id.is_empty() && words.iter().any(|w| class_id.contains(w))
+/// Does a class/id string contain any of these words anywhere (scoring weights)?
+fn has_word(class_id: &str, words: &Substrings) -> bool {
+    !class_id.is_empty() && words.is_match(class_id)
 }
+
+/// A word list matched as substrings, compiled once.
+type Substrings = std::sync::LazyLock<aho_corasick::AhoCorasick>;
+
+static CONTENT_WORDS: Substrings = std::sync::LazyLock::new(|| {
+    aho_corasick::AhoCorasick::new(CONTENT).expect("word lists are valid patterns")
+});
+static POSITIVE_WORDS: Substrings = std::sync::LazyLock::new(|| {
+    aho_corasick::AhoCorasick::new(POSITIVE).expect("word lists are valid patterns")
+});
+static NEGATIVE_WORDS: Substrings = std::sync::LazyLock::new(|| {
+    aho_corasick::AhoCorasick::new(NEGATIVE).expect("word lists are valid patterns")
+});
 
 /// Does a class/id name a boilerplate block? Words are matched against the parts of each
 /// class token (split at `-` and `_`): exactly, as a suffix ("mainmenu"), or — for longer
@@ -265,15 +279,15 @@ fn class_info(ci: &str) -> ClassInfo {
     if ci.is_empty() {
         return ClassInfo::default();
     }
-    let content_named = has_word(ci, CONTENT) || has_content_token(ci);
+    let content_named = has_word(ci, &CONTENT_WORDS) || has_content_token(ci);
     let mut weight = 0.0;
-    if has_word(ci, NEGATIVE) {
+    if has_word(ci, &NEGATIVE_WORDS) {
         weight -= 25.0;
     }
-    if has_word(ci, POSITIVE) {
+    if has_word(ci, &POSITIVE_WORDS) {
         weight += 25.0;
     }
-    if has_word(ci, CONTENT) {
+    if has_word(ci, &CONTENT_WORDS) {
         weight += 50.0;
     }
     ClassInfo {
