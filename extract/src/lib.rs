@@ -124,7 +124,7 @@ pub struct Extraction {
     pub reason: Option<String>,
     pub text: Option<String>,
     pub title: Option<String>,
-    /// `<html lang>` (or `<meta http-equiv=content-language>`), as written.
+    /// `<html lang>`, as written (a hint from the page, not a detection).
     pub lang: Option<String>,
     /// Charset used and where it came from.
     pub charset: Option<String>,
