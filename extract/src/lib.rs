@@ -201,13 +201,16 @@ pub fn extract_html(
         );
     }
     let mut truncated = None;
-    let bytes = if bytes.len() > opts.max_html_bytes {
+    // The tree indexes its text with u32: never parse more than 1 GiB, whatever the options.
+    let max_html_bytes = opts.max_html_bytes.min(1 << 30);
+    let max_nodes = opts.max_nodes.min(1 << 28);
+    let bytes = if bytes.len() > max_html_bytes {
         truncated = Some(format!(
             "page of {} bytes cut to max_html_bytes = {}",
             bytes.len(),
-            opts.max_html_bytes
+            max_html_bytes
         ));
-        &bytes[..opts.max_html_bytes]
+        &bytes[..max_html_bytes]
     } else {
         bytes
     };
@@ -216,7 +219,7 @@ pub fn extract_html(
         &decoded.text,
         DomLimits {
             max_depth: opts.max_depth,
-            max_nodes: opts.max_nodes,
+            max_nodes,
         },
     );
     if dom.limited && truncated.is_none() {

@@ -32,6 +32,10 @@ use std::sync::Arc;
 /// The kind name in configs.
 pub const KIND: &str = "extract";
 
+/// Upper bounds of the size limits (the tree addresses text and nodes with 32-bit indexes).
+const MAX_HTML_BYTES: usize = 1 << 30;
+const MAX_NODES: usize = 1 << 28;
+
 /// Extract one document: text records pass through the fixes, payloads are parsed as HTML.
 pub fn extract_document(
     payload: Option<&[u8]>,
@@ -64,16 +68,19 @@ pub struct ExtractStage {
 
 impl ExtractStage {
     pub fn new(opts: ExtractOptions) -> Result<Self, OptionError> {
-        if opts.max_html_bytes == 0 {
+        if opts.max_html_bytes == 0 || opts.max_html_bytes > MAX_HTML_BYTES {
             return Err(OptionError::field(
                 "max_html_bytes",
-                "max_html_bytes must be at least 1 (pages larger than it are cut before parsing; the default is 8388608)",
+                format!(
+                    "max_html_bytes = {} is out of range; use 1 to {MAX_HTML_BYTES} bytes (pages larger than it are cut before parsing; the default is 8388608)",
+                    opts.max_html_bytes
+                ),
             ));
         }
-        if opts.max_depth == 0 || opts.max_nodes == 0 {
+        if opts.max_depth == 0 || opts.max_nodes == 0 || opts.max_nodes > MAX_NODES {
             return Err(OptionError::field(
                 if opts.max_depth == 0 { "max_depth" } else { "max_nodes" },
-                "the tree limits must be at least 1 (defaults: max_depth = 512, max_nodes = 1048576)",
+                format!("the tree limits must be at least 1 and max_nodes at most {MAX_NODES} (defaults: max_depth = 512, max_nodes = 1048576)"),
             ));
         }
         Ok(ExtractStage {

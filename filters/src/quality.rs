@@ -1,0 +1,453 @@
+//! Quality heuristics with their published parameters as defaults — Gopher (Rae et al. 2021,
+//! appendix A: quality filter and the repetition thresholds of table A1), C4 (Raffel et al.
+//! 2020, the "clean" rules) and FineWeb's additional rules (Penedo et al. 2024). Every rule is
+//! evaluated (no short-circuit), so a document carries all the rules it fails, and the keep
+//! decision can change without recomputing anything.
+//!
+//! Words are whitespace-separated tokens with surrounding punctuation removed; lines are split
+//! at `\n`, paragraphs at blank lines.
+
+use gxhash::{HashMap, HashSet};
+use serde::{Deserialize, Serialize};
+
+/// Thresholds; the defaults are the published ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QualityParams {
+    // Gopher quality
+    pub min_words: usize,
+    pub max_words: usize,
+    pub min_mean_word_len: f64,
+    pub max_mean_word_len: f64,
+    pub max_symbol_word_ratio: f64,
+    pub max_bullet_lines: f64,
+    pub max_ellipsis_lines: f64,
+    pub min_alpha_words: f64,
+    pub min_stop_words: usize,
+    // Gopher repetition
+    pub max_dup_line_frac: f64,
+    pub max_dup_para_frac: f64,
+    pub max_dup_line_char_frac: f64,
+    pub max_dup_para_char_frac: f64,
+    /// (n, max fraction of characters in the most frequent n-gram)
+    pub top_ngram: Vec<(usize, f64)>,
+    /// (n, max fraction of characters in repeated n-grams)
+    pub dup_ngram: Vec<(usize, f64)>,
+    // C4
+    pub c4_min_sentences: usize,
+    pub c4_max_word_len: usize,
+    // FineWeb
+    pub fw_min_line_punct: f64,
+    pub fw_max_short_lines: f64,
+    pub fw_short_line_len: usize,
+    pub fw_max_char_dup: f64,
+    pub fw_max_newline_word_ratio: f64,
+}
+
+impl Default for QualityParams {
+    fn default() -> Self {
+        QualityParams {
+            min_words: 50,
+            max_words: 100_000,
+            min_mean_word_len: 3.0,
+            max_mean_word_len: 10.0,
+            max_symbol_word_ratio: 0.1,
+            max_bullet_lines: 0.9,
+            max_ellipsis_lines: 0.3,
+            min_alpha_words: 0.8,
+            min_stop_words: 2,
+            max_dup_line_frac: 0.30,
+            max_dup_para_frac: 0.30,
+            max_dup_line_char_frac: 0.20,
+            max_dup_para_char_frac: 0.20,
+            top_ngram: vec![(2, 0.20), (3, 0.18), (4, 0.16)],
+            dup_ngram: vec![
+                (5, 0.15),
+                (6, 0.14),
+                (7, 0.13),
+                (8, 0.12),
+                (9, 0.11),
+                (10, 0.10),
+            ],
+            c4_min_sentences: 5,
+            c4_max_word_len: 1000,
+            fw_min_line_punct: 0.12,
+            fw_max_short_lines: 0.67,
+            fw_short_line_len: 30,
+            fw_max_char_dup: 0.01,
+            fw_max_newline_word_ratio: 0.3,
+        }
+    }
+}
+
+/// The Gopher stop words a real English document contains at least two of.
+const STOP_WORDS: [&str; 8] = ["the", "be", "to", "of", "and", "that", "have", "with"];
+
+/// Line endings C4 and FineWeb count as the end of a sentence.
+const TERMINAL: [char; 10] = ['.', '!', '?', '"', '”', '\'', '。', '！', '？', '…'];
+
+/// Phrases that mark C4's boilerplate lines (cookie and legal notices).
+const C4_POLICY: [&str; 6] = [
+    "terms of use",
+    "privacy policy",
+    "cookie policy",
+    "uses cookies",
+    "use of cookies",
+    "use cookies",
+];
+
+/// Every rule's verdict (true = the document fails it) and the measurements behind them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Quality {
+    pub words: usize,
+    pub mean_word_len: f64,
+    /// Names of the rules failed, in a fixed order (see [`RULES`]).
+    pub failed: Vec<&'static str>,
+    /// Lines C4's line rules would keep, as a fraction of non-empty lines.
+    pub c4_lines_kept: f64,
+}
+
+/// Every rule name, in the order they are evaluated and reported.
+pub const RULES: [&str; 24] = [
+    "gopher_word_count",
+    "gopher_mean_word_length",
+    "gopher_symbol_ratio",
+    "gopher_bullet_lines",
+    "gopher_ellipsis_lines",
+    "gopher_alpha_words",
+    "gopher_stop_words",
+    "gopher_dup_para_frac",
+    "gopher_dup_para_char_frac",
+    "gopher_dup_line_frac",
+    "gopher_dup_line_char_frac",
+    "gopher_top_2gram",
+    "gopher_top_3gram",
+    "gopher_top_4gram",
+    "gopher_dup_ngrams",
+    "c4_lorem_ipsum",
+    "c4_curly_bracket",
+    "c4_long_word",
+    "c4_few_sentences",
+    "c4_javascript",
+    "fineweb_line_punct",
+    "fineweb_short_lines",
+    "fineweb_char_dup",
+    "fineweb_list_ratio",
+];
+
+/// The Gopher family of a rule name (`gopher`, `c4`, `fineweb`).
+pub fn family(rule: &str) -> &str {
+    rule.split('_').next().unwrap_or(rule)
+}
+
+fn words(text: &str) -> Vec<&str> {
+    text.split_whitespace()
+        .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()))
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// (duplicate elements, characters in duplicates)
+fn duplicates<'a>(items: impl Iterator<Item = &'a str>) -> (usize, usize) {
+    let mut seen = HashSet::default();
+    let (mut n, mut chars) = (0, 0);
+    for item in items {
+        if !seen.insert(item) {
+            n += 1;
+            chars += item.chars().count();
+        }
+    }
+    (n, chars)
+}
+
+/// Characters (joined with spaces) times count of the most frequent n-gram.
+fn top_ngram_chars(words: &[&str], n: usize) -> usize {
+    if words.len() < n {
+        return 0;
+    }
+    let mut counts: HashMap<&[&str], usize> = HashMap::default();
+    for g in words.windows(n) {
+        *counts.entry(g).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
+        .map(|(g, c)| {
+            let len: usize = g.iter().map(|w| w.chars().count()).sum::<usize>() + n - 1;
+            len * c
+        })
+        .unwrap_or(0)
+}
+
+/// Characters covered by n-grams seen before (a repeated n-gram's words are counted once:
+/// the scan jumps past it).
+fn dup_ngram_chars(words: &[&str], n: usize) -> usize {
+    let mut seen = HashSet::default();
+    let (mut i, mut chars) = (0, 0);
+    while i + n <= words.len() {
+        let g = &words[i..i + n];
+        if seen.contains(g) {
+            chars += g.iter().map(|w| w.chars().count()).sum::<usize>();
+            i += n;
+        } else {
+            seen.insert(g);
+            i += 1;
+        }
+    }
+    chars
+}
+
+/// Evaluate every rule on a document's text.
+pub fn assess(text: &str, p: &QualityParams) -> Quality {
+    let mut failed = Vec::new();
+    let mut fail = |rule: &'static str, cond: bool| {
+        if cond {
+            failed.push(rule);
+        }
+    };
+    let w = words(text);
+    let n_words = w.len();
+    let chars = text.chars().count().max(1) as f64;
+    let mean_word_len = if n_words == 0 {
+        0.0
+    } else {
+        w.iter().map(|x| x.chars().count()).sum::<usize>() as f64 / n_words as f64
+    };
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let n_lines = lines.len().max(1) as f64;
+
+    // Gopher quality.
+    fail(
+        "gopher_word_count",
+        n_words < p.min_words || n_words > p.max_words,
+    );
+    fail(
+        "gopher_mean_word_length",
+        n_words > 0 && (mean_word_len < p.min_mean_word_len || mean_word_len > p.max_mean_word_len),
+    );
+    let symbols =
+        text.matches('#').count() + text.matches("...").count() + text.matches('…').count();
+    fail(
+        "gopher_symbol_ratio",
+        n_words > 0 && symbols as f64 / n_words as f64 > p.max_symbol_word_ratio,
+    );
+    let bullets = lines
+        .iter()
+        .filter(|l| l.starts_with(['•', '-', '*', '‣', '◦']))
+        .count();
+    fail(
+        "gopher_bullet_lines",
+        bullets as f64 / n_lines > p.max_bullet_lines,
+    );
+    let ellipsis = lines
+        .iter()
+        .filter(|l| l.ends_with("...") || l.ends_with('…'))
+        .count();
+    fail(
+        "gopher_ellipsis_lines",
+        ellipsis as f64 / n_lines > p.max_ellipsis_lines,
+    );
+    let alpha = w
+        .iter()
+        .filter(|x| x.chars().any(char::is_alphabetic))
+        .count();
+    fail(
+        "gopher_alpha_words",
+        n_words > 0 && (alpha as f64 / n_words as f64) < p.min_alpha_words,
+    );
+    let stop = w
+        .iter()
+        .filter(|x| STOP_WORDS.iter().any(|s| x.eq_ignore_ascii_case(s)))
+        .count();
+    fail("gopher_stop_words", stop < p.min_stop_words);
+
+    // Gopher repetition.
+    let paras: Vec<&str> = text
+        .trim()
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let (dp, dpc) = duplicates(paras.iter().copied());
+    fail(
+        "gopher_dup_para_frac",
+        dp as f64 / paras.len().max(1) as f64 > p.max_dup_para_frac,
+    );
+    fail(
+        "gopher_dup_para_char_frac",
+        dpc as f64 / chars > p.max_dup_para_char_frac,
+    );
+    let (dl, dlc) = duplicates(lines.iter().copied());
+    fail(
+        "gopher_dup_line_frac",
+        dl as f64 / n_lines > p.max_dup_line_frac,
+    );
+    fail(
+        "gopher_dup_line_char_frac",
+        dlc as f64 / chars > p.max_dup_line_char_frac,
+    );
+    for (rule, n) in [
+        ("gopher_top_2gram", 2),
+        ("gopher_top_3gram", 3),
+        ("gopher_top_4gram", 4),
+    ] {
+        let limit = p.top_ngram.iter().find(|(k, _)| *k == n).map(|(_, f)| *f);
+        fail(
+            rule,
+            limit.is_some_and(|f| top_ngram_chars(&w, n) as f64 / chars > f),
+        );
+    }
+    fail(
+        "gopher_dup_ngrams",
+        p.dup_ngram
+            .iter()
+            .any(|&(n, f)| n > 0 && dup_ngram_chars(&w, n) as f64 / chars > f),
+    );
+
+    // C4.
+    let lower = text.to_lowercase();
+    fail("c4_lorem_ipsum", lower.contains("lorem ipsum"));
+    fail("c4_curly_bracket", text.contains('{'));
+    fail(
+        "c4_long_word",
+        w.iter().any(|x| x.chars().count() > p.c4_max_word_len),
+    );
+    let kept: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| {
+            let low = l.to_lowercase();
+            l.ends_with(TERMINAL)
+                && l.split_whitespace().count() >= 3
+                && !low.contains("javascript")
+                && !C4_POLICY.iter().any(|ph| low.contains(ph))
+        })
+        .collect();
+    let sentences: usize = kept
+        .iter()
+        .map(|l| {
+            l.split_inclusive(['.', '!', '?', '。', '！', '？'])
+                .filter(|s| s.trim().chars().count() > 1)
+                .count()
+        })
+        .sum();
+    fail("c4_few_sentences", sentences < p.c4_min_sentences);
+    fail(
+        "c4_javascript",
+        lines
+            .iter()
+            .any(|l| l.to_lowercase().contains("javascript"))
+            && kept.is_empty(),
+    );
+    let c4_lines_kept = kept.len() as f64 / n_lines;
+
+    // FineWeb.
+    let punct = lines.iter().filter(|l| l.ends_with(TERMINAL)).count();
+    fail(
+        "fineweb_line_punct",
+        !lines.is_empty() && (punct as f64 / n_lines) < p.fw_min_line_punct,
+    );
+    let short = lines
+        .iter()
+        .filter(|l| l.chars().count() <= p.fw_short_line_len)
+        .count();
+    fail(
+        "fineweb_short_lines",
+        short as f64 / n_lines > p.fw_max_short_lines,
+    );
+    let non_newline = text.chars().filter(|&c| c != '\n').count().max(1) as f64;
+    fail(
+        "fineweb_char_dup",
+        dlc as f64 / non_newline > p.fw_max_char_dup,
+    );
+    fail(
+        "fineweb_list_ratio",
+        n_words > 0
+            && text.matches('\n').count() as f64 / n_words as f64 > p.fw_max_newline_word_ratio,
+    );
+
+    Quality {
+        words: n_words,
+        mean_word_len,
+        failed,
+        c4_lines_kept,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROSE: &str = "The history of the river valley is long and varied. Farmers settled \
+        along its banks more than three thousand years ago, and they built terraces that are \
+        still visible today. Traders followed the water to the coast, carrying grain, wool and \
+        pottery to the markets of the port towns. In the middle ages the valley belonged to a \
+        string of small lordships that fought over the mills and the bridges. Today most of the \
+        land is used for orchards and vineyards, and the old towns attract visitors who come to \
+        walk the trails that follow the river from its source to the sea.";
+
+    #[test]
+    fn good_prose_passes_every_rule() {
+        let q = assess(PROSE, &QualityParams::default());
+        assert!(q.failed.is_empty(), "{:?}", q.failed);
+        assert!(q.words > 50);
+    }
+
+    #[test]
+    fn each_family_catches_its_pattern() {
+        let p = QualityParams::default();
+        let short = assess("Too short to be a document.", &p);
+        assert!(short.failed.contains(&"gopher_word_count"));
+        assert!(short.failed.contains(&"c4_few_sentences"));
+
+        let repeated = format!("{PROSE}\n\n{PROSE}\n\n{PROSE}");
+        let q = assess(&repeated, &p);
+        for rule in [
+            "gopher_dup_para_frac",
+            "gopher_dup_para_char_frac",
+            "gopher_dup_ngrams",
+        ] {
+            assert!(q.failed.contains(&rule), "{rule}: {:?}", q.failed);
+        }
+
+        let menu = (0..60)
+            .map(|i| format!("- Menu item {i}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let q = assess(&menu, &p);
+        for rule in [
+            "gopher_bullet_lines",
+            "fineweb_line_punct",
+            "fineweb_short_lines",
+            "fineweb_list_ratio",
+        ] {
+            assert!(q.failed.contains(&rule), "{rule}: {:?}", q.failed);
+        }
+
+        let code = format!("{PROSE}\nfunction f() {{ return lorem ipsum; }}");
+        let q = assess(&code, &p);
+        assert!(q.failed.contains(&"c4_curly_bracket"));
+        assert!(q.failed.contains(&"c4_lorem_ipsum"));
+
+        let hashtags = format!("{PROSE} {}", "#tag ".repeat(40));
+        assert!(assess(&hashtags, &p)
+            .failed
+            .contains(&"gopher_symbol_ratio"));
+    }
+
+    #[test]
+    fn thresholds_are_parameters() {
+        let strict = QualityParams {
+            min_words: 1000,
+            ..QualityParams::default()
+        };
+        assert!(assess(PROSE, &strict).failed.contains(&"gopher_word_count"));
+        for rule in assess("", &QualityParams::default()).failed {
+            assert!(RULES.contains(&rule), "{rule} not listed");
+        }
+    }
+}
