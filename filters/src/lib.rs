@@ -1,7 +1,9 @@
-//! Document annotations for the filter stage. So far: `quality`, the Gopher quality and
-//! repetition rules, the C4 document rules and FineWeb's additional rules, each computed as a
-//! named flag with the published thresholds as defaults, and `pii`, redaction of e-mail
-//! addresses, IP addresses and phone numbers.
+//! Document annotations for the filter stage (issue 4, in progress): `quality`, the Gopher
+//! quality and repetition rules, the C4 document rules and FineWeb's additional rules, each a
+//! named flag with the published thresholds as defaults; `pii`, redaction of e-mail
+//! addresses, IP addresses and phone numbers with counts; `badwords`, the LDNOOBW lists of
+//! every language (the C4-style toxicity signal).
 
+pub mod badwords;
 pub mod pii;
 pub mod quality;
