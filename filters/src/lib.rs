@@ -2,8 +2,9 @@
 //! quality and repetition rules, the C4 document rules and FineWeb's additional rules, each a
 //! named flag with the published thresholds as defaults; `pii`, redaction of e-mail
 //! addresses, IP addresses and phone numbers with counts; `badwords`, the LDNOOBW lists of
-//! every language (the C4-style toxicity signal).
+//! every language (the C4-style toxicity signal); `langid`, language identification.
 
 pub mod badwords;
+pub mod langid;
 pub mod pii;
 pub mod quality;
