@@ -697,22 +697,9 @@ impl<'a> Page<'a> {
         if s.chars == 0 || s.chars > 40 {
             return false;
         }
-        let mut text = String::new();
-        let mut stack = vec![id];
-        while let Some(n) = stack.pop() {
-            if let Some(t) = self.dom.text_of(n) {
-                text.push_str(t);
-                text.push(' ');
-            } else if !self.pruned[n as usize] {
-                let mut kids: Vec<NodeId> = self.dom.children(n).collect();
-                kids.reverse();
-                stack.extend(kids);
-            }
-        }
-        let norm = text
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
+        let norm = self
+            .dom
+            .collect_text(id, |n| self.pruned[n as usize])
             .trim_end_matches([':', '.', '!'])
             .to_lowercase();
         SECTION_ENDS.contains(&norm.as_str())

@@ -435,6 +435,14 @@ impl Builder {
         None
     }
 
+    /// Close the open element of the first of `tags` found below a `stop` element (the
+    /// implied end tag of a new `<p>`, `<li>`, `<td>`…).
+    fn close_implied(&mut self, tags: &[Tag], stop: &[Tag]) {
+        if let Some(i) = tags.iter().find_map(|&t| self.has_open(t, stop)) {
+            self.close_to(i);
+        }
+    }
+
     fn close_to(&mut self, depth: usize) {
         self.stack.truncate(depth.max(1));
     }
@@ -443,45 +451,14 @@ impl Builder {
         let tag = Tag::from_name(name);
         // Implied end tags.
         if tag.closes_p() {
-            if let Some(i) = self.has_open(Tag::P, &[Tag::Table, Tag::Td, Tag::Th, Tag::Body]) {
-                self.close_to(i);
-            }
+            self.close_implied(&[Tag::P], &[Tag::Table, Tag::Td, Tag::Th, Tag::Body]);
         }
         match tag {
-            Tag::Li => {
-                if let Some(i) = self.has_open(Tag::Li, &[Tag::Ul, Tag::Ol, Tag::Menu, Tag::Table])
-                {
-                    self.close_to(i);
-                }
-            }
-            Tag::Dt | Tag::Dd => {
-                let stop = [Tag::Dl, Tag::Table];
-                if let Some(i) = self
-                    .has_open(Tag::Dd, &stop)
-                    .or_else(|| self.has_open(Tag::Dt, &stop))
-                {
-                    self.close_to(i);
-                }
-            }
-            Tag::Td | Tag::Th => {
-                let stop = [Tag::Tr, Tag::Table];
-                if let Some(i) = self
-                    .has_open(Tag::Td, &stop)
-                    .or_else(|| self.has_open(Tag::Th, &stop))
-                {
-                    self.close_to(i);
-                }
-            }
-            Tag::Tr => {
-                if let Some(i) = self.has_open(Tag::Tr, &[Tag::Table]) {
-                    self.close_to(i);
-                }
-            }
-            Tag::Option => {
-                if let Some(i) = self.has_open(Tag::Option, &[Tag::Select]) {
-                    self.close_to(i);
-                }
-            }
+            Tag::Li => self.close_implied(&[Tag::Li], &[Tag::Ul, Tag::Ol, Tag::Menu, Tag::Table]),
+            Tag::Dt | Tag::Dd => self.close_implied(&[Tag::Dd, Tag::Dt], &[Tag::Dl, Tag::Table]),
+            Tag::Td | Tag::Th => self.close_implied(&[Tag::Td, Tag::Th], &[Tag::Tr, Tag::Table]),
+            Tag::Tr => self.close_implied(&[Tag::Tr], &[Tag::Table]),
+            Tag::Option => self.close_implied(&[Tag::Option], &[Tag::Select]),
             Tag::H(_) => {
                 let cur = self.current();
                 if matches!(self.dom.nodes[cur as usize].tag, Tag::H(_)) {
@@ -659,6 +636,23 @@ impl Dom {
             dom: self,
             next: self.nodes[id as usize].first_child,
         }
+    }
+
+    /// The text under `id`, whitespace-collapsed, leaving out the subtrees `skip` names.
+    pub fn collect_text(&self, id: NodeId, skip: impl Fn(NodeId) -> bool) -> String {
+        let mut out = String::new();
+        let mut stack = vec![id];
+        while let Some(n) = stack.pop() {
+            if let Some(t) = self.text_of(n) {
+                out.push_str(t);
+                out.push(' ');
+            } else if !skip(n) {
+                let mut kids: Vec<NodeId> = self.children(n).collect();
+                kids.reverse();
+                stack.extend(kids);
+            }
+        }
+        out.split_whitespace().collect::<Vec<_>>().join(" ")
     }
 
     /// Is `id` a text node?

@@ -259,23 +259,11 @@ pub fn extract_html(
         decoded.encoding.name().to_ascii_lowercase(),
         decoded.source.as_str()
     ));
-    let chars = text.chars().filter(|c| !c.is_whitespace()).count();
-    let (status, reason, text) = if chars == 0 {
-        (Status::Empty, Some("no main text found".to_string()), None)
-    } else if chars < opts.min_text_chars {
-        (
-            Status::TooShort,
-            Some(format!(
-                "{chars} characters of text, below min_text_chars = {}",
-                opts.min_text_chars
-            )),
-            None,
-        )
-    } else if let Some(why) = truncated {
-        (Status::Truncated, Some(why), Some(text))
-    } else {
-        (Status::Ok, None, Some(text))
+    let (status, reason) = match truncated {
+        Some(why) => (Status::Truncated, Some(why)),
+        None => (Status::Ok, None),
     };
+    let (status, reason, text) = judge_text(text, status, reason, "no main text found", opts);
     Extraction {
         status,
         reason,
@@ -324,13 +312,19 @@ fn trim_edges(text: &str) -> String {
     lines[start..end].join("\n")
 }
 
-/// Text that needs no extraction (WET conversions, JSONL): fixes only.
-pub fn pass_through(text: &str, opts: &ExtractOptions) -> Extraction {
-    let bytes_in = text.len() as u64;
-    let fixed = fixes::apply(text, &opts.fixes);
-    let chars = fixed.chars().filter(|c| !c.is_whitespace()).count();
-    let (status, reason, text) = if chars == 0 {
-        (Status::Empty, Some("the text is empty".to_string()), None)
+/// The final status of a text: `Empty` (with `empty_reason`) when it has no visible
+/// character, `TooShort` below `min_text_chars` (both without text), else `status` and
+/// `reason` as given, with the text.
+fn judge_text(
+    text: String,
+    status: Status,
+    reason: Option<String>,
+    empty_reason: &str,
+    opts: &ExtractOptions,
+) -> (Status, Option<String>, Option<String>) {
+    let chars = text.chars().filter(|c| !c.is_whitespace()).count();
+    if chars == 0 {
+        (Status::Empty, Some(empty_reason.to_string()), None)
     } else if chars < opts.min_text_chars {
         (
             Status::TooShort,
@@ -341,8 +335,16 @@ pub fn pass_through(text: &str, opts: &ExtractOptions) -> Extraction {
             None,
         )
     } else {
-        (Status::Passthrough, None, Some(fixed))
-    };
+        (status, reason, Some(text))
+    }
+}
+
+/// Text that needs no extraction (WET conversions, JSONL): fixes only.
+pub fn pass_through(text: &str, opts: &ExtractOptions) -> Extraction {
+    let bytes_in = text.len() as u64;
+    let fixed = fixes::apply(text, &opts.fixes);
+    let (status, reason, text) =
+        judge_text(fixed, Status::Passthrough, None, "the text is empty", opts);
     Extraction {
         status,
         reason,
@@ -364,7 +366,7 @@ fn head_info(dom: &Dom) -> (Option<String>, Option<String>) {
         match node.tag {
             Tag::Html if lang.is_none() => lang = node.attrs.lang.as_deref().map(str::to_string),
             Tag::Title if title.is_none() => {
-                let t = collect_text(dom, i as u32);
+                let t = dom.collect_text(i as u32, |_| false);
                 if !t.is_empty() {
                     title = Some(t);
                 }
@@ -376,7 +378,7 @@ fn head_info(dom: &Dom) -> (Option<String>, Option<String>) {
                 }
             }
             Tag::H(1) if h1.is_none() => {
-                let t = collect_text(dom, i as u32);
+                let t = dom.collect_text(i as u32, |_| false);
                 if !t.is_empty() {
                     h1 = Some(t);
                 }
@@ -389,22 +391,6 @@ fn head_info(dom: &Dom) -> (Option<String>, Option<String>) {
         .or(h1)
         .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "));
     (title, lang.filter(|l| !l.trim().is_empty()))
-}
-
-fn collect_text(dom: &Dom, id: u32) -> String {
-    let mut out = String::new();
-    let mut stack = vec![id];
-    while let Some(n) = stack.pop() {
-        if let Some(t) = dom.text_of(n) {
-            out.push_str(t);
-            out.push(' ');
-            continue;
-        }
-        let mut kids: Vec<u32> = dom.children(n).collect();
-        kids.reverse();
-        stack.extend(kids);
-    }
-    out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

@@ -159,18 +159,10 @@ impl ExtractStage {
         // that calls it once per field).
         let df = df.unnest_columns(&["x"])?;
         let mut out = vec![col("id"), col("url")];
-        for name in [
-            "status",
-            "reason",
-            "text",
-            "title",
-            "lang",
-            "charset",
-            "bytes_in",
-            "bytes_out",
-        ] {
-            let field = Column::new_unqualified(format!("x.{name}"));
-            out.push(Expr::Column(field).alias(name));
+        for field in HtmlExtract::fields().iter() {
+            let name = field.name();
+            let column = Column::new_unqualified(format!("x.{name}"));
+            out.push(Expr::Column(column).alias(name));
         }
         Ok(df.select(out)?)
     }
@@ -260,17 +252,14 @@ impl HtmlExtract {
         }
     }
 
+    /// The struct it returns: the `text` table's columns after `id` and `url`, in order.
     fn fields() -> Fields {
-        Fields::from(vec![
-            Field::new("status", DataType::Utf8, false),
-            Field::new("reason", DataType::Utf8, true),
-            Field::new("text", DataType::Utf8, true),
-            Field::new("title", DataType::Utf8, true),
-            Field::new("lang", DataType::Utf8, true),
-            Field::new("charset", DataType::Utf8, true),
-            Field::new("bytes_in", DataType::UInt64, false),
-            Field::new("bytes_out", DataType::UInt64, false),
-        ])
+        harman_schemas::text_schema()
+            .fields()
+            .iter()
+            .filter(|f| !matches!(f.name().as_str(), "id" | "url"))
+            .cloned()
+            .collect()
     }
 
     /// Extract every row of a batch of documents columns.
