@@ -220,6 +220,300 @@ fn extract_stage_turns_documents_into_text() {
     }
 }
 
+/// Every row of a stage folder's parts, as one batch.
+fn read_parts(dir: &Path) -> arrow::record_batch::RecordBatch {
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with("part-") && n.ends_with(".parquet")
+        })
+        .collect();
+    parts.sort();
+    let mut batches = Vec::new();
+    for p in parts {
+        let f = std::fs::File::open(p).unwrap();
+        batches.extend(
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+                .unwrap()
+                .build()
+                .unwrap()
+                .map(|b| b.unwrap()),
+        );
+    }
+    arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+/// The quickstart's filter stage: one annotated `filtered` row per `text` row; the funnel in
+/// the manifest adds up and matches the rows; drop reasons are steps of the predicate; the
+/// plot is written and listed; `harman inspect` prints the funnel; a new predicate changes
+/// the decisions and nothing else.
+#[test]
+fn filter_stage_annotates_and_reports_its_funnel() {
+    use arrow::array::{Array, AsArray};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    quickstart(&out, "2");
+    let m = manifest(&out.join("filtered"));
+    assert_eq!(m["table"], "filtered");
+    let c = &m["counters"];
+    let n = |k: &str| c[k].as_u64().unwrap_or(0);
+    let text_rows = manifest(&out.join("text"))["counters"]["documents"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(n("documents"), text_rows);
+    assert_eq!(n("kept") + n("dropped"), text_rows);
+    assert!(n("kept") > 0 && n("dropped") > 0, "{c}");
+    let steps: Vec<String> = m["params"]["conjuncts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(steps[0], "text IS NOT NULL");
+    let firsts: u64 = steps.iter().map(|s| n(&format!("dropped_first.{s}"))).sum();
+    assert_eq!(firsts, n("dropped"));
+    for s in &steps {
+        assert!(n(&format!("failed_any.{s}")) >= n(&format!("dropped_first.{s}")));
+    }
+
+    let rows = read_parts(&out.join("filtered"));
+    assert_eq!(rows.num_rows() as u64, text_rows);
+    let keep = rows.column_by_name("keep").unwrap().as_boolean();
+    let reason = rows
+        .column_by_name("drop_reason")
+        .unwrap()
+        .as_string::<i32>();
+    let lang = rows.column_by_name("lang").unwrap().as_string::<i32>();
+    let body = rows.column_by_name("text").unwrap().as_string::<i32>();
+    let emails = rows
+        .column_by_name("pii_emails")
+        .unwrap()
+        .as_primitive::<arrow::datatypes::UInt32Type>();
+    let tox = rows
+        .column_by_name("toxicity")
+        .unwrap()
+        .as_primitive::<arrow::datatypes::Float64Type>();
+    let mut kept = 0;
+    let mut email_total = 0u64;
+    for i in 0..rows.num_rows() {
+        if keep.value(i) {
+            kept += 1;
+            assert!(reason.is_null(i));
+            assert_eq!(lang.value(i), "en");
+            assert!(tox.value(i) < 0.5);
+        } else {
+            assert!(
+                steps.contains(&reason.value(i).to_string()),
+                "{}",
+                reason.value(i)
+            );
+        }
+        // The shipped model is for English: other languages get no score.
+        assert_eq!(tox.is_valid(i), lang.is_valid(i) && lang.value(i) == "en");
+        email_total += emails.value(i) as u64;
+        if emails.value(i) > 0 {
+            assert!(body.value(i).contains("<EMAIL>"));
+        }
+    }
+    assert_eq!(kept, n("kept"));
+    assert_eq!(email_total, n("pii.emails"));
+    assert!(email_total > 0, "the sample has e-mail addresses: {c}");
+    let svg = std::fs::read_to_string(out.join("filtered/_funnel.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains(&format!("{} kept", n("kept"))));
+    assert_eq!(m["reports"][0]["path"], "_funnel.svg");
+    ok(harman(&["verify", out.to_str().unwrap()]));
+
+    let o = ok(harman(&["inspect", out.join("filtered").to_str().unwrap()]));
+    let s = String::from_utf8_lossy(&o.stdout);
+    for needle in [
+        "funnel",
+        "documents in",
+        "lang = 'en'",
+        "kept",
+        "_funnel.svg",
+    ] {
+        assert!(s.contains(needle), "{needle} in {s}");
+    }
+
+    // Another predicate: the annotations are the same and only the decisions change.
+    let config = std::fs::read_to_string(repo().join("configs/quickstart.toml"))
+        .unwrap()
+        .replace("\"../", &format!("\"{}/", repo().display()))
+        .replace(
+            "# keep = \"lang = 'en' AND lang_score >= 0.65 AND NOT gopher_drop AND toxicity < 0.5\"",
+            "keep = \"words >= 100 AND badwords = 0\"",
+        );
+    let path = dir.path().join("other.toml");
+    std::fs::write(&path, config).unwrap();
+    ok(harman(&[
+        "run",
+        path.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]));
+    let again = read_parts(&out.join("filtered"));
+    for col in [
+        "text",
+        "lang",
+        "words",
+        "gopher_drop",
+        "toxicity",
+        "badwords",
+    ] {
+        assert_eq!(
+            rows.column_by_name(col).unwrap().to_data(),
+            again.column_by_name(col).unwrap().to_data(),
+            "{col}"
+        );
+    }
+    let words = again
+        .column_by_name("words")
+        .unwrap()
+        .as_primitive::<arrow::datatypes::UInt32Type>();
+    let bad = again
+        .column_by_name("badwords")
+        .unwrap()
+        .as_primitive::<arrow::datatypes::UInt32Type>();
+    let keep2 = again.column_by_name("keep").unwrap().as_boolean();
+    for i in 0..again.num_rows() {
+        assert_eq!(keep2.value(i), words.value(i) >= 100 && bad.value(i) == 0);
+    }
+    assert_ne!(keep2, keep);
+}
+
+/// `harman train-classifier` fits a model (deterministically) and reports held-out scores;
+/// `harman classify` scores CSV, JSONL and Parquet rows with it or with the shipped model.
+#[test]
+fn train_classifier_and_classify_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.htox");
+    let data = "tests/data/toxicity/sample.jsonl";
+    let o = ok(harman(&[
+        "train-classifier",
+        data,
+        "--out",
+        model.to_str().unwrap(),
+        "--name",
+        "test-v1",
+    ]));
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(s.contains("held out") && s.contains("F1"), "{s}");
+    let first = std::fs::read(&model).unwrap();
+    ok(harman(&[
+        "train-classifier",
+        data,
+        "--out",
+        model.to_str().unwrap(),
+        "--name",
+        "test-v1",
+    ]));
+    assert_eq!(
+        first,
+        std::fs::read(&model).unwrap(),
+        "training is deterministic"
+    );
+
+    // CSV with other column names and True/False labels.
+    let o = ok(harman(&[
+        "classify",
+        "--model",
+        model.to_str().unwrap(),
+        "--id-column",
+        "rev_id",
+        "--text-column",
+        "comment",
+        "tests/data/toxicity/sample.csv",
+    ]));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "id,score");
+    assert_eq!(lines.len(), 121);
+    for l in &lines[1..] {
+        let score: f64 = l.rsplit(',').next().unwrap().parse().unwrap();
+        assert!((0.0..=1.0).contains(&score), "{l}");
+    }
+
+    // The shipped model separates the labeled rows.
+    let o = ok(harman(&["classify", data]));
+    let scores: BTreeMap<String, f64> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (id, s) = l.rsplit_once(',').unwrap();
+            (id.trim_matches('"').to_string(), s.parse().unwrap())
+        })
+        .collect();
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(repo().join(data))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(scores.len(), rows.len());
+    let mean = |toxic: u64| {
+        let v: Vec<f64> = rows
+            .iter()
+            .filter(|r| r["toxic"] == toxic)
+            .map(|r| scores[r["id"].as_str().unwrap()])
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    assert!(
+        mean(1) > mean(0) + 0.3,
+        "toxic {} vs clean {}",
+        mean(1),
+        mean(0)
+    );
+
+    // Parquet input.
+    let pq = dir.path().join("rows.parquet");
+    {
+        use std::sync::Arc;
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("id", arrow::datatypes::DataType::Utf8, false),
+            arrow::datatypes::Field::new("text", arrow::datatypes::DataType::Utf8, true),
+        ]));
+        let batch = arrow::record_batch::RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(arrow::array::StringArray::from(vec!["a", "b"])),
+                Arc::new(arrow::array::StringArray::from(vec![
+                    Some("Thank you for the helpful edit."),
+                    None,
+                ])),
+            ],
+        )
+        .unwrap();
+        let f = std::fs::File::create(&pq).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(f, schema, None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+    let o = ok(harman(&["classify", pq.to_str().unwrap()]));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(out.lines().nth(1).unwrap().starts_with("a,"));
+
+    // Errors: a label that is not one names the row; a missing model is a usage error.
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "id,text,toxic\n1,hello there,1\n2,fine,maybe\n").unwrap();
+    let o = harman(&[
+        "train-classifier",
+        bad.to_str().unwrap(),
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("row 2") && text(&o).contains("maybe"),
+        "{}",
+        text(&o)
+    );
+    let o = harman(&["classify", "--model", "no/such.htox", data]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
 /// `harman extract` prints one JSONL line per page, with the stage's code and options.
 #[test]
 fn extract_command_prints_jsonl_for_files_folders_and_warcs() {
@@ -715,7 +1009,7 @@ fn json_logs_for_schedulers() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(summary.len(), 3, "{stdout}");
+    assert_eq!(summary.len(), 4, "{stdout}");
     let pile = summary.iter().find(|v| v["stage"] == "pile").unwrap();
     assert_eq!(
         pile["rows"],

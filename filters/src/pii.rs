@@ -35,23 +35,23 @@ pub struct PiiCounts {
 }
 
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b[a-z0-9][a-z0-9._%+-]{0,63}@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}\b")
+    Regex::new(r"(?i)(?-u:\b)[a-z0-9][a-z0-9._%+-]{0,63}@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}(?-u:\b)")
         .expect("valid e-mail pattern")
 });
 
 static IPV4: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\b(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\b")
+    Regex::new(r"(?-u:\b)(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?-u:\b)")
         .expect("valid IPv4 pattern")
 });
 
 static IPV6: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}\b|\b(?:[0-9a-f]{1,4}:){1,6}:(?:[0-9a-f]{1,4}:){0,5}[0-9a-f]{1,4}\b")
+    Regex::new(r"(?i)(?-u:\b)(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}(?-u:\b)|(?-u:\b)(?:[0-9a-f]{1,4}:){1,6}:(?:[0-9a-f]{1,4}:){0,5}[0-9a-f]{1,4}(?-u:\b)")
         .expect("valid IPv6 pattern")
 });
 
 static PHONE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){1,4}\b|\+\d{9,15}\b",
+        r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){1,4}(?-u:\b)|\+\d{9,15}(?-u:\b)",
     )
     .expect("valid phone pattern")
 });
@@ -75,49 +75,58 @@ fn phone_like(s: &str) -> bool {
 /// Replace PII in `text`; None when nothing was found (the text is unchanged).
 pub fn redact(text: &str, opts: &PiiOptions) -> (Option<String>, PiiCounts) {
     let mut counts = PiiCounts::default();
-    let mut out = std::borrow::Cow::Borrowed(text);
+    let mut out: Option<String> = None;
     if let Some(ph) = &opts.email {
-        if out.contains('@') {
-            let replaced = EMAIL.replace_all(&out, |_: &regex::Captures| {
-                counts.emails += 1;
-                ph.clone()
-            });
-            if let std::borrow::Cow::Owned(s) = replaced {
-                out = std::borrow::Cow::Owned(s);
-            }
+        if text.contains('@') {
+            counts.emails = replace(&EMAIL, &mut out, text, ph, |_| true);
         }
     }
     if let Some(ph) = &opts.ip {
-        for re in [&*IPV4, &*IPV6] {
-            let replaced = re.replace_all(&out, |_: &regex::Captures| {
-                counts.ips += 1;
-                ph.clone()
-            });
-            if let std::borrow::Cow::Owned(s) = replaced {
-                out = std::borrow::Cow::Owned(s);
-            }
+        if text.contains('.') {
+            counts.ips += replace(&IPV4, &mut out, text, ph, |_| true);
+        }
+        if text.contains(':') {
+            counts.ips += replace(&IPV6, &mut out, text, ph, |_| true);
         }
     }
     if let Some(ph) = &opts.phone {
-        let mut n = 0;
-        let replaced = PHONE.replace_all(&out, |c: &regex::Captures| {
-            let m = c.get(0).map_or("", |m| m.as_str());
-            if phone_like(m) {
-                n += 1;
-                ph.clone()
-            } else {
-                m.to_string()
-            }
-        });
-        if n > 0 {
-            counts.phones += n;
-            out = std::borrow::Cow::Owned(replaced.into_owned());
+        counts.phones = replace(&PHONE, &mut out, text, ph, phone_like);
+    }
+    (out, counts)
+}
+
+/// Replace the matches of `re` that `accept` in the current text (`out`, else `text`) by
+/// `placeholder`; returns how many. The lazy DFA of `find_iter` does the scanning: the
+/// patterns use ASCII word boundaries so it never falls back to the slow engine on
+/// non-ASCII text.
+fn replace(
+    re: &Regex,
+    out: &mut Option<String>,
+    text: &str,
+    placeholder: &str,
+    accept: impl Fn(&str) -> bool,
+) -> u32 {
+    let current = out.as_deref().unwrap_or(text);
+    let mut result = String::new();
+    let mut last = 0;
+    let mut n = 0;
+    for m in re.find_iter(current) {
+        if !accept(m.as_str()) {
+            continue;
         }
+        if n == 0 {
+            result.reserve(current.len());
+        }
+        result.push_str(&current[last..m.start()]);
+        result.push_str(placeholder);
+        last = m.end();
+        n += 1;
     }
-    match out {
-        std::borrow::Cow::Borrowed(_) => (None, counts),
-        std::borrow::Cow::Owned(s) => (Some(s), counts),
+    if n > 0 {
+        result.push_str(&current[last..]);
+        *out = Some(result);
     }
+    n
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! Words are whitespace-separated tokens with surrounding punctuation removed; lines are split
 //! at `\n`, paragraphs at blank lines.
 
-use gxhash::{HashMap, HashSet};
+use gxhash::HashSet;
 use serde::{Deserialize, Serialize};
 
 /// Thresholds; the defaults are the published ones.
@@ -147,6 +147,71 @@ fn words(text: &str) -> Vec<&str> {
         .collect()
 }
 
+/// A document's words with their hashes and lengths in characters: n-grams are compared by
+/// a 64-bit hash of their words' hashes (no n-gram is materialized).
+struct WordSeq {
+    hashes: Vec<u64>,
+    chars: Vec<u32>,
+}
+
+impl WordSeq {
+    fn new(words: &[&str]) -> WordSeq {
+        WordSeq {
+            hashes: words
+                .iter()
+                .map(|w| gxhash::gxhash64(w.as_bytes(), 0x51_7cc1))
+                .collect(),
+            chars: words.iter().map(|w| char_len(w) as u32).collect(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// Hash of the n-gram starting at `i`.
+    fn ngram(&self, i: usize, n: usize) -> u64 {
+        self.hashes[i..i + n]
+            .iter()
+            .fold(0x9e37_79b9_7f4a_7c15u64, |h, &w| {
+                (h.rotate_left(23) ^ w).wrapping_mul(0xbf58_476d_1ce4_e5b9)
+            })
+    }
+
+    /// Characters in words `i..i + n`.
+    fn chars_in(&self, i: usize, n: usize) -> usize {
+        self.chars[i..i + n].iter().map(|&c| c as usize).sum()
+    }
+}
+
+fn char_len(s: &str) -> usize {
+    if s.is_ascii() {
+        s.len()
+    } else {
+        s.chars().count()
+    }
+}
+
+/// A hasher for keys that already are hashes.
+#[derive(Default, Clone, Copy)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type ByHash = std::hash::BuildHasherDefault<Prehashed>;
+
 /// (duplicate elements, characters in duplicates)
 fn duplicates<'a>(items: impl Iterator<Item = &'a str>) -> (usize, usize) {
     let mut seen = HashSet::default();
@@ -154,40 +219,40 @@ fn duplicates<'a>(items: impl Iterator<Item = &'a str>) -> (usize, usize) {
     for item in items {
         if !seen.insert(item) {
             n += 1;
-            chars += item.chars().count();
+            chars += char_len(item);
         }
     }
     (n, chars)
 }
 
-/// Characters (joined with spaces) times count of the most frequent n-gram.
-fn top_ngram_chars(words: &[&str], n: usize) -> usize {
-    if words.len() < n {
+/// Characters (joined with spaces) times count of the most frequent n-gram (among equally
+/// frequent ones, the first to occur).
+fn top_ngram_chars(w: &WordSeq, n: usize) -> usize {
+    if w.len() < n {
         return 0;
     }
-    let mut counts: HashMap<&[&str], usize> = HashMap::default();
-    for g in words.windows(n) {
-        *counts.entry(g).or_default() += 1;
+    let mut counts: std::collections::HashMap<u64, (u32, u32), ByHash> =
+        std::collections::HashMap::with_capacity_and_hasher(w.len(), ByHash::default());
+    for i in 0..=w.len() - n {
+        counts.entry(w.ngram(i, n)).or_insert((0, i as u32)).0 += 1;
     }
     counts
-        .into_iter()
-        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
-        .map(|(g, c)| {
-            let len: usize = g.iter().map(|w| w.chars().count()).sum::<usize>() + n - 1;
-            len * c
-        })
+        .into_values()
+        .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(&a.1)))
+        .map(|(c, first)| (w.chars_in(first as usize, n) + n - 1) * c as usize)
         .unwrap_or(0)
 }
 
 /// Characters covered by n-grams seen before (a repeated n-gram's words are counted once:
 /// the scan jumps past it).
-fn dup_ngram_chars(words: &[&str], n: usize) -> usize {
-    let mut seen = HashSet::default();
+fn dup_ngram_chars(w: &WordSeq, n: usize) -> usize {
+    let mut seen: std::collections::HashSet<u64, ByHash> =
+        std::collections::HashSet::with_capacity_and_hasher(w.len(), ByHash::default());
     let (mut i, mut chars) = (0, 0);
-    while i + n <= words.len() {
-        let g = &words[i..i + n];
-        if seen.contains(g) {
-            chars += g.iter().map(|w| w.chars().count()).sum::<usize>();
+    while i + n <= w.len() {
+        let g = w.ngram(i, n);
+        if seen.contains(&g) {
+            chars += w.chars_in(i, n);
             i += n;
         } else {
             seen.insert(g);
@@ -195,6 +260,30 @@ fn dup_ngram_chars(words: &[&str], n: usize) -> usize {
         }
     }
     chars
+}
+
+/// Case-insensitive markers of C4's line and document rules.
+static C4_MARKERS: std::sync::LazyLock<aho_corasick::AhoCorasick> =
+    std::sync::LazyLock::new(|| {
+        let mut pats = vec!["javascript", "lorem ipsum"];
+        pats.extend(C4_POLICY);
+        aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(pats)
+            .expect("C4 markers compile")
+    });
+
+/// Which C4 markers a line contains: (javascript, lorem ipsum, policy phrase).
+fn c4_markers(line: &str) -> (bool, bool, bool) {
+    let (mut js, mut lorem, mut policy) = (false, false, false);
+    for m in C4_MARKERS.find_overlapping_iter(line) {
+        match m.pattern().as_usize() {
+            0 => js = true,
+            1 => lorem = true,
+            _ => policy = true,
+        }
+    }
+    (js, lorem, policy)
 }
 
 /// Evaluate every rule on a document's text.
@@ -206,12 +295,13 @@ pub fn assess(text: &str, p: &QualityParams) -> Quality {
         }
     };
     let w = words(text);
+    let seq = WordSeq::new(&w);
     let n_words = w.len();
-    let chars = text.chars().count().max(1) as f64;
+    let chars = char_len(text).max(1) as f64;
     let mean_word_len = if n_words == 0 {
         0.0
     } else {
-        w.iter().map(|x| x.chars().count()).sum::<usize>() as f64 / n_words as f64
+        seq.chars.iter().map(|&c| c as usize).sum::<usize>() as f64 / n_words as f64
     };
     let lines: Vec<&str> = text
         .lines()
@@ -298,34 +388,31 @@ pub fn assess(text: &str, p: &QualityParams) -> Quality {
         let limit = p.top_ngram.iter().find(|(k, _)| *k == n).map(|(_, f)| *f);
         fail(
             rule,
-            limit.is_some_and(|f| top_ngram_chars(&w, n) as f64 / chars > f),
+            limit.is_some_and(|f| top_ngram_chars(&seq, n) as f64 / chars > f),
         );
     }
     fail(
         "gopher_dup_ngrams",
         p.dup_ngram
             .iter()
-            .any(|&(n, f)| n > 0 && dup_ngram_chars(&w, n) as f64 / chars > f),
+            .any(|&(n, f)| n > 0 && dup_ngram_chars(&seq, n) as f64 / chars > f),
     );
 
     // C4.
-    let lower = text.to_lowercase();
-    fail("c4_lorem_ipsum", lower.contains("lorem ipsum"));
+    let markers: Vec<(bool, bool, bool)> = lines.iter().map(|l| c4_markers(l)).collect();
+    fail("c4_lorem_ipsum", markers.iter().any(|m| m.1));
     fail("c4_curly_bracket", text.contains('{'));
     fail(
         "c4_long_word",
-        w.iter().any(|x| x.chars().count() > p.c4_max_word_len),
+        seq.chars.iter().any(|&c| c as usize > p.c4_max_word_len),
     );
     let kept: Vec<&str> = lines
         .iter()
-        .copied()
-        .filter(|l| {
-            let low = l.to_lowercase();
-            l.ends_with(TERMINAL)
-                && l.split_whitespace().count() >= 3
-                && !low.contains("javascript")
-                && !C4_POLICY.iter().any(|ph| low.contains(ph))
+        .zip(&markers)
+        .filter(|(l, m)| {
+            l.ends_with(TERMINAL) && l.split_whitespace().nth(2).is_some() && !m.0 && !m.2
         })
+        .map(|(l, _)| *l)
         .collect();
     let sentences: usize = kept
         .iter()
@@ -338,10 +425,7 @@ pub fn assess(text: &str, p: &QualityParams) -> Quality {
     fail("c4_few_sentences", sentences < p.c4_min_sentences);
     fail(
         "c4_javascript",
-        lines
-            .iter()
-            .any(|l| l.to_lowercase().contains("javascript"))
-            && kept.is_empty(),
+        markers.iter().any(|m| m.0) && kept.is_empty(),
     );
     let c4_lines_kept = kept.len() as f64 / n_lines;
 
@@ -353,13 +437,13 @@ pub fn assess(text: &str, p: &QualityParams) -> Quality {
     );
     let short = lines
         .iter()
-        .filter(|l| l.chars().count() <= p.fw_short_line_len)
+        .filter(|l| char_len(l) <= p.fw_short_line_len)
         .count();
     fail(
         "fineweb_short_lines",
         short as f64 / n_lines > p.fw_max_short_lines,
     );
-    let non_newline = text.chars().filter(|&c| c != '\n').count().max(1) as f64;
+    let non_newline = (char_len(text) - text.matches('\n').count()).max(1) as f64;
     fail(
         "fineweb_char_dup",
         dlc as f64 / non_newline > p.fw_max_char_dup,

@@ -306,6 +306,13 @@ pub fn parse(
         })
         .collect();
     names.sort();
+    let context = harman_stages::StageContext {
+        base_dir: file
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from(".")),
+    };
     let mut stages = Vec::new();
     for (_, name) in names {
         let path = ["stages", name.as_str()];
@@ -366,7 +373,7 @@ pub fn parse(
         }
         let options =
             serde_json::to_value(&options).map_err(|e| cx.err(&path, None, e.to_string()))?;
-        let stage = match registry.build(&kind, &options) {
+        let stage = match registry.build(&kind, &options, &context) {
             None => {
                 return Err(cx.err(
                     &path,
@@ -390,11 +397,7 @@ pub fn parse(
             stage,
         });
     }
-    let base_dir = file
-        .parent()
-        .map(Path::to_path_buf)
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| PathBuf::from("."));
+    let base_dir = context.base_dir.clone();
     let config = PipelineConfig {
         file: file.to_path_buf(),
         base_dir,
@@ -454,7 +457,22 @@ mod tests {
 
         let text = "[pipeline]\noutput = \"out\"\n[stages.cc]\nkind = \"ingestt\"\n";
         let e = parse_str(text).unwrap_err();
-        assert!(e.message.contains("known kinds: extract, ingest"), "{e}");
+        assert!(
+            e.message.contains("known kinds: extract, filter, ingest"),
+            "{e}"
+        );
+
+        let text = "[pipeline]\noutput = \"out\"\n[stages.cc]\nkind = \"ingest\"\ninputs = [\"a\"]\n[stages.f]\nkind = \"filter\"\ndepends_on = [\"cc\"]\nkeep = \"lang = 'en' AND toxicty < 0.5\"\n";
+        let e = parse_str(text).unwrap_err();
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(9), Some("stages.f.keep")),
+            "{e}"
+        );
+        assert!(
+            e.message.contains("toxicty") && e.message.contains("toxicity"),
+            "{e}"
+        );
 
         let e = parse_str("[pipeline\n").unwrap_err();
         assert_eq!(e.line, Some(1));

@@ -255,7 +255,7 @@ mod tests {
 
     fn registry() -> StageRegistry {
         let mut r = harman_stages::registry();
-        r.register("passthrough", |_| {
+        r.register("passthrough", |_, _| {
             Ok::<_, OptionError>(Arc::new(Passthrough))
         });
         r

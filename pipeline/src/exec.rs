@@ -370,6 +370,17 @@ impl StageRunner<'_> {
         } else {
             "ok"
         };
+        let mut reports = Vec::new();
+        for (name, bytes) in stage.summary_files(&counters) {
+            let loc = self.dir.join(&name);
+            reports.push(OutputEntry {
+                path: name,
+                rows: 0,
+                bytes: bytes.len() as u64,
+                sha256: manifest::sha256_hex(&bytes),
+            });
+            put(&loc, bytes).await?;
+        }
         let manifest = StageManifest {
             manifest_version: manifest::MANIFEST_VERSION,
             pipeline: self.config.name.clone(),
@@ -385,6 +396,7 @@ impl StageRunner<'_> {
             inputs: markers.iter().map(|m| m.input.clone()).collect(),
             outputs: markers.iter().map(|m| m.output.clone()).collect(),
             rejects: markers.iter().filter_map(|m| m.rejects.clone()).collect(),
+            reports,
             counters,
             rejected_fraction: fraction,
             max_reject_fraction: limit,

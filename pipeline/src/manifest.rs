@@ -108,6 +108,9 @@ pub struct StageManifest {
     pub inputs: Vec<InputEntry>,
     pub outputs: Vec<OutputEntry>,
     pub rejects: Vec<OutputEntry>,
+    /// Summary files the stage wrote next to the manifest (e.g. the filter funnel plot).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<OutputEntry>,
     pub counters: BTreeMap<String, u64>,
     /// rejected / (documents + rejected).
     pub rejected_fraction: f64,

@@ -3,11 +3,13 @@
 //! record batch against its table before it is written.
 
 mod documents;
+mod filtered;
 mod rejects;
 mod text;
 mod validate;
 
 pub use documents::{documents_schema, DOCUMENTS_TABLE, DOCUMENTS_VERSION};
+pub use filtered::{annotation_fields, filtered_schema, FILTERED_TABLE, FILTERED_VERSION};
 pub use rejects::{rejects_schema, RejectReason, REJECTS_TABLE, REJECTS_VERSION};
 pub use text::{text_schema, TEXT_TABLE, TEXT_VERSION};
 pub use validate::{validate_batch, SchemaError};
@@ -40,6 +42,11 @@ pub fn all_tables() -> Vec<TableSchema> {
             name: TEXT_TABLE,
             version: TEXT_VERSION,
             schema: text_schema(),
+        },
+        TableSchema {
+            name: FILTERED_TABLE,
+            version: FILTERED_VERSION,
+            schema: filtered_schema(),
         },
         TableSchema {
             name: REJECTS_TABLE,

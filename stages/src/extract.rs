@@ -3,29 +3,22 @@
 //! `html_extract(payload, text, content_type, charset)`, applied to each batch of the
 //! upstream shard; WET conversions and JSONL text pass through the text fixes only.
 
-use crate::parquet_io::ObjectParquetReader;
+use crate::parquet_io::UpstreamPartition;
 use crate::report::{ReportData, ShardReport};
 use crate::stage::{OptionError, ShardInput, Stage, StageError, StageInputs};
 use arrow::array::{Array, ArrayRef, AsArray, StringBuilder, StructArray, UInt64Builder};
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, SchemaRef};
-use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::common::Column;
 use datafusion::common::{exec_err, Result as DfResult};
-use datafusion::error::DataFusionError;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
     Volatility,
 };
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::{col, DataFrame, SessionContext};
-use futures::{StreamExt, TryStreamExt};
 use harman_extract::{ExtractOptions, Extraction, Status};
-use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -89,7 +82,10 @@ impl ExtractStage {
         })
     }
 
-    pub fn factory(options: &serde_json::Value) -> Result<Arc<dyn Stage>, OptionError> {
+    pub fn factory(
+        options: &serde_json::Value,
+        _context: &crate::stage::StageContext,
+    ) -> Result<Arc<dyn Stage>, OptionError> {
         let opts: ExtractOptions = OptionError::parse(options)?;
         Ok(Arc::new(ExtractStage::new(opts)?))
     }
@@ -124,11 +120,7 @@ impl Stage for ExtractStage {
         report: Arc<ShardReport>,
     ) -> Result<DataFrame, StageError> {
         let documents = Arc::new(harman_schemas::documents_schema());
-        let partition = UpstreamPartition {
-            shard: shard.clone(),
-            schema: documents.clone(),
-            report: report.clone(),
-        };
+        let partition = UpstreamPartition::new(shard.clone(), documents.clone(), &report);
         let table = StreamingTable::try_new(documents, vec![Arc::new(partition)])?;
         self.transform(ctx.read_table(Arc::new(table))?, report)
     }
@@ -165,49 +157,6 @@ impl ExtractStage {
             out.push(Expr::Column(column).alias(name));
         }
         Ok(df.select(out)?)
-    }
-}
-
-/// One upstream `documents` part, read as a stream of batches.
-#[derive(Debug)]
-struct UpstreamPartition {
-    shard: ShardInput,
-    schema: SchemaRef,
-    report: Arc<ShardReport>,
-}
-
-impl PartitionStream for UpstreamPartition {
-    fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let shard = self.shard.clone();
-        let schema = self.schema.clone();
-        let bytes_read = self.report.bytes_read.clone();
-        let url = shard.url.clone();
-        let open = async move {
-            let reader =
-                ObjectParquetReader::new(shard.store.clone(), shard.path.clone(), shard.size);
-            bytes_read.fetch_add(shard.size, std::sync::atomic::Ordering::Relaxed);
-            let stream = ParquetRecordBatchStreamBuilder::new(reader)
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))?
-                .build()
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            let schema = schema.clone();
-            Ok::<_, DataFusionError>(stream.map(move |b| {
-                let b = b.map_err(|e| DataFusionError::External(Box::new(e)))?;
-                // Same columns, same types: anything else is not a documents part.
-                RecordBatch::try_new(schema.clone(), b.columns().to_vec()).map_err(|e| {
-                    DataFusionError::Execution(format!(
-                        "{url} is not a `documents` table part: {e}"
-                    ))
-                })
-            }))
-        };
-        let stream = futures::stream::once(open).try_flatten();
-        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
     }
 }
 
@@ -361,6 +310,7 @@ impl ScalarUDFImpl for HtmlExtract {
 mod tests {
     use super::*;
     use arrow::array::{BinaryViewArray, StringArray, StringViewArray};
+    use arrow::record_batch::RecordBatch;
     use datafusion::datasource::MemTable;
 
     fn documents(payloads: Vec<Option<&[u8]>>, texts: Vec<Option<&str>>) -> RecordBatch {

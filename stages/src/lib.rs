@@ -2,6 +2,7 @@
 //! The pipeline crate finds stages through [`registry`] and never names one itself.
 
 pub mod extract;
+pub mod filter;
 pub mod ingest;
 pub mod parquet_io;
 pub mod report;
@@ -9,7 +10,8 @@ pub mod stage;
 
 pub use report::{rejected_total, RejectRow, ReportData, ShardReport};
 pub use stage::{
-    OptionError, ShardInput, Stage, StageError, StageFactory, StageInputs, StageRegistry,
+    OptionError, ShardInput, Stage, StageContext, StageError, StageFactory, StageInputs,
+    StageRegistry,
 };
 
 /// Every stage kind this build of harman knows.
@@ -17,5 +19,6 @@ pub fn registry() -> StageRegistry {
     let mut r = StageRegistry::empty();
     r.register(ingest::KIND, ingest::IngestStage::factory);
     r.register(extract::KIND, extract::ExtractStage::factory);
+    r.register(filter::KIND, filter::FilterStage::factory);
     r
 }

@@ -1,5 +1,6 @@
 //! Reading Parquet through `object_store`: an [`AsyncFileReader`] over one object of known
-//! size, used for Parquet inputs and for reading stage outputs back.
+//! size, used for Parquet inputs and for reading stage outputs back; [`UpstreamPartition`],
+//! an upstream stage's output part as a DataFusion partition.
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -12,6 +13,17 @@ use parquet::errors::{ParquetError, Result};
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use std::ops::Range;
 use std::sync::Arc;
+
+use crate::report::ShardReport;
+use crate::stage::ShardInput;
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use futures::{StreamExt, TryStreamExt};
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
 
 /// One Parquet object in a store.
 #[derive(Debug, Clone)]
@@ -61,5 +73,59 @@ impl AsyncFileReader for ObjectParquetReader {
             Ok(Arc::new(metadata))
         }
         .boxed()
+    }
+}
+
+/// One part of an upstream stage's output, read as a stream of batches of its table's
+/// schema (a part with other columns is an error naming it).
+#[derive(Debug)]
+pub struct UpstreamPartition {
+    shard: ShardInput,
+    schema: SchemaRef,
+    report: Arc<ShardReport>,
+}
+
+impl UpstreamPartition {
+    pub fn new(shard: ShardInput, schema: SchemaRef, report: &Arc<ShardReport>) -> Self {
+        UpstreamPartition {
+            shard,
+            schema,
+            report: report.clone(),
+        }
+    }
+}
+
+impl PartitionStream for UpstreamPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let shard = self.shard.clone();
+        let schema = self.schema.clone();
+        let bytes_read = self.report.bytes_read.clone();
+        let url = shard.url.clone();
+        let open = async move {
+            let reader =
+                ObjectParquetReader::new(shard.store.clone(), shard.path.clone(), shard.size);
+            bytes_read.fetch_add(shard.size, std::sync::atomic::Ordering::Relaxed);
+            let stream = ParquetRecordBatchStreamBuilder::new(reader)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
+                .build()
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let schema = schema.clone();
+            Ok::<_, DataFusionError>(stream.map(move |b| {
+                let b = b.map_err(|e| DataFusionError::External(Box::new(e)))?;
+                // Same columns, same types: anything else is not a documents part.
+                RecordBatch::try_new(schema.clone(), b.columns().to_vec()).map_err(|e| {
+                    DataFusionError::Execution(format!(
+                        "{url} is not a part of the expected table: {e}"
+                    ))
+                })
+            }))
+        };
+        let stream = futures::stream::once(open).try_flatten();
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
     }
 }

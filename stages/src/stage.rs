@@ -115,10 +115,36 @@ pub trait Stage: Send + Sync + fmt::Debug {
         shard: &ShardInput,
         report: Arc<ShardReport>,
     ) -> Result<DataFrame, StageError>;
+
+    /// Files written next to the stage manifest once every shard is committed (name,
+    /// content), made from the stage's summed counters: e.g. the filter stage's funnel plot.
+    fn summary_files(&self, _counters: &BTreeMap<String, u64>) -> Vec<(String, Vec<u8>)> {
+        Vec::new()
+    }
+}
+
+/// What a stage factory knows besides the stage's options.
+#[derive(Debug, Clone, Default)]
+pub struct StageContext {
+    /// The folder relative paths in the config are resolved against (the config's folder).
+    pub base_dir: PathBuf,
+}
+
+impl StageContext {
+    /// A path option as written in the config, resolved against the config's folder.
+    pub fn resolve(&self, path: &str) -> PathBuf {
+        let p = std::path::Path::new(path);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
 }
 
 /// Builds a stage from its options (the stage's TOML table as JSON, minus the common keys).
-pub type StageFactory = fn(&serde_json::Value) -> Result<Arc<dyn Stage>, OptionError>;
+pub type StageFactory =
+    fn(&serde_json::Value, &StageContext) -> Result<Arc<dyn Stage>, OptionError>;
 
 /// Stage kinds by name.
 #[derive(Clone)]
@@ -151,7 +177,8 @@ impl StageRegistry {
         &self,
         kind: &str,
         options: &serde_json::Value,
+        context: &StageContext,
     ) -> Option<Result<Arc<dyn Stage>, OptionError>> {
-        self.factories.get(kind).map(|f| f(options))
+        self.factories.get(kind).map(|f| f(options, context))
     }
 }

@@ -56,6 +56,34 @@ pub enum BenchWhat {
         #[arg(long)]
         save: Option<PathBuf>,
     },
+    /// Toxicity: the LDNOOBW word-list rule and the classifier on the held-out 20% of the
+    /// labeled data (the peers' split): precision, recall, F1, AUC, docs/s.
+    Toxicity {
+        /// `combined.jsonl` of toxicity_labeled (id, text, toxic, source).
+        #[arg(long, default_value = "../shared/data/toxicity_labeled/combined.jsonl")]
+        data: PathBuf,
+        /// A model file (default: the shipped model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Timed passes (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Write the predictions as JSONL {"id","score"} / {"id","label"} into this folder
+        /// (for the peers' scorer).
+        #[arg(long)]
+        save: Option<PathBuf>,
+    },
+    /// The filter stage's annotation (language, quality rules, PII, bad words, toxicity)
+    /// on a `text` table part or folder: documents/s and MB/s on one core.
+    Filter {
+        /// `text` table Parquet files or stage folders.
+        inputs: Vec<PathBuf>,
+        /// Stage options as TOML (the keys of a `filter` stage table).
+        #[arg(long)]
+        options: Option<String>,
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
 }
 
 pub async fn bench(args: BenchArgs) -> Result<(), Failure> {
@@ -73,6 +101,17 @@ pub async fn bench(args: BenchArgs) -> Result<(), Failure> {
             options,
             save,
         } => bench_extract(&aeb, &trafilatura, repeat.max(1), options, save),
+        BenchWhat::Toxicity {
+            data,
+            model,
+            repeat,
+            save,
+        } => bench_toxicity(&data, model.as_ref(), repeat.max(1), save),
+        BenchWhat::Filter {
+            inputs,
+            options,
+            repeat,
+        } => bench_filter(&inputs, options, repeat.max(1)),
     }
 }
 
@@ -351,4 +390,252 @@ async fn bench_ingest(
 
 fn cut(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
+}
+
+/// One scored method of the toxicity benchmark.
+fn toxicity_row(
+    name: &str,
+    rows: &[super::labeled::Row],
+    sources: &[String],
+    scores: &[f64],
+    cpu: f64,
+) -> String {
+    use harman_filters::toxicity::metrics;
+    let labels: Vec<bool> = rows.iter().map(|r| r.label.unwrap_or(false)).collect();
+    let m = metrics(&labels, scores, 0.5);
+    let (wl, ws): (Vec<bool>, Vec<f64>) = labels
+        .iter()
+        .zip(scores)
+        .zip(sources)
+        .filter(|(_, s)| s.as_str() == "wiki_toxicity")
+        .map(|((l, s), _)| (*l, *s))
+        .unzip();
+    let wiki = metrics(&wl, &ws, 0.5);
+    format!(
+        "| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} |",
+        m.precision,
+        m.recall,
+        m.f1,
+        m.auc,
+        wiki.f1,
+        rows.len() as f64 / cpu
+    )
+}
+
+fn bench_toxicity(
+    data: &std::path::Path,
+    model: Option<&PathBuf>,
+    repeat: usize,
+    save: Option<PathBuf>,
+) -> Result<(), Failure> {
+    use harman_filters::badwords::WordList;
+    use harman_filters::toxicity::{is_held_out, PEERS_SPLIT_SALT};
+    let rows = super::labeled::read(
+        data,
+        &super::labeled::Columns {
+            id: "id",
+            text: "text",
+            label: Some("toxic"),
+        },
+    )?;
+    let test: Vec<super::labeled::Row> = rows
+        .into_iter()
+        .filter(|r| is_held_out(&r.id, PEERS_SPLIT_SALT, 0.2))
+        .collect();
+    // The source is the id's prefix (`wiki_toxicity:123`).
+    let sources: Vec<String> = test
+        .iter()
+        .map(|r| r.id.split(':').next().unwrap_or_default().to_string())
+        .collect();
+    let model = super::classify::load_model(model)?;
+    let words = WordList::shipped("en").context("the English LDNOOBW list")?;
+    let time = |f: &dyn Fn(&str) -> f64| {
+        let mut cpu = Vec::new();
+        let mut out = Vec::new();
+        for _ in 0..repeat {
+            let c0 = thread_cpu_seconds();
+            out = test.iter().map(|r| f(&r.text)).collect();
+            cpu.push(thread_cpu_seconds() - c0);
+        }
+        (out, median(cpu))
+    };
+    let (list_scores, list_cpu) = time(&|t| (words.count(t) > 0) as u8 as f64);
+    let (clf_scores, clf_cpu) = time(&|t| model.score(t) as f64);
+    println!(
+        "held-out 20% of {}: {} rows ({} toxic); model {}",
+        data.display(),
+        test.len(),
+        test.iter().filter(|r| r.label == Some(true)).count(),
+        model.header.name
+    );
+    println!("| method | P | R | F1 | AUC | wiki_toxicity F1 | docs/s (1 core) |");
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "{}",
+        toxicity_row(
+            "LDNOOBW en, C4 rule (any match)",
+            &test,
+            &sources,
+            &list_scores,
+            list_cpu
+        )
+    );
+    println!(
+        "{}",
+        toxicity_row(
+            &format!("classifier {}", model.header.name),
+            &test,
+            &sources,
+            &clf_scores,
+            clf_cpu
+        )
+    );
+    if let Some(dir) = save {
+        std::fs::create_dir_all(&dir)?;
+        let mut a = String::new();
+        let mut b = String::new();
+        for ((r, l), s) in test.iter().zip(&list_scores).zip(&clf_scores) {
+            a.push_str(&serde_json::json!({"id": r.id, "label": *l as u8}).to_string());
+            a.push('\n');
+            b.push_str(&serde_json::json!({"id": r.id, "score": s}).to_string());
+            b.push('\n');
+        }
+        std::fs::write(dir.join("harman_ldnoobw.jsonl"), a)?;
+        std::fs::write(dir.join("harman_classifier.jsonl"), b)?;
+    }
+    Ok(())
+}
+
+/// The `text` column of `text` table parts (files, or stage folders' `part-*.parquet`).
+fn read_text_parts(inputs: &[PathBuf]) -> anyhow::Result<Vec<Option<String>>> {
+    use arrow::array::{Array, AsArray};
+    let mut files = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            let mut parts: Vec<PathBuf> = std::fs::read_dir(p)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| {
+                    f.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("part-") && n.ends_with(".parquet"))
+                })
+                .collect();
+            parts.sort();
+            files.extend(parts);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut texts = Vec::new();
+    for f in &files {
+        let file = std::fs::File::open(f).with_context(|| format!("{}", f.display()))?;
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
+            .build()?;
+        for batch in reader {
+            let batch = batch?;
+            let col = batch
+                .column_by_name("text")
+                .with_context(|| format!("{}: no `text` column", f.display()))?;
+            let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Utf8)?;
+            let col = col.as_string::<i32>();
+            texts.extend((0..col.len()).map(|i| col.is_valid(i).then(|| col.value(i).to_string())));
+        }
+    }
+    Ok(texts)
+}
+
+fn bench_filter(inputs: &[PathBuf], options: Option<String>, repeat: usize) -> Result<(), Failure> {
+    use harman_filters::annotate::{Annotator, AnnotatorConfig};
+    use harman_filters::{badwords, langid, pii, quality};
+    let inputs = if inputs.is_empty() {
+        vec![PathBuf::from("../out/quickstart/text")]
+    } else {
+        inputs.to_vec()
+    };
+    let texts = read_text_parts(&inputs)?;
+    let opts: harman_stages::filter::FilterOptions = match options {
+        Some(o) => {
+            let v: toml::Value = toml::from_str(&o).context("--options is not TOML")?;
+            serde_json::from_value(serde_json::to_value(v)?).context("--options")?
+        }
+        None => Default::default(),
+    };
+    let model = match &opts.toxicity_model {
+        Some(p) => harman_filters::toxicity::Classifier::load(std::path::Path::new(p))?,
+        None => harman_filters::toxicity::Classifier::shipped()?,
+    };
+    let model = std::sync::Arc::new(model);
+    let annotator = Annotator::new(
+        AnnotatorConfig {
+            quality: opts.quality.clone(),
+            pii: opts.pii.then(|| opts.pii_placeholders.clone()),
+            lang_max_chars: opts.lang_max_chars,
+        },
+        model.clone(),
+    );
+    let docs: Vec<&str> = texts.iter().map(|t| t.as_deref().unwrap_or("")).collect();
+    let bytes: usize = docs.iter().map(|d| d.len()).sum();
+    let with_text = texts.iter().filter(|t| t.is_some()).count();
+    println!(
+        "{} rows ({} with text, {:.1} MB, mean {:.0} bytes) from {}",
+        docs.len(),
+        with_text,
+        bytes as f64 / 1e6,
+        bytes as f64 / with_text.max(1) as f64,
+        inputs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let en = badwords::WordList::shipped("en").context("English word list")?;
+    let qp = opts.quality.clone();
+    let po = opts.pii_placeholders.clone();
+    let max_chars = opts.lang_max_chars;
+    type Part<'a> = (&'a str, Box<dyn Fn(&str) -> usize>);
+    let parts: Vec<Part> = vec![
+        (
+            "pii redaction",
+            Box::new(move |t: &str| pii::redact(t, &po).1.emails as usize),
+        ),
+        (
+            "language id",
+            Box::new(move |t: &str| langid::detect(t, max_chars).is_some() as usize),
+        ),
+        (
+            "quality rules",
+            Box::new(move |t: &str| quality::assess(t, &qp).failed.len()),
+        ),
+        ("bad words (en list)", Box::new(move |t: &str| en.count(t))),
+        (
+            "toxicity classifier",
+            Box::new(move |t: &str| (model.score(t) > 0.5) as usize),
+        ),
+        (
+            "annotate (all of it)",
+            Box::new(move |t: &str| annotator.annotate(t).badwords as usize),
+        ),
+    ];
+    println!("| part | docs/s (1 core) | MB/s | µs/doc |");
+    println!("|---|---|---|---|");
+    for (name, f) in &parts {
+        let mut cpu = Vec::new();
+        let mut sink = 0usize;
+        for _ in 0..repeat {
+            let c0 = thread_cpu_seconds();
+            for d in &docs {
+                sink = sink.wrapping_add(f(d));
+            }
+            cpu.push(thread_cpu_seconds() - c0);
+        }
+        let s = median(cpu);
+        std::hint::black_box(sink);
+        println!(
+            "| {name} | {:.0} | {:.1} | {:.1} |",
+            docs.len() as f64 / s,
+            bytes as f64 / 1e6 / s,
+            s * 1e6 / docs.len().max(1) as f64
+        );
+    }
+    Ok(())
 }

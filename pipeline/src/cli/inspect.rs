@@ -114,10 +114,45 @@ fn show_manifest(m: &StageManifest) {
         m.rejected_fraction,
         m.max_reject_fraction
     );
+    for r in &m.reports {
+        println!("report      {} ({} bytes)", r.path, r.bytes);
+    }
+    let funnel = show_funnel(m);
     println!("counters");
     for (k, v) in &m.counters {
+        if funnel && (k.starts_with("dropped_first.") || k.starts_with("failed_any.")) {
+            continue;
+        }
         println!("  {k:<36} {v}");
     }
+}
+
+/// The filter funnel of a `filter` stage manifest: documents in, then per conjunct of the
+/// keep-predicate the documents it dropped first, all that fail it, and what is left.
+fn show_funnel(m: &StageManifest) -> bool {
+    let Some(conjuncts) = m.params.get("conjuncts").and_then(|c| c.as_array()) else {
+        return false;
+    };
+    let conjuncts: Vec<String> = conjuncts
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_string))
+        .collect();
+    let f = harman_stages::filter::Funnel::from_counters(&conjuncts, &m.counters);
+    if let Some(p) = m.params.get("predicate").and_then(|p| p.as_str()) {
+        println!("keep        {p}");
+    }
+    println!(
+        "funnel      {:<44} {:>10} {:>10} {:>10}",
+        "", "dropped", "failing", "left"
+    );
+    println!("  {:<54} {:>32}", "documents in", f.documents);
+    let mut left = f.documents;
+    for (c, first, any) in &f.steps {
+        left = left.saturating_sub(*first);
+        println!("  {:<54} {first:>10} {any:>10} {left:>10}", cut(c, 54));
+    }
+    println!("  {:<54} {:>32}", "kept", f.kept);
+    true
 }
 
 async fn show_parquet(loc: &Location, rows: usize) -> anyhow::Result<()> {

@@ -5,8 +5,10 @@
 //! mismatch); 2 usage or config error.
 
 mod bench;
+mod classify;
 mod extract;
 mod inspect;
+mod labeled;
 mod plan;
 mod run;
 mod verify;
@@ -60,6 +62,10 @@ pub enum Command {
     },
     /// Main text of HTML files or WARC files as JSONL (the `extract` stage's code and options).
     Extract(extract::ExtractArgs),
+    /// Fit the toxicity classifier on a labeled CSV/JSONL/Parquet table; save a model file.
+    TrainClassifier(classify::TrainArgs),
+    /// Score rows (id, text) with a toxicity model; prints `id,score` CSV.
+    Classify(classify::ClassifyArgs),
     /// Measure throughput (and extraction quality).
     Bench(bench::BenchArgs),
 }
@@ -133,6 +139,8 @@ pub fn main() -> ExitCode {
             Command::Inspect(args) => inspect::inspect(args).await,
             Command::Verify { url } => verify::verify(&url).await,
             Command::Extract(args) => extract::extract(args),
+            Command::TrainClassifier(args) => classify::train(args),
+            Command::Classify(args) => classify::classify(args),
             Command::Bench(args) => bench::bench(args).await,
         }
     });

@@ -37,7 +37,7 @@ pub async fn verify(url: &str) -> Result<(), Failure> {
 async fn verify_stage(dir: &Location, m: &StageManifest) -> anyhow::Result<usize> {
     let mut problems = 0;
     let mut listed_files = BTreeSet::new();
-    for out in m.outputs.iter().chain(&m.rejects) {
+    for out in m.outputs.iter().chain(&m.rejects).chain(&m.reports) {
         listed_files.insert(out.path.clone());
         let loc = dir.join(&out.path);
         let meta = match loc.store.head(&loc.path).await {
@@ -49,10 +49,15 @@ async fn verify_stage(dir: &Location, m: &StageManifest) -> anyhow::Result<usize
             }
         };
         let sha = hash_object(&loc.store, &loc.path, &loc.url).await?;
-        let reader = ObjectParquetReader::new(loc.store.clone(), loc.path.clone(), meta.size);
-        let rows = match ParquetRecordBatchStreamBuilder::new(reader).await {
-            Ok(b) => Some(b.metadata().file_metadata().num_rows() as u64),
-            Err(_) => None,
+        // Summary files (reports) are not tables: their row count is recorded as 0.
+        let rows = if out.path.ends_with(".parquet") {
+            let reader = ObjectParquetReader::new(loc.store.clone(), loc.path.clone(), meta.size);
+            match ParquetRecordBatchStreamBuilder::new(reader).await {
+                Ok(b) => Some(b.metadata().file_metadata().num_rows() as u64),
+                Err(_) => None,
+            }
+        } else {
+            Some(0)
         };
         let mut wrong = Vec::new();
         if meta.size != out.bytes {

@@ -260,7 +260,10 @@ impl IngestStage {
         })
     }
 
-    pub fn factory(options: &serde_json::Value) -> Result<Arc<dyn Stage>, OptionError> {
+    pub fn factory(
+        options: &serde_json::Value,
+        _context: &crate::stage::StageContext,
+    ) -> Result<Arc<dyn Stage>, OptionError> {
         let opts: IngestOptions = OptionError::parse(options)?;
         Ok(Arc::new(IngestStage::new(opts)?))
     }

@@ -1,0 +1,209 @@
+//! Reading small tables of text rows for the classifier commands: CSV (with a header row),
+//! JSONL (one object per line) or Parquet, each row an id, a text and optionally a 0/1 label.
+//! Errors name the file, the row and the column.
+
+use anyhow::{anyhow, bail, Context};
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::DataType;
+use std::path::Path;
+
+/// One row.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub id: String,
+    pub text: String,
+    pub label: Option<bool>,
+}
+
+/// Which columns to read.
+#[derive(Debug, Clone)]
+pub struct Columns<'a> {
+    pub id: &'a str,
+    pub text: &'a str,
+    /// Required when set.
+    pub label: Option<&'a str>,
+}
+
+/// Parse a label: 1/0, true/false (any case), yes/no.
+pub fn parse_label(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "1.0" | "true" | "yes" | "toxic" => Some(true),
+        "0" | "0.0" | "false" | "no" | "clean" => Some(false),
+        _ => None,
+    }
+}
+
+fn label_of(path: &Path, row: usize, col: &str, v: Option<&str>) -> anyhow::Result<bool> {
+    let v = v.ok_or_else(|| anyhow!("{}: row {row} has no `{col}` value", path.display()))?;
+    parse_label(v).ok_or_else(|| {
+        anyhow!(
+            "{}: row {row}: `{col}` = {v:?} is not a label (use 1/0 or true/false)",
+            path.display()
+        )
+    })
+}
+
+/// Read every row of `path`, by its extension (.csv, .jsonl/.json, .parquet).
+pub fn read(path: &Path, cols: &Columns) -> anyhow::Result<Vec<Row>> {
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    if name.ends_with(".csv") || name.ends_with(".tsv") {
+        read_csv(
+            path,
+            cols,
+            if name.ends_with(".tsv") { b'\t' } else { b',' },
+        )
+    } else if name.ends_with(".jsonl") || name.ends_with(".json") || name.ends_with(".ndjson") {
+        read_jsonl(path, cols)
+    } else if name.ends_with(".parquet") {
+        read_parquet(path, cols)
+    } else {
+        bail!(
+            "{}: unknown table format; use a .csv, .tsv, .jsonl or .parquet file",
+            path.display()
+        )
+    }
+}
+
+fn read_csv(path: &Path, cols: &Columns, delimiter: u8) -> anyhow::Result<Vec<Row>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .flexible(false)
+        .from_path(path)
+        .with_context(|| format!("{}: cannot open", path.display()))?;
+    let headers = reader.headers()?.clone();
+    let find = |c: &str| {
+        headers.iter().position(|h| h == c).ok_or_else(|| {
+            anyhow!(
+                "{}: no `{c}` column (columns: {}); name it with --{}-column",
+                path.display(),
+                headers.iter().collect::<Vec<_>>().join(", "),
+                if c == cols.text {
+                    "text"
+                } else if c == cols.id {
+                    "id"
+                } else {
+                    "label"
+                }
+            )
+        })
+    };
+    let id_i = find(cols.id).ok();
+    let text_i = find(cols.text)?;
+    let label_i = cols.label.map(find).transpose()?;
+    let mut rows = Vec::new();
+    for (n, rec) in reader.records().enumerate() {
+        let row = n + 1;
+        let rec = rec.with_context(|| format!("{}: row {row}", path.display()))?;
+        let text = rec.get(text_i).unwrap_or_default().to_string();
+        let id = id_i
+            .and_then(|i| rec.get(i))
+            .map_or_else(|| row.to_string(), str::to_string);
+        let label = match (label_i, cols.label) {
+            (Some(i), Some(c)) => Some(label_of(path, row, c, rec.get(i))?),
+            _ => None,
+        };
+        rows.push(Row { id, text, label });
+    }
+    Ok(rows)
+}
+
+fn read_jsonl(path: &Path, cols: &Columns) -> anyhow::Result<Vec<Row>> {
+    let data = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read as UTF-8 text", path.display()))?;
+    let mut rows = Vec::new();
+    for (n, line) in data.lines().enumerate() {
+        let line_no = n + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}: line {line_no} is not JSON", path.display()))?;
+        let text = v
+            .get(cols.text)
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}: line {line_no} has no string `{}`; name the text field with --text-column",
+                    path.display(),
+                    cols.text
+                )
+            })?
+            .to_string();
+        let id = match v.get(cols.id) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(other) if !other.is_null() => other.to_string(),
+            _ => line_no.to_string(),
+        };
+        let label = match cols.label {
+            Some(c) => {
+                let raw = match v.get(c) {
+                    Some(serde_json::Value::String(s)) => Some(s.clone()),
+                    Some(serde_json::Value::Null) | None => None,
+                    Some(other) => Some(other.to_string()),
+                };
+                Some(label_of(path, line_no, c, raw.as_deref())?)
+            }
+            None => None,
+        };
+        rows.push(Row { id, text, label });
+    }
+    Ok(rows)
+}
+
+fn read_parquet(path: &Path, cols: &Columns) -> anyhow::Result<Vec<Row>> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{}: not a Parquet file", path.display()))?
+        .build()?;
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.with_context(|| format!("{}: cannot decode", path.display()))?;
+        let strings = |name: &str| -> anyhow::Result<Option<Vec<Option<String>>>> {
+            let Some(a) = batch.column_by_name(name) else {
+                return Ok(None);
+            };
+            let a = arrow::compute::cast(a, &DataType::Utf8)
+                .with_context(|| format!("{}: column `{name}` is not text", path.display()))?;
+            let a = a.as_string::<i32>();
+            Ok(Some(
+                (0..a.len())
+                    .map(|i| a.is_valid(i).then(|| a.value(i).to_string()))
+                    .collect(),
+            ))
+        };
+        let texts = strings(cols.text)?.ok_or_else(|| {
+            anyhow!(
+                "{}: no `{}` column; name it with --text-column",
+                path.display(),
+                cols.text
+            )
+        })?;
+        let ids = strings(cols.id)?;
+        let labels = cols.label.map(strings).transpose()?.flatten();
+        if cols.label.is_some() && labels.is_none() {
+            bail!(
+                "{}: no `{}` column; name it with --label-column",
+                path.display(),
+                cols.label.unwrap_or_default()
+            );
+        }
+        for (i, text) in texts.into_iter().enumerate() {
+            let row = rows.len() + 1;
+            let id = ids
+                .as_ref()
+                .and_then(|v| v[i].clone())
+                .unwrap_or_else(|| row.to_string());
+            let label = match (&labels, cols.label) {
+                (Some(l), Some(c)) => Some(label_of(path, row, c, l[i].as_deref())?),
+                _ => None,
+            };
+            rows.push(Row {
+                id,
+                text: text.unwrap_or_default(),
+                label,
+            });
+        }
+    }
+    Ok(rows)
+}
