@@ -3,7 +3,7 @@
 //! the quality rules, LDNOOBW matches (the list of the detected language plus English) and
 //! the toxicity score. An [`Annotator`] is built once per stage and shared by its threads.
 
-use crate::badwords::WordList;
+use crate::badwords::{self, WordList};
 use crate::langid;
 use crate::pii::{self, PiiCounts, PiiOptions};
 use crate::quality::{self, Quality, QualityParams};
@@ -189,10 +189,20 @@ impl Annotator {
         let detected = langid::detect(body, self.cfg.lang_max_chars);
         let lang = detected.as_ref().map(|l| iso_639_1(l.code));
         let quality = quality::assess(body, &self.cfg.quality);
-        let mut badwords = self.lists.get("en").map_or(0, |w| w.count(body));
+        // One lowercased copy serves the English list and the document language's list,
+        // unless that language lowercases differently (Turkish).
+        let lower = badwords::lowercase(body, "en");
+        let mut badwords = self
+            .lists
+            .get("en")
+            .map_or(0, |w| w.count_lowercased(&lower));
         if let Some(l) = lang.map(list_name).filter(|l| *l != "en") {
             if let Some(list) = self.lists.get(l) {
-                badwords += list.count(body);
+                badwords += if list.lowercases_like("en") {
+                    list.count_lowercased(&lower)
+                } else {
+                    list.count(body)
+                };
             }
         }
         let toxicity = self

@@ -52,9 +52,13 @@ pub struct WordList {
     entries: usize,
 }
 
+fn turkic(lang: &str) -> bool {
+    lang == "tr" || lang == "az"
+}
+
 /// Lowercase the way the language does (Turkish: İ→i, I→ı).
 pub fn lowercase(text: &str, lang: &str) -> String {
-    if lang == "tr" || lang == "az" {
+    if turkic(lang) {
         text.chars()
             .flat_map(|c| match c {
                 'İ' => vec!['i'],
@@ -111,9 +115,19 @@ impl WordList {
 
     /// Matches in `text` (on word boundaries unless the language has no spaces).
     pub fn count(&self, text: &str) -> usize {
-        let lower = lowercase(text, &self.lang);
+        self.count_lowercased(&lowercase(text, &self.lang))
+    }
+
+    /// Whether this list's language lowercases like `other` (so one lowercased text serves
+    /// both).
+    pub fn lowercases_like(&self, other: &str) -> bool {
+        turkic(&self.lang) == turkic(other)
+    }
+
+    /// Matches in text already lowercased with [`lowercase`] for this list's language.
+    pub fn count_lowercased(&self, lower: &str) -> usize {
         self.automaton
-            .find_iter(&lower)
+            .find_iter(lower)
             .filter(|m| {
                 self.substrings || {
                     let before = lower[..m.start()].chars().next_back();

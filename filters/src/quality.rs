@@ -225,41 +225,83 @@ fn duplicates<'a>(items: impl Iterator<Item = &'a str>) -> (usize, usize) {
     (n, chars)
 }
 
-/// Characters (joined with spaces) times count of the most frequent n-gram (among equally
-/// frequent ones, the first to occur).
-fn top_ngram_chars(w: &WordSeq, n: usize) -> usize {
-    if w.len() < n {
-        return 0;
-    }
+/// Gopher's n-gram repetition measures, for every n in `top` (characters — joined with
+/// spaces — times count of the most frequent n-gram, the first to occur among equally
+/// frequent ones) and in `dup` (characters covered by n-grams seen before; a repeated
+/// n-gram's words are counted once: the scan jumps past it). One sweep over n = 1, 2, …:
+/// an n-gram can occur twice only where both (n−1)-grams inside it do, so each n hashes only
+/// the positions the previous n left as candidates, and positions whose n-gram occurs once
+/// are skipped without hashing (they can never be "seen before").
+fn ngram_repetition(w: &WordSeq, top: &[usize], dup: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let mut top_chars = vec![0; top.len()];
+    let mut dup_chars = vec![0; dup.len()];
+    let max_n = top.iter().chain(dup).copied().max().unwrap_or(0);
+    let min_n = top
+        .iter()
+        .chain(dup)
+        .copied()
+        .filter(|&n| n > 0)
+        .min()
+        .unwrap_or(1);
+    // rep[i]: the (n−1)-gram at i occurs at least twice; below the smallest n asked for,
+    // every position is a candidate (no pass is spent on n-grams nobody asked about).
+    let mut rep = vec![true; w.len() + 1];
+    let mut next: Vec<bool> = Vec::with_capacity(w.len());
+    let mut hashes: Vec<u64> = vec![0; w.len()];
     let mut counts: std::collections::HashMap<u64, (u32, u32), ByHash> =
         std::collections::HashMap::with_capacity_and_hasher(w.len(), ByHash::default());
-    for i in 0..=w.len() - n {
-        counts.entry(w.ngram(i, n)).or_insert((0, i as u32)).0 += 1;
-    }
-    counts
-        .into_values()
-        .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(&a.1)))
-        .map(|(c, first)| (w.chars_in(first as usize, n) + n - 1) * c as usize)
-        .unwrap_or(0)
-}
-
-/// Characters covered by n-grams seen before (a repeated n-gram's words are counted once:
-/// the scan jumps past it).
-fn dup_ngram_chars(w: &WordSeq, n: usize) -> usize {
-    let mut seen: std::collections::HashSet<u64, ByHash> =
-        std::collections::HashSet::with_capacity_and_hasher(w.len(), ByHash::default());
-    let (mut i, mut chars) = (0, 0);
-    while i + n <= w.len() {
-        let g = w.ngram(i, n);
-        if seen.contains(&g) {
-            chars += w.chars_in(i, n);
-            i += n;
-        } else {
-            seen.insert(g);
-            i += 1;
+    for n in min_n..=max_n.min(w.len()) {
+        let positions = w.len() - n + 1;
+        counts.clear();
+        let mut any = false;
+        for i in 0..positions {
+            if rep[i] && rep[i + 1] {
+                let h = w.ngram(i, n);
+                hashes[i] = h;
+                counts.entry(h).or_insert((0, i as u32)).0 += 1;
+                any = true;
+            }
+        }
+        next.clear();
+        next.extend(
+            (0..positions)
+                .map(|i| rep[i] && rep[i + 1] && counts.get(&hashes[i]).is_some_and(|c| c.0 >= 2)),
+        );
+        std::mem::swap(&mut rep, &mut next);
+        for (k, _) in top.iter().enumerate().filter(|(_, &t)| t == n) {
+            let best = counts
+                .values()
+                .filter(|c| c.0 >= 2)
+                .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(&a.1)))
+                .copied()
+                // Every n-gram occurs once: the first one, once.
+                .unwrap_or((1, 0));
+            top_chars[k] = (w.chars_in(best.1 as usize, n) + n - 1) * best.0 as usize;
+        }
+        if dup.contains(&n) {
+            let mut seen: std::collections::HashSet<u64, ByHash> =
+                std::collections::HashSet::with_capacity_and_hasher(
+                    if any { counts.len() } else { 0 },
+                    ByHash::default(),
+                );
+            let (mut i, mut chars) = (0, 0);
+            while i < positions {
+                if rep[i] {
+                    if seen.contains(&hashes[i]) {
+                        chars += w.chars_in(i, n);
+                        i += n;
+                        continue;
+                    }
+                    seen.insert(hashes[i]);
+                }
+                i += 1;
+            }
+            for (k, _) in dup.iter().enumerate().filter(|(_, &d)| d == n) {
+                dup_chars[k] = chars;
+            }
         }
     }
-    chars
+    (top_chars, dup_chars)
 }
 
 /// Case-insensitive markers of C4's line and document rules.
@@ -380,22 +422,27 @@ pub fn assess(text: &str, p: &QualityParams) -> Quality {
         "gopher_dup_line_char_frac",
         dlc as f64 / chars > p.max_dup_line_char_frac,
     );
+    let top_ns: Vec<usize> = p.top_ngram.iter().map(|&(n, _)| n).collect();
+    let dup_ns: Vec<usize> = p.dup_ngram.iter().map(|&(n, _)| n).collect();
+    let (top_chars, dup_chars) = ngram_repetition(&seq, &top_ns, &dup_ns);
     for (rule, n) in [
         ("gopher_top_2gram", 2),
         ("gopher_top_3gram", 3),
         ("gopher_top_4gram", 4),
     ] {
-        let limit = p.top_ngram.iter().find(|(k, _)| *k == n).map(|(_, f)| *f);
-        fail(
-            rule,
-            limit.is_some_and(|f| top_ngram_chars(&seq, n) as f64 / chars > f),
-        );
+        let failed = p
+            .top_ngram
+            .iter()
+            .zip(&top_chars)
+            .any(|(&(k, f), &c)| k == n && c as f64 / chars > f);
+        fail(rule, failed);
     }
     fail(
         "gopher_dup_ngrams",
         p.dup_ngram
             .iter()
-            .any(|&(n, f)| n > 0 && dup_ngram_chars(&seq, n) as f64 / chars > f),
+            .zip(&dup_chars)
+            .any(|(&(n, f), &c)| n > 0 && c as f64 / chars > f),
     );
 
     // C4.
@@ -459,6 +506,50 @@ pub fn assess(text: &str, p: &QualityParams) -> Quality {
         mean_word_len,
         failed,
         c4_lines_kept,
+    }
+}
+
+/// The direct n-gram measures (one hash table per n over every position), the reference
+/// the sweep in [`ngram_repetition`] is tested against.
+#[cfg(test)]
+mod reference {
+    use super::{ByHash, WordSeq};
+
+    /// Characters (joined with spaces) times count of the most frequent n-gram (among equally
+    /// frequent ones, the first to occur).
+    pub(super) fn top_ngram_chars(w: &WordSeq, n: usize) -> usize {
+        if w.len() < n {
+            return 0;
+        }
+        let mut counts: std::collections::HashMap<u64, (u32, u32), ByHash> =
+            std::collections::HashMap::with_capacity_and_hasher(w.len(), ByHash::default());
+        for i in 0..=w.len() - n {
+            counts.entry(w.ngram(i, n)).or_insert((0, i as u32)).0 += 1;
+        }
+        counts
+            .into_values()
+            .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(&a.1)))
+            .map(|(c, first)| (w.chars_in(first as usize, n) + n - 1) * c as usize)
+            .unwrap_or(0)
+    }
+
+    /// Characters covered by n-grams seen before (a repeated n-gram's words are counted once:
+    /// the scan jumps past it).
+    pub(super) fn dup_ngram_chars(w: &WordSeq, n: usize) -> usize {
+        let mut seen: std::collections::HashSet<u64, ByHash> =
+            std::collections::HashSet::with_capacity_and_hasher(w.len(), ByHash::default());
+        let (mut i, mut chars) = (0, 0);
+        while i + n <= w.len() {
+            let g = w.ngram(i, n);
+            if seen.contains(&g) {
+                chars += w.chars_in(i, n);
+                i += n;
+            } else {
+                seen.insert(g);
+                i += 1;
+            }
+        }
+        chars
     }
 }
 
@@ -532,6 +623,48 @@ mod tests {
         assert!(assess(PROSE, &strict).failed.contains(&"gopher_word_count"));
         for rule in assess("", &QualityParams::default()).failed {
             assert!(RULES.contains(&rule), "{rule} not listed");
+        }
+    }
+
+    #[test]
+    fn ngram_sweep_matches_the_direct_computation() {
+        // Word sequences from small vocabularies repeat n-grams of every length; real prose
+        // and repeated prose too.
+        let mut texts: Vec<String> = vec![PROSE.to_string(), format!("{PROSE} {PROSE}")];
+        let mut state = 7u64;
+        for vocab in [2u64, 3, 5, 20, 200] {
+            for len in [1usize, 4, 11, 60, 400] {
+                let words: Vec<String> = (0..len)
+                    .map(|_| {
+                        state = state
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        format!("w{}", (state >> 33) % vocab)
+                    })
+                    .collect();
+                texts.push(words.join(" "));
+            }
+        }
+        let top = [1, 2, 3, 4, 7];
+        let dup = [1, 2, 5, 6, 7, 8, 9, 10, 12];
+        for t in &texts {
+            let w = words(t);
+            let seq = WordSeq::new(&w);
+            let (tops, dups) = ngram_repetition(&seq, &top, &dup);
+            for (k, &n) in top.iter().enumerate() {
+                assert_eq!(
+                    tops[k],
+                    reference::top_ngram_chars(&seq, n),
+                    "top {n} of {t}"
+                );
+            }
+            for (k, &n) in dup.iter().enumerate() {
+                assert_eq!(
+                    dups[k],
+                    reference::dup_ngram_chars(&seq, n),
+                    "dup {n} of {t}"
+                );
+            }
         }
     }
 }

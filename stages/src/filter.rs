@@ -97,7 +97,7 @@ impl Default for FilterOptions {
         FilterOptions {
             preset: Preset::default(),
             keep: None,
-            lang_max_chars: 2000,
+            lang_max_chars: 1000,
             toxicity_model: None,
             pii: true,
             pii_placeholders: PiiOptions::default(),
@@ -207,7 +207,7 @@ impl FilterStage {
         if opts.lang_max_chars == 0 {
             return Err(OptionError::field(
                 "lang_max_chars",
-                "lang_max_chars must be at least 1 (the default, 2000, is plenty for the detector)",
+                "lang_max_chars must be at least 1 (the default, 1000, is plenty for the detector)",
             ));
         }
         let classifier = match &opts.toxicity_model {

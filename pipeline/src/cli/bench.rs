@@ -76,7 +76,7 @@ pub enum BenchWhat {
     /// The filter stage's annotation (language, quality rules, PII, bad words, toxicity)
     /// on a `text` table part or folder: documents/s and MB/s on one core.
     Filter {
-        /// `text` table Parquet files or stage folders.
+        /// `text` table Parquet files or stage folders (default: the quickstart's, out/quickstart/text).
         inputs: Vec<PathBuf>,
         /// Stage options as TOML (the keys of a `filter` stage table).
         #[arg(long)]
@@ -548,7 +548,7 @@ fn bench_filter(inputs: &[PathBuf], options: Option<String>, repeat: usize) -> R
     use harman_filters::annotate::{Annotator, AnnotatorConfig};
     use harman_filters::{badwords, langid, pii, quality};
     let inputs = if inputs.is_empty() {
-        vec![PathBuf::from("../out/quickstart/text")]
+        vec![PathBuf::from("out/quickstart/text")]
     } else {
         inputs.to_vec()
     };
