@@ -32,6 +32,36 @@ pub fn check(config: &PipelineConfig) -> Result<(), DagError> {
                 ));
             }
         }
+        if let Some(want) = s.stage.input_table() {
+            for d in &s.depends_on {
+                let Some(up) = config.stages.iter().find(|u| &u.name == d) else {
+                    continue;
+                };
+                let got = up.stage.output_table();
+                if got != want {
+                    let writers: Vec<&str> = config
+                        .stages
+                        .iter()
+                        .filter(|u| u.stage.output_table() == want)
+                        .map(|u| u.name.as_str())
+                        .collect();
+                    return Err((
+                        s.name.clone(),
+                        Some("depends_on"),
+                        format!(
+                            "a `{}` stage reads `{want}` tables, but `{d}` (a `{}` stage) writes `{got}`; depend on a stage that writes `{want}`{}",
+                            s.kind,
+                            up.kind,
+                            if writers.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" ({})", writers.join(", "))
+                            }
+                        ),
+                    ));
+                }
+            }
+        }
         match s.stage.inputs() {
             StageInputs::Urls(_) if !s.depends_on.is_empty() => {
                 return Err((

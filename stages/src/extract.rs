@@ -113,6 +113,10 @@ impl Stage for ExtractStage {
         StageInputs::Upstream
     }
 
+    fn input_table(&self) -> Option<&'static str> {
+        Some(harman_schemas::DOCUMENTS_TABLE)
+    }
+
     async fn plan_shard(
         &self,
         ctx: &SessionContext,

@@ -336,6 +336,10 @@ impl Stage for FilterStage {
         StageInputs::Upstream
     }
 
+    fn input_table(&self) -> Option<&'static str> {
+        Some(harman_schemas::TEXT_TABLE)
+    }
+
     async fn plan_shard(
         &self,
         ctx: &SessionContext,

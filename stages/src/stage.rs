@@ -106,6 +106,12 @@ pub trait Stage: Send + Sync + fmt::Debug {
     /// Where its shards come from.
     fn inputs(&self) -> StageInputs;
 
+    /// The table an upstream-reading stage expects its `depends_on` stages to write (checked
+    /// when the config is loaded); None = any.
+    fn input_table(&self) -> Option<&'static str> {
+        None
+    }
+
     /// The plan producing this stage's output for one shard. What the shard's reading
     /// observes (counters, rejects, input hash) goes into `report`, complete once the plan's
     /// stream has ended.
