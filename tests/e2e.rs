@@ -510,6 +510,21 @@ fn train_classifier_and_classify_commands() {
         "{}",
         text(&o)
     );
+    // A bad row of the input is reported with its line and skipped; the rest is scored.
+    let rows = dir.path().join("rows.jsonl");
+    std::fs::write(
+        &rows,
+        "{\"id\":\"a\",\"text\":\"thanks\"}\nnot json\n{\"id\":\"c\",\"text\":\"hello\"}\n",
+    )
+    .unwrap();
+    let o = harman(&["classify", rows.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("line 2 is not JSON"), "{}", text(&o));
+    let scored: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect();
+    assert_eq!(scored, ["id", "a", "c"]);
     let o = harman(&["classify", "--model", "no/such.htox", data]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }

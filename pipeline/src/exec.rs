@@ -470,9 +470,11 @@ impl StageRunner<'_> {
                 }
             }
         }
-        // Local folders linger after their files are gone.
+        // Local folders linger after their files are gone, and a killed run can leave
+        // object_store's own temporary files (`part-00009.parquet#1`), which its listing
+        // hides: every shard of this run is committed, so all of `_staging` is leftover.
         if let Some(local) = &self.dir.local {
-            let _ = std::fs::remove_dir(local.join("_staging"));
+            let _ = std::fs::remove_dir_all(local.join("_staging"));
         }
         Ok(())
     }

@@ -192,22 +192,54 @@ pub fn train(args: TrainArgs) -> Result<(), Failure> {
 
 pub fn classify(args: ClassifyArgs) -> Result<(), Failure> {
     let model = load_model(args.model.as_ref()).map_err(usage)?;
-    let rows = labeled::read(
+    let stdout = std::io::stdout();
+    let mut out = csv::Writer::from_writer(std::io::BufWriter::new(stdout.lock()));
+    out.write_record(["id", "score"])?;
+    // Streamed: one row in memory at a time (a Parquet batch at most). A bad row is reported
+    // with its location and skipped; the rest is still scored.
+    let mut bad = 0u64;
+    let result = labeled::for_each(
         &args.input,
         &Columns {
             id: &args.id_column,
             text: &args.text_column,
             label: None,
         },
-    )?;
-    let stdout = std::io::stdout();
-    let mut out = csv::Writer::from_writer(std::io::BufWriter::new(stdout.lock()));
-    out.write_record(["id", "score"])?;
-    for r in &rows {
-        out.write_record([r.id.as_str(), &format!("{:.6}", model.score(&r.text))])?;
+        &mut |r| {
+            match r {
+                Ok(r) => {
+                    out.write_record([r.id.as_str(), &format!("{:.6}", model.score(&r.text))])?
+                }
+                Err(e) => {
+                    bad += 1;
+                    tracing::warn!("skipped: {e}");
+                }
+            }
+            Ok(())
+        },
+    )
+    .and_then(|()| Ok(out.flush()?));
+    match result {
+        // A reader that stopped early (`| head`) is not a failure.
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+        Ok(()) if bad > 0 => Err(anyhow!(
+            "{bad} row(s) of {} could not be read (listed above); the others were scored",
+            args.input.display()
+        )
+        .into()),
+        Ok(()) => Ok(()),
     }
-    out.flush()?;
-    Ok(())
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<csv::Error>().is_some_and(|ce| {
+                matches!(ce.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe)
+            })
+    })
 }
 
 fn usage(e: anyhow::Error) -> Failure {

@@ -1,6 +1,7 @@
-//! Reading small tables of text rows for the classifier commands: CSV (with a header row),
-//! JSONL (one object per line) or Parquet, each row an id, a text and optionally a 0/1 label.
-//! Errors name the file, the row and the column.
+//! Reading tables of text rows for the classifier commands: CSV (with a header row), JSONL
+//! (one object per line) or Parquet, each row an id, a text and optionally a 0/1 label.
+//! Rows are streamed to a callback ([`for_each`]; memory stays bounded whatever the file's
+//! size) or collected ([`read`]). Errors name the file, the row and the column.
 
 use anyhow::{anyhow, bail, Context};
 use arrow::array::{Array, AsArray};
@@ -33,6 +34,10 @@ pub fn parse_label(v: &str) -> Option<bool> {
     }
 }
 
+/// The row callback: a row, or a row that could not be read (the message names the file
+/// and the row). Returning an error stops reading.
+pub type Each<'a> = &'a mut dyn FnMut(Result<Row, String>) -> anyhow::Result<()>;
+
 fn label_of(path: &Path, row: usize, col: &str, v: Option<&str>) -> anyhow::Result<bool> {
     let v = v.ok_or_else(|| anyhow!("{}: row {row} has no `{col}` value", path.display()))?;
     parse_label(v).ok_or_else(|| {
@@ -43,19 +48,28 @@ fn label_of(path: &Path, row: usize, col: &str, v: Option<&str>) -> anyhow::Resu
     })
 }
 
-/// Read every row of `path`, by its extension (.csv, .jsonl/.json, .parquet).
+/// Every row of `path`, collected; the first bad row is an error (training data must be
+/// clean).
 pub fn read(path: &Path, cols: &Columns) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for_each(path, cols, &mut |r| {
+        rows.push(r.map_err(|e| anyhow!(e))?);
+        Ok(())
+    })?;
+    Ok(rows)
+}
+
+/// Call `f` with every row of `path`, in file order, by the file's extension (.csv/.tsv,
+/// .jsonl/.json/.ndjson, .parquet).
+pub fn for_each(path: &Path, cols: &Columns, f: Each) -> anyhow::Result<()> {
     let name = path.to_string_lossy().to_ascii_lowercase();
     if name.ends_with(".csv") || name.ends_with(".tsv") {
-        read_csv(
-            path,
-            cols,
-            if name.ends_with(".tsv") { b'\t' } else { b',' },
-        )
+        let delimiter = if name.ends_with(".tsv") { b'\t' } else { b',' };
+        read_csv(path, cols, delimiter, f)
     } else if name.ends_with(".jsonl") || name.ends_with(".json") || name.ends_with(".ndjson") {
-        read_jsonl(path, cols)
+        read_jsonl(path, cols, f)
     } else if name.ends_with(".parquet") {
-        read_parquet(path, cols)
+        read_parquet(path, cols, f)
     } else {
         bail!(
             "{}: unknown table format; use a .csv, .tsv, .jsonl or .parquet file",
@@ -64,7 +78,7 @@ pub fn read(path: &Path, cols: &Columns) -> anyhow::Result<Vec<Row>> {
     }
 }
 
-fn read_csv(path: &Path, cols: &Columns, delimiter: u8) -> anyhow::Result<Vec<Row>> {
+fn read_csv(path: &Path, cols: &Columns, delimiter: u8, f: Each) -> anyhow::Result<()> {
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .flexible(false)
@@ -90,45 +104,73 @@ fn read_csv(path: &Path, cols: &Columns, delimiter: u8) -> anyhow::Result<Vec<Ro
     let id_i = find(cols.id).ok();
     let text_i = find(cols.text)?;
     let label_i = cols.label.map(find).transpose()?;
-    let mut rows = Vec::new();
     for (n, rec) in reader.records().enumerate() {
         let row = n + 1;
-        let rec = rec.with_context(|| format!("{}: row {row}", path.display()))?;
+        let rec = match rec {
+            Ok(rec) => rec,
+            Err(e) => {
+                f(Err(format!("{}: row {row}: {e}", path.display())))?;
+                continue;
+            }
+        };
         let text = rec.get(text_i).unwrap_or_default().to_string();
         let id = id_i
             .and_then(|i| rec.get(i))
             .map_or_else(|| row.to_string(), str::to_string);
         let label = match (label_i, cols.label) {
-            (Some(i), Some(c)) => Some(label_of(path, row, c, rec.get(i))?),
+            (Some(i), Some(c)) => match label_of(path, row, c, rec.get(i)) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    f(Err(e.to_string()))?;
+                    continue;
+                }
+            },
             _ => None,
         };
-        rows.push(Row { id, text, label });
+        f(Ok(Row { id, text, label }))?;
     }
-    Ok(rows)
+    Ok(())
 }
 
-fn read_jsonl(path: &Path, cols: &Columns) -> anyhow::Result<Vec<Row>> {
-    let data = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read as UTF-8 text", path.display()))?;
-    let mut rows = Vec::new();
-    for (n, line) in data.lines().enumerate() {
+fn read_jsonl(path: &Path, cols: &Columns, f: Each) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line_no = n + 1;
+        let line = match line {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                f(Err(format!(
+                    "{}: line {line_no} is not UTF-8 text",
+                    path.display()
+                )))?;
+                continue;
+            }
+            Err(e) => return Err(anyhow!("{}: line {line_no}: {e}", path.display())),
+        };
         if line.trim().is_empty() {
             continue;
         }
-        let v: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("{}: line {line_no} is not JSON", path.display()))?;
-        let text = v
-            .get(cols.text)
-            .and_then(|t| t.as_str())
-            .ok_or_else(|| {
-                anyhow!(
-                    "{}: line {line_no} has no string `{}`; name the text field with --text-column",
-                    path.display(),
-                    cols.text
-                )
-            })?
-            .to_string();
+        let v: serde_json::Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(e) => {
+                f(Err(format!(
+                    "{}: line {line_no} is not JSON: {e}",
+                    path.display()
+                )))?;
+                continue;
+            }
+        };
+        let Some(text) = v.get(cols.text).and_then(|t| t.as_str()) else {
+            f(Err(format!(
+                "{}: line {line_no} has no string `{}`; name the text field with --text-column",
+                path.display(),
+                cols.text
+            )))?;
+            continue;
+        };
+        let text = text.to_string();
         let id = match v.get(cols.id) {
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(other) if !other.is_null() => other.to_string(),
@@ -141,22 +183,28 @@ fn read_jsonl(path: &Path, cols: &Columns) -> anyhow::Result<Vec<Row>> {
                     Some(serde_json::Value::Null) | None => None,
                     Some(other) => Some(other.to_string()),
                 };
-                Some(label_of(path, line_no, c, raw.as_deref())?)
+                match label_of(path, line_no, c, raw.as_deref()) {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        f(Err(e.to_string()))?;
+                        continue;
+                    }
+                }
             }
             None => None,
         };
-        rows.push(Row { id, text, label });
+        f(Ok(Row { id, text, label }))?;
     }
-    Ok(rows)
+    Ok(())
 }
 
-fn read_parquet(path: &Path, cols: &Columns) -> anyhow::Result<Vec<Row>> {
+fn read_parquet(path: &Path, cols: &Columns, f: Each) -> anyhow::Result<()> {
     let file =
         std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .with_context(|| format!("{}: not a Parquet file", path.display()))?
         .build()?;
-    let mut rows = Vec::new();
+    let mut row = 0usize;
     for batch in reader {
         let batch = batch.with_context(|| format!("{}: cannot decode", path.display()))?;
         let strings = |name: &str| -> anyhow::Result<Option<Vec<Option<String>>>> {
@@ -189,21 +237,27 @@ fn read_parquet(path: &Path, cols: &Columns) -> anyhow::Result<Vec<Row>> {
             );
         }
         for (i, text) in texts.into_iter().enumerate() {
-            let row = rows.len() + 1;
+            row += 1;
             let id = ids
                 .as_ref()
                 .and_then(|v| v[i].clone())
                 .unwrap_or_else(|| row.to_string());
             let label = match (&labels, cols.label) {
-                (Some(l), Some(c)) => Some(label_of(path, row, c, l[i].as_deref())?),
+                (Some(l), Some(c)) => match label_of(path, row, c, l[i].as_deref()) {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        f(Err(e.to_string()))?;
+                        continue;
+                    }
+                },
                 _ => None,
             };
-            rows.push(Row {
+            f(Ok(Row {
                 id,
                 text: text.unwrap_or_default(),
                 label,
-            });
+            }))?;
         }
     }
-    Ok(rows)
+    Ok(())
 }
