@@ -262,4 +262,39 @@ mod tests {
         assert_eq!(iso_639_1("tur"), "tr");
         assert_eq!(iso_639_1("xyz"), "xyz");
     }
+
+    #[test]
+    fn pathological_text_is_annotated_without_panicking() {
+        let a = annotator();
+        let long_word = "a".repeat(2_000_000);
+        let emoji = "🙂".repeat(100_000);
+        let lines = "- x\n".repeat(100_000);
+        let digits = "1234567890 ".repeat(20_000);
+        let cases: Vec<&str> = vec![
+            "",
+            " ",
+            "\n\n\n",
+            "@@@@ ... ### …",
+            "İSTANBUL IĞDIR ıi",
+            "مرحبا بالعالم שלום עולם",
+            "x@y a@b.c 1.2.3.4.5 ::1 +",
+            &long_word,
+            &emoji,
+            &lines,
+            &digits,
+        ];
+        for t in cases {
+            let x = a.annotate(t);
+            assert!(x.lang_score >= 0.0 && x.lang_score <= 1.0);
+            if let Some(tox) = x.toxicity {
+                assert!((0.0..=1.0).contains(&tox));
+            }
+            assert!(x.badword_frac() >= 0.0);
+        }
+        let x = a.annotate(&long_word);
+        assert!(x.quality.failed.contains(&"c4_long_word"));
+        let x = a.annotate(&digits);
+        assert_eq!(x.quality.words, 20_000);
+        assert!(x.quality.failed.contains(&"gopher_alpha_words"));
+    }
 }

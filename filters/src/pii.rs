@@ -60,13 +60,45 @@ fn digits(s: &str) -> usize {
     s.bytes().filter(u8::is_ascii_digit).count()
 }
 
-/// Does this match look like a phone number rather than a date, a time or a quantity?
-fn phone_like(s: &str) -> bool {
+/// Not a file name such as `logo@2x.png` (retina image names look like addresses).
+fn email_like(hay: &str, start: usize, end: usize) -> bool {
+    let tld = hay[start..end].rsplit('.').next().unwrap_or_default();
+    ![
+        "png", "jpg", "jpeg", "gif", "svg", "webp", "css", "js", "pdf",
+    ]
+    .iter()
+    .any(|ext| tld.eq_ignore_ascii_case(ext))
+}
+
+/// A date at the start of a match: 2024-05-21, 2024.05.21, 21.05.2024, 21/05/2024.
+static DATE_START: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(?:\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{4})(?:[^\d]|$)")
+        .expect("valid date pattern")
+});
+
+/// Does the match `hay[start..end]` look like a phone number rather than a date, a time, a
+/// DOI, a version or a quantity?
+fn phone_like(hay: &str, start: usize, end: usize) -> bool {
+    let s = &hay[start..end];
     let d = digits(s);
     if !(9..=15).contains(&d) {
         return false;
     }
-    // Dates like 2021-03-04 or 04.03.2021 and decimal numbers are not phones.
+    let before = hay[..start].chars().next_back();
+    let after = hay[end..].chars().next();
+    // Inside a longer token: a time (`… 10:30`), a DOI or version (`j.cub.2013.09.012`),
+    // a path, a word glued to the number.
+    if after == Some(':')
+        || matches!(before, Some('.' | '/' | ':' | '-' | '_'))
+        || before.is_some_and(char::is_alphanumeric)
+    {
+        return false;
+    }
+    // A date with a time or a number after it (`2024-05-21 10`, `12.03.2020 10`).
+    if DATE_START.is_match(s) {
+        return false;
+    }
+    // Decimal numbers and plain dates are not phones.
     let has_sep = s.contains([' ', '-', '.', '(']) || s.starts_with('+');
     let dotted_date = s.split(['.', '-', '/']).count() == 3 && d <= 8;
     has_sep && !dotted_date || s.starts_with('+')
@@ -78,15 +110,15 @@ pub fn redact(text: &str, opts: &PiiOptions) -> (Option<String>, PiiCounts) {
     let mut out: Option<String> = None;
     if let Some(ph) = &opts.email {
         if text.contains('@') {
-            counts.emails = replace(&EMAIL, &mut out, text, ph, |_| true);
+            counts.emails = replace(&EMAIL, &mut out, text, ph, email_like);
         }
     }
     if let Some(ph) = &opts.ip {
         if text.contains('.') {
-            counts.ips += replace(&IPV4, &mut out, text, ph, |_| true);
+            counts.ips += replace(&IPV4, &mut out, text, ph, |_, _, _| true);
         }
         if text.contains(':') {
-            counts.ips += replace(&IPV6, &mut out, text, ph, |_| true);
+            counts.ips += replace(&IPV6, &mut out, text, ph, |_, _, _| true);
         }
     }
     if let Some(ph) = &opts.phone {
@@ -104,14 +136,14 @@ fn replace(
     out: &mut Option<String>,
     text: &str,
     placeholder: &str,
-    accept: impl Fn(&str) -> bool,
+    accept: impl Fn(&str, usize, usize) -> bool,
 ) -> u32 {
     let current = out.as_deref().unwrap_or(text);
     let mut result = String::new();
     let mut last = 0;
     let mut n = 0;
     for m in re.find_iter(current) {
-        if !accept(m.as_str()) {
+        if !accept(current, m.start(), m.end()) {
             continue;
         }
         if n == 0 {
@@ -160,10 +192,33 @@ mod tests {
 
     #[test]
     fn leaves_numbers_that_are_not_pii() {
-        let text = "Version 1.2.3.4567 costs 12.50 on 2021-03-04 at 10:30; 300.1.1.1 is not an address; the year 1999.";
+        let text = "Version 1.2.3.4567 costs 12.50 on 2021-03-04 at 10:30; 300.1.1.1 is not an address; the year 1999; logo@2x.png.";
         let (out, c) = redact(text, &PiiOptions::default());
         assert_eq!(c, PiiCounts::default(), "{out:?}");
         assert!(out.is_none());
+    }
+
+    #[test]
+    fn dates_times_and_dois_are_not_phones() {
+        // Seen on real pages: timestamps, dates with hours, DOIs, numbers glued to words.
+        for text in [
+            "Wydrukowano: 2024-05-21 10:22:17.242000+02:00",
+            "Nachtrag 12.03.2020 10:30 Uhr: Der Gesundheitsminister",
+            "doi:10.1016/j.vaccine.2013.09.012 Crossref",
+            "Current Biology doi:10.1016/j.cub.2013.05.045",
+            "Geschrieben von Cooper am 21.05.2019 18:30 (1599 x gelesen)",
+        ] {
+            let (out, c) = redact(text, &PiiOptions::default());
+            assert_eq!(c.phones, 0, "{text} → {out:?}");
+        }
+        for (text, phones) in [
+            ("Tel.: 0471 924 19 0 * info@example.de", 1),
+            ("Fone: (11) 3456-7890", 1),
+            ("Signal: +1 415 555 0132.", 1),
+        ] {
+            let (out, c) = redact(text, &PiiOptions::default());
+            assert_eq!(c.phones, phones, "{text} → {out:?}");
+        }
     }
 
     #[test]
