@@ -182,19 +182,8 @@ fn extract_stage_turns_documents_into_text() {
         "the Pile lines and the one WET conversion pass through"
     );
     // Row order and ids follow the documents part.
-    let read = |p: &Path| {
-        let f = std::fs::File::open(p).unwrap();
-        let batches: Vec<_> =
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-                .unwrap()
-                .build()
-                .unwrap()
-                .map(|b| b.unwrap())
-                .collect();
-        arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
-    };
-    let docs = read(&out.join("crawl/part-00000.parquet"));
-    let texts = read(&out.join("text/part-00000.parquet"));
+    let docs = read_parquet(&out.join("crawl/part-00000.parquet"));
+    let texts = read_parquet(&out.join("text/part-00000.parquet"));
     assert_eq!(docs.num_rows(), texts.num_rows());
     let doc_ids = docs.column_by_name("id").unwrap().as_string::<i32>();
     let text_ids = texts.column_by_name("id").unwrap().as_string::<i32>();
@@ -220,7 +209,19 @@ fn extract_stage_turns_documents_into_text() {
     }
 }
 
-/// Every row of a stage folder's parts, as one batch.
+/// Every row of a Parquet file, as one batch.
+fn read_parquet(path: &Path) -> arrow::record_batch::RecordBatch {
+    let f = std::fs::File::open(path).unwrap();
+    let batches: Vec<_> = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect();
+    arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+/// Every row of a stage folder's parts, in part order, as one batch.
 fn read_parts(dir: &Path) -> arrow::record_batch::RecordBatch {
     let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -231,17 +232,7 @@ fn read_parts(dir: &Path) -> arrow::record_batch::RecordBatch {
         })
         .collect();
     parts.sort();
-    let mut batches = Vec::new();
-    for p in parts {
-        let f = std::fs::File::open(p).unwrap();
-        batches.extend(
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-                .unwrap()
-                .build()
-                .unwrap()
-                .map(|b| b.unwrap()),
-        );
-    }
+    let batches: Vec<_> = parts.iter().map(|p| read_parquet(p)).collect();
     arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
 }
 

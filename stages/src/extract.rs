@@ -6,20 +6,14 @@
 use crate::parquet_io::UpstreamPartition;
 use crate::report::{ReportData, ShardReport};
 use crate::stage::{OptionError, ShardInput, Stage, StageError, StageInputs};
+use crate::struct_udf::{spread, StructFunction, StructUdf};
 use arrow::array::{Array, ArrayRef, AsArray, StringBuilder, StructArray, UInt64Builder};
-use arrow::datatypes::{DataType, Field, FieldRef, Fields, SchemaRef};
+use arrow::datatypes::{DataType, Fields, SchemaRef};
 use async_trait::async_trait;
-use datafusion::catalog::streaming::StreamingTable;
-use datafusion::common::Column;
 use datafusion::common::{exec_err, Result as DfResult};
-use datafusion::logical_expr::Expr;
-use datafusion::logical_expr::{
-    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    Volatility,
-};
+use datafusion::logical_expr::Volatility;
 use datafusion::prelude::{col, DataFrame, SessionContext};
 use harman_extract::{ExtractOptions, Extraction, Status};
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 /// The kind name in configs.
@@ -123,10 +117,9 @@ impl Stage for ExtractStage {
         shard: &ShardInput,
         report: Arc<ShardReport>,
     ) -> Result<DataFrame, StageError> {
-        let documents = Arc::new(harman_schemas::documents_schema());
-        let partition = UpstreamPartition::new(shard.clone(), documents.clone(), &report);
-        let table = StreamingTable::try_new(documents, vec![Arc::new(partition)])?;
-        self.transform(ctx.read_table(Arc::new(table))?, report)
+        let documents =
+            UpstreamPartition::frame(ctx, shard, harman_schemas::documents_schema(), &report)?;
+        self.transform(documents, report)
     }
 }
 
@@ -138,29 +131,23 @@ impl ExtractStage {
         documents: DataFrame,
         report: Arc<ShardReport>,
     ) -> Result<DataFrame, StageError> {
-        let udf = ScalarUDF::from(HtmlExtract::new(self.opts.clone(), report));
-        let df = documents.select(vec![
-            col("id"),
-            col("url"),
-            udf.call(vec![
-                col("payload"),
-                col("text"),
-                col("content_type"),
-                col("charset"),
-            ])
-            .alias("x"),
-        ])?;
-        // Unnest (its own plan node) spreads the struct into columns `x.<field>`: the UDF
-        // runs once per batch (`get_field` per field would be merged into one projection
-        // that calls it once per field).
-        let df = df.unnest_columns(&["x"])?;
-        let mut out = vec![col("id"), col("url")];
-        for field in HtmlExtract::fields().iter() {
-            let name = field.name();
-            let column = Column::new_unqualified(format!("x.{name}"));
-            out.push(Expr::Column(column).alias(name));
-        }
-        Ok(df.select(out)?)
+        let udf = StructUdf::udf(
+            HtmlExtract::new(self.opts.clone(), report),
+            Volatility::Volatile,
+        );
+        let args = vec![
+            col("payload"),
+            col("text"),
+            col("content_type"),
+            col("charset"),
+        ];
+        Ok(spread(
+            documents,
+            &["id", "url"],
+            &udf,
+            args,
+            &HtmlExtract::fields(),
+        )?)
     }
 }
 
@@ -168,41 +155,12 @@ impl ExtractStage {
 #[derive(Debug)]
 pub struct HtmlExtract {
     opts: ExtractOptions,
-    signature: Signature,
     report: Arc<ShardReport>,
-}
-
-impl PartialEq for HtmlExtract {
-    fn eq(&self, other: &Self) -> bool {
-        self.opts == other.opts
-    }
-}
-
-impl Eq for HtmlExtract {}
-
-impl Hash for HtmlExtract {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        serde_json::to_string(&self.opts)
-            .unwrap_or_default()
-            .hash(state);
-    }
 }
 
 impl HtmlExtract {
     pub fn new(opts: ExtractOptions, report: Arc<ShardReport>) -> Self {
-        HtmlExtract {
-            opts,
-            signature: Signature::exact(
-                vec![
-                    DataType::BinaryView,
-                    DataType::Utf8View,
-                    DataType::Utf8,
-                    DataType::Utf8,
-                ],
-                Volatility::Immutable,
-            ),
-            report,
-        }
+        HtmlExtract { opts, report }
     }
 
     /// The struct it returns: the `text` table's columns after `id` and `url`, in order.
@@ -277,36 +235,33 @@ impl HtmlExtract {
     }
 }
 
-impl ScalarUDFImpl for HtmlExtract {
-    fn name(&self) -> &str {
+impl StructFunction for HtmlExtract {
+    fn name(&self) -> &'static str {
         "html_extract"
     }
 
-    fn signature(&self) -> &Signature {
-        &self.signature
+    fn arg_types(&self) -> Vec<DataType> {
+        vec![
+            DataType::BinaryView,
+            DataType::Utf8View,
+            DataType::Utf8,
+            DataType::Utf8,
+        ]
     }
 
-    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
-        Ok(DataType::Struct(Self::fields()))
+    fn fields(&self) -> Fields {
+        HtmlExtract::fields()
     }
 
-    fn return_field_from_args(&self, _args: ReturnFieldArgs) -> DfResult<FieldRef> {
-        // Every row gets a struct (status, byte counts always set), so the `text` table's
-        // non-null columns stay non-null through `get_field`.
-        Ok(Arc::new(Field::new(
-            self.name(),
-            DataType::Struct(Self::fields()),
-            false,
-        )))
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let [payload, text, content_type, charset] = arrays.as_slice() else {
+    fn compute(&self, args: &[ArrayRef]) -> DfResult<StructArray> {
+        let [payload, text, content_type, charset] = args else {
             return exec_err!("html_extract takes 4 arguments");
         };
-        let out = self.extract_arrays(payload, text, content_type, charset)?;
-        Ok(ColumnarValue::Array(Arc::new(out)))
+        self.extract_arrays(payload, text, content_type, charset)
+    }
+
+    fn identity(&self) -> String {
+        serde_json::to_string(&self.opts).unwrap_or_default()
     }
 }
 

@@ -13,17 +13,17 @@
 use crate::parquet_io::UpstreamPartition;
 use crate::report::{ReportData, ShardReport};
 use crate::stage::{OptionError, ShardInput, Stage, StageContext, StageError, StageInputs};
+use crate::struct_udf::{spread, StructFunction, StructUdf};
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, StringBuilder, StructArray,
     UInt32Builder,
 };
-use arrow::datatypes::{DataType, Field, FieldRef, Fields, SchemaRef};
+use arrow::datatypes::{DataType, Field, Fields, SchemaRef};
 use async_trait::async_trait;
-use datafusion::catalog::streaming::StreamingTable;
-use datafusion::common::{exec_err, Column, DFSchema, Result as DfResult};
+use datafusion::common::{exec_err, DFSchema, Result as DfResult};
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, ExprSchemable, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
-    ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Expr, ExprSchemable, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
 };
 use datafusion::prelude::{col, DataFrame, SessionContext};
 use harman_filters::annotate::{Annotator, AnnotatorConfig};
@@ -260,22 +260,17 @@ impl FilterStage {
         text: DataFrame,
         report: Arc<ShardReport>,
     ) -> Result<DataFrame, StageError> {
-        let annotate = ScalarUDF::from(Annotate::new(self.annotator.clone(), report.clone()));
-        let df = text.select(vec![
-            col("id"),
-            col("url"),
-            col("status"),
-            col("title"),
-            annotate.call(vec![col("text")]).alias("a"),
-        ])?;
-        // Unnest spreads the struct so `annotate` runs once per batch (see the extract stage).
-        let df = df.unnest_columns(&["a"])?;
-        let mut cols = vec![col("id"), col("url"), col("status"), col("title")];
-        for f in Annotate::fields().iter() {
-            let c = Column::new_unqualified(format!("a.{}", f.name()));
-            cols.push(Expr::Column(c).alias(f.name()));
-        }
-        let df = df.select(cols)?;
+        let annotate = StructUdf::udf(
+            Annotate::new(self.annotator.clone(), report.clone()),
+            Volatility::Volatile,
+        );
+        let df = spread(
+            text,
+            &["id", "url", "status", "title"],
+            &annotate,
+            vec![col("text")],
+            &Annotate::fields(),
+        )?;
         let verdict = ScalarUDF::from(Verdict::new(self.conjuncts(), report));
         let mut with_verdict: Vec<Expr> = Annotate::passed_columns();
         with_verdict.push(
@@ -346,10 +341,8 @@ impl Stage for FilterStage {
         shard: &ShardInput,
         report: Arc<ShardReport>,
     ) -> Result<DataFrame, StageError> {
-        let text = Arc::new(harman_schemas::text_schema());
-        let partition = UpstreamPartition::new(shard.clone(), text.clone(), &report);
-        let table = StreamingTable::try_new(text, vec![Arc::new(partition)])?;
-        self.transform(ctx.read_table(Arc::new(table))?, report)
+        let text = UpstreamPartition::frame(ctx, shard, harman_schemas::text_schema(), &report)?;
+        self.transform(text, report)
     }
 
     fn summary_files(&self, counters: &BTreeMap<String, u64>) -> Vec<(String, Vec<u8>)> {
@@ -458,29 +451,12 @@ impl Funnel {
 #[derive(Debug)]
 struct Annotate {
     annotator: Annotator,
-    signature: Signature,
     report: Arc<ShardReport>,
-}
-
-impl PartialEq for Annotate {
-    fn eq(&self, other: &Self) -> bool {
-        std::ptr::eq(self, other)
-    }
-}
-impl Eq for Annotate {}
-impl Hash for Annotate {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        "annotate".hash(state);
-    }
 }
 
 impl Annotate {
     fn new(annotator: Annotator, report: Arc<ShardReport>) -> Self {
-        Annotate {
-            annotator,
-            signature: Signature::exact(vec![DataType::Utf8], Volatility::Volatile),
-            report,
-        }
+        Annotate { annotator, report }
     }
 
     fn fields() -> Fields {
@@ -601,33 +577,28 @@ impl Annotate {
     }
 }
 
-impl ScalarUDFImpl for Annotate {
-    fn name(&self) -> &str {
+impl StructFunction for Annotate {
+    fn name(&self) -> &'static str {
         "annotate"
     }
 
-    fn signature(&self) -> &Signature {
-        &self.signature
+    fn arg_types(&self) -> Vec<DataType> {
+        vec![DataType::Utf8]
     }
 
-    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
-        Ok(DataType::Struct(Self::fields()))
+    fn fields(&self) -> Fields {
+        Annotate::fields()
     }
 
-    fn return_field_from_args(&self, _args: ReturnFieldArgs) -> DfResult<FieldRef> {
-        Ok(Arc::new(Field::new(
-            self.name(),
-            DataType::Struct(Self::fields()),
-            false,
-        )))
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let [text] = arrays.as_slice() else {
+    fn compute(&self, args: &[ArrayRef]) -> DfResult<StructArray> {
+        let [text] = args else {
             return exec_err!("annotate takes 1 argument");
         };
-        Ok(ColumnarValue::Array(Arc::new(self.annotate_array(text)?)))
+        self.annotate_array(text)
+    }
+
+    fn identity(&self) -> String {
+        format!("{:?}", self.annotator)
     }
 }
 

@@ -7,6 +7,7 @@ pub mod ingest;
 pub mod parquet_io;
 pub mod report;
 pub mod stage;
+pub mod struct_udf;
 
 pub use report::{rejected_total, RejectRow, ReportData, ShardReport};
 pub use stage::{

@@ -93,6 +93,23 @@ impl UpstreamPartition {
             report: report.clone(),
         }
     }
+
+    /// The upstream part `shard`, a part of a table with `schema`, as a DataFrame (the
+    /// starting point of an upstream-reading stage's plan).
+    pub fn frame(
+        ctx: &datafusion::prelude::SessionContext,
+        shard: &ShardInput,
+        schema: arrow::datatypes::Schema,
+        report: &Arc<ShardReport>,
+    ) -> datafusion::error::Result<datafusion::prelude::DataFrame> {
+        let schema = Arc::new(schema);
+        let partition = UpstreamPartition::new(shard.clone(), schema.clone(), report);
+        let table = datafusion::catalog::streaming::StreamingTable::try_new(
+            schema,
+            vec![Arc::new(partition)],
+        )?;
+        ctx.read_table(Arc::new(table))
+    }
 }
 
 impl PartitionStream for UpstreamPartition {
