@@ -135,7 +135,10 @@ pub const RULES: [&str; 24] = [
     "fineweb_list_ratio",
 ];
 
-/// The Gopher family of a rule name (`gopher`, `c4`, `fineweb`).
+/// The rule families, in the order their `<family>_drop` flags are reported.
+pub const FAMILIES: [&str; 3] = ["gopher", "c4", "fineweb"];
+
+/// The family of a rule name (one of [`FAMILIES`]).
 pub fn family(rule: &str) -> &str {
     rule.split('_').next().unwrap_or(rule)
 }

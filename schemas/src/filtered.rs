@@ -5,7 +5,7 @@
 
 use crate::with_table_metadata;
 use arrow::datatypes::{DataType, Field, Schema};
-use harman_filters::quality::RULES;
+use harman_filters::quality::{FAMILIES, RULES};
 
 pub const FILTERED_TABLE: &str = "filtered";
 /// Version 1: first release.
@@ -56,8 +56,12 @@ pub fn annotation_fields() -> Vec<Field> {
             .iter()
             .map(|r| Field::new(*r, DataType::Boolean, false)),
     );
-    for f in ["gopher_drop", "c4_drop", "fineweb_drop"] {
-        fields.push(Field::new(f, DataType::Boolean, false));
+    for family in FAMILIES {
+        fields.push(Field::new(
+            format!("{family}_drop"),
+            DataType::Boolean,
+            false,
+        ));
     }
     fields.push(Field::new("c4_line_frac", DataType::Float64, false));
     fields.push(Field::new("badwords", DataType::UInt32, false));

@@ -28,7 +28,7 @@ use datafusion::logical_expr::{
 use datafusion::prelude::{col, DataFrame, SessionContext};
 use harman_filters::annotate::{Annotator, AnnotatorConfig};
 use harman_filters::pii::PiiOptions;
-use harman_filters::quality::{QualityParams, RULES};
+use harman_filters::quality::{QualityParams, FAMILIES, RULES};
 use harman_filters::toxicity::Classifier;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -37,9 +37,6 @@ use std::sync::Arc;
 
 /// The kind name in configs.
 pub const KIND: &str = "filter";
-
-/// Families whose "any rule failed" flag is a column.
-const FAMILIES: [&str; 3] = ["gopher", "c4", "fineweb"];
 
 /// Published pipelines as keep-predicates.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,6 +244,11 @@ impl FilterStage {
     ) -> Result<Arc<dyn Stage>, OptionError> {
         let opts: FilterOptions = OptionError::parse(options)?;
         Ok(Arc::new(FilterStage::new(opts, context)?))
+    }
+
+    /// What computes the annotation columns.
+    pub fn annotator(&self) -> &Annotator {
+        &self.annotator
     }
 
     /// The conjuncts of the keep-predicate, as SQL, in order.
@@ -495,13 +497,16 @@ impl Annotate {
         let mut badword_frac = Float64Builder::with_capacity(n);
         let mut toxicity = Float64Builder::with_capacity(n);
         let mut pii: [UInt32Builder; 3] = std::array::from_fn(|_| UInt32Builder::with_capacity(n));
-        let mut counts = ReportData::default();
+        // Tallied per batch, named once at the end (no key is built per row).
+        let mut no_text = 0u64;
+        let mut rule_counts = [0u64; RULES.len()];
+        let mut lang_counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut pii_counts = [0u64; 3];
         for i in 0..n {
-            counts.add("documents", 1);
             if text.is_null(i) {
                 // No text: nothing to measure; every rule is reported as failed (a document
                 // without text passes no quality bar) and the scores are neutral.
-                counts.add("no_text", 1);
+                no_text += 1;
                 out_text.append_null();
                 lang.append_null();
                 lang_score.append_value(0.0);
@@ -524,16 +529,14 @@ impl Annotate {
             out_text.append_value(a.redacted.as_deref().unwrap_or(t));
             lang.append_option(a.lang);
             if let Some(l) = a.lang {
-                counts.add(&format!("lang.{l}"), 1);
+                *lang_counts.entry(l).or_default() += 1;
             }
             lang_score.append_value(a.lang_score);
             words.append_value(a.quality.words.min(u32::MAX as usize) as u32);
             mean_word_len.append_value(a.quality.mean_word_len);
-            for (rule, b) in RULES.iter().zip(rules.iter_mut()) {
+            for ((rule, b), count) in RULES.iter().zip(rules.iter_mut()).zip(&mut rule_counts) {
                 let failed = a.quality.failed.contains(rule);
-                if failed {
-                    counts.add(&format!("rule.{rule}"), 1);
-                }
+                *count += failed as u64;
                 b.append_value(failed);
             }
             for (family, b) in FAMILIES.iter().zip(families.iter_mut()) {
@@ -543,15 +546,42 @@ impl Annotate {
             badwords.append_value(a.badwords);
             badword_frac.append_value(a.badword_frac());
             toxicity.append_option(a.toxicity);
-            for (p, (v, name)) in pii.iter_mut().zip([
-                (a.pii.emails, "pii.emails"),
-                (a.pii.ips, "pii.ips"),
-                (a.pii.phones, "pii.phones"),
-            ]) {
+            for ((p, total), v) in
+                pii.iter_mut()
+                    .zip(&mut pii_counts)
+                    .zip([a.pii.emails, a.pii.ips, a.pii.phones])
+            {
                 p.append_value(v);
-                if v > 0 {
-                    counts.add(name, v as u64);
-                }
+                *total += v as u64;
+            }
+        }
+        let mut counts = ReportData::default();
+        let named = [
+            ("documents".to_string(), n as u64),
+            ("no_text".to_string(), no_text),
+        ]
+        .into_iter()
+        .chain(
+            RULES
+                .iter()
+                .zip(rule_counts)
+                .map(|(r, c)| (format!("rule.{r}"), c)),
+        )
+        .chain(
+            lang_counts
+                .into_iter()
+                .map(|(l, c)| (format!("lang.{l}"), c)),
+        )
+        .chain(
+            ["pii.emails", "pii.ips", "pii.phones"]
+                .into_iter()
+                .zip(pii_counts)
+                .map(|(k, c)| (k.to_string(), c)),
+        );
+        for (key, c) in named {
+            // Only what occurred, as before: a counter present means it happened.
+            if c > 0 {
+                counts.add(&key, c);
             }
         }
         self.report.merge(counts);
@@ -660,27 +690,49 @@ impl ScalarUDFImpl for Verdict {
             bools.push(b);
         }
         let mut out = StringBuilder::with_capacity(n, 0);
-        let mut counts = ReportData::default();
+        // Tallied per batch, named once at the end (no key is built per row).
+        let mut failed_any = vec![0u64; self.conjuncts.len()];
+        let mut dropped_first = vec![0u64; self.conjuncts.len()];
+        let mut kept = 0u64;
         for i in 0..n {
             let mut first: Option<usize> = None;
             for (k, b) in bools.iter().enumerate() {
                 // `IS TRUE` upstream: never null.
                 if !b.value(i) {
-                    counts.add(&format!("failed_any.{}", self.conjuncts[k]), 1);
+                    failed_any[k] += 1;
                     first.get_or_insert(k);
                 }
             }
             match first {
                 Some(k) => {
-                    counts.add(&format!("dropped_first.{}", self.conjuncts[k]), 1);
-                    counts.add("dropped", 1);
+                    dropped_first[k] += 1;
                     out.append_value(&self.conjuncts[k]);
                 }
                 None => {
-                    counts.add("kept", 1);
+                    kept += 1;
                     out.append_null();
                 }
             }
+        }
+        let mut counts = ReportData::default();
+        for (c, (any, first)) in self
+            .conjuncts
+            .iter()
+            .zip(failed_any.iter().zip(&dropped_first))
+        {
+            if *any > 0 {
+                counts.add(&format!("failed_any.{c}"), *any);
+            }
+            if *first > 0 {
+                counts.add(&format!("dropped_first.{c}"), *first);
+            }
+        }
+        let dropped = n as u64 - kept;
+        if dropped > 0 {
+            counts.add("dropped", dropped);
+        }
+        if kept > 0 {
+            counts.add("kept", kept);
         }
         self.report.merge(counts);
         Ok(ColumnarValue::Array(Arc::new(out.finish())))
