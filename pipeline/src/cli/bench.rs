@@ -545,34 +545,26 @@ fn read_text_parts(inputs: &[PathBuf]) -> anyhow::Result<Vec<Option<String>>> {
 }
 
 fn bench_filter(inputs: &[PathBuf], options: Option<String>, repeat: usize) -> Result<(), Failure> {
-    use harman_filters::annotate::{Annotator, AnnotatorConfig};
     use harman_filters::{badwords, langid, pii, quality};
+    use harman_stages::filter::{FilterOptions, FilterStage};
     let inputs = if inputs.is_empty() {
         vec![PathBuf::from("out/quickstart/text")]
     } else {
         inputs.to_vec()
     };
     let texts = read_text_parts(&inputs)?;
-    let opts: harman_stages::filter::FilterOptions = match options {
-        Some(o) => {
-            let v: toml::Value = toml::from_str(&o).context("--options is not TOML")?;
-            serde_json::from_value(serde_json::to_value(v)?).context("--options")?
-        }
-        None => Default::default(),
-    };
-    let model = match &opts.toxicity_model {
-        Some(p) => harman_filters::toxicity::Classifier::load(std::path::Path::new(p))?,
-        None => harman_filters::toxicity::Classifier::shipped()?,
-    };
-    let model = std::sync::Arc::new(model);
-    let annotator = Annotator::new(
-        AnnotatorConfig {
-            quality: opts.quality.clone(),
-            pii: opts.pii.then(|| opts.pii_placeholders.clone()),
-            lang_max_chars: opts.lang_max_chars,
-        },
-        model.clone(),
-    );
+    // The stage itself, built from the options as a config would build it.
+    let opts: FilterOptions = super::extract::parse_options(options.as_deref())?;
+    let stage =
+        FilterStage::new(opts.clone(), &harman_stages::StageContext::default()).map_err(|e| {
+            super::extract::cfg_err(
+                std::path::Path::new("--options"),
+                e.field.as_deref().unwrap_or("--options"),
+                e.message,
+            )
+        })?;
+    let annotator = stage.annotator().clone();
+    let model = annotator.classifier().clone();
     let docs: Vec<&str> = texts.iter().map(|t| t.as_deref().unwrap_or("")).collect();
     let bytes: usize = docs.iter().map(|d| d.len()).sum();
     let with_text = texts.iter().filter(|t| t.is_some()).count();

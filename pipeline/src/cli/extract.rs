@@ -64,10 +64,13 @@ fn options(args: &ExtractArgs) -> Result<ExtractOptions, Failure> {
     parse_options(args.options.as_deref())
 }
 
-/// Options given as TOML text (the keys of an `extract` stage table); defaults for None.
-pub fn parse_options(text: Option<&str>) -> Result<ExtractOptions, Failure> {
+/// Stage options given as TOML text (the keys of a stage table, e.g. of an `extract` or a
+/// `filter` stage); defaults for None. Errors name the field.
+pub fn parse_options<T: serde::de::DeserializeOwned + Default>(
+    text: Option<&str>,
+) -> Result<T, Failure> {
     let Some(text) = text else {
-        return Ok(ExtractOptions::default());
+        return Ok(T::default());
     };
     let table: toml::Table = toml::from_str(text)
         .map_err(|e| cfg_err(Path::new("--options"), "--options", e.message().to_string()))?;
@@ -81,7 +84,7 @@ pub fn parse_options(text: Option<&str>) -> Result<ExtractOptions, Failure> {
     })
 }
 
-fn cfg_err(file: &Path, field: &str, message: String) -> Failure {
+pub fn cfg_err(file: &Path, field: &str, message: String) -> Failure {
     ConfigError {
         file: file.to_path_buf(),
         line: None,
