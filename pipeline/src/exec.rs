@@ -6,7 +6,7 @@
 //! a killed run resumes with neither loss nor duplicates.
 
 use crate::config::{PipelineConfig, StageConfig};
-use crate::manifest::{self, InputEntry, OutputEntry, ShardMarker, StageManifest};
+use crate::manifest::{self, GlobalMarker, InputEntry, OutputEntry, ShardMarker, StageManifest};
 use crate::progress::{Progress, StageProgress};
 use crate::store::{self, Location, StoreError};
 use arrow::array::{ArrayRef, StringBuilder, UInt64Builder};
@@ -306,7 +306,7 @@ impl StageRunner<'_> {
             .into_iter()
             .find(|t| t.name == table)
             .map_or(0, |t| t.version);
-        let (shards, upstream) = self.shards().await?;
+        let (mut shards, upstream) = self.shards().await?;
         let config_hash = manifest::config_hash(
             stage.kind(),
             &stage.params(),
@@ -323,6 +323,24 @@ impl StageRunner<'_> {
             Err(e) => return Err(os_err(&manifest_loc.url)(e)),
         }
 
+        // A global stage's parts each depend on every input: a change anywhere reruns all.
+        let inputs_identity = if stage.global() {
+            let mut h = Sha256::new();
+            for s in &shards {
+                h.update(s.recorded_url.as_bytes());
+                h.update([0]);
+                h.update(s.identity.as_bytes());
+                h.update([0]);
+            }
+            let all = hex::encode(h.finalize());
+            for s in &mut shards {
+                s.identity = format!("{} inputs={}", s.identity, &all[..16]);
+            }
+            Some(all)
+        } else {
+            None
+        };
+
         let total_bytes = shards.iter().map(|s| s.input.size).sum();
         let bar = progress.stage(&self.stage.name, shards.len(), total_bytes);
         let shared = Arc::new(ShardJob {
@@ -338,6 +356,10 @@ impl StageRunner<'_> {
             committed: self.committed.clone(),
             ran: AtomicUsize::new(0),
         });
+        let global = match &inputs_identity {
+            Some(identity) => Some(self.global_step(&shared, &shards, identity).await?),
+            None => None,
+        };
         let jobs = shards.into_iter().map(|spec| {
             let job = shared.clone();
             tokio::spawn(async move { job.process(spec).await })
@@ -355,9 +377,14 @@ impl StageRunner<'_> {
             .try_collect()
             .await?;
         bar.finish();
-        self.remove_stale(&markers).await?;
+        self.remove_stale(&markers, global.is_some()).await?;
 
         let mut counters: BTreeMap<String, u64> = BTreeMap::new();
+        let mut reports = Vec::new();
+        if let Some(g) = &global {
+            counters.extend(g.counters.clone());
+            reports.extend(g.tables.clone());
+        }
         for m in &markers {
             for (k, v) in &m.counters {
                 *counters.entry(k.clone()).or_default() += v;
@@ -370,7 +397,6 @@ impl StageRunner<'_> {
         } else {
             "ok"
         };
-        let mut reports = Vec::new();
         for (name, bytes) in stage.summary_files(&counters) {
             let loc = self.dir.join(&name);
             reports.push(OutputEntry {
@@ -430,9 +456,110 @@ impl StageRunner<'_> {
         Ok(outcome)
     }
 
+    /// A global stage's whole-input step: reused when its marker, its tables and every
+    /// shard's marker still match, else run (`Stage::prepare`) and committed (tables from
+    /// staging into place, then the marker).
+    async fn global_step(
+        &self,
+        job: &Arc<ShardJob>,
+        shards: &[ShardSpec],
+        inputs_identity: &str,
+    ) -> Result<GlobalMarker, ExecError> {
+        let marker_loc = self.dir.join(GLOBAL_MARKER);
+        if !self.force {
+            if let Some(marker) = self
+                .valid_global_marker(&marker_loc, inputs_identity, &job.config_hash)
+                .await?
+            {
+                let mut all_committed = true;
+                for spec in shards {
+                    if job.existing_marker(spec).await?.is_none() {
+                        all_committed = false;
+                        break;
+                    }
+                }
+                if all_committed {
+                    tracing::info!(stage = %self.stage.name, "whole-input step committed earlier; reused");
+                    return Ok(marker);
+                }
+            }
+        }
+        let inputs: Vec<ShardInput> = shards.iter().map(|s| s.input.clone()).collect();
+        let prepared = self
+            .stage
+            .stage
+            .prepare(&inputs, self.threads)
+            .await
+            .map_err(|e| ExecError::Shard {
+                stage: self.stage.name.clone(),
+                url: self.dir.url.clone(),
+                message: e.to_string(),
+            })?;
+        for (phase, seconds) in &prepared.timings {
+            tracing::info!(stage = %self.stage.name, phase = %phase, seconds, "whole-input phase done");
+        }
+        let mut tables = Vec::new();
+        for (name, schema, stream) in prepared.tables {
+            let staging = format!("_staging/{name}");
+            let batches = stream.map(|b| b.map_err(|e| e.to_string()));
+            let mut entry = write_parquet(&self.dir.join(&staging), schema, batches)
+                .await
+                .map_err(|message| ExecError::Shard {
+                    stage: self.stage.name.clone(),
+                    url: self.dir.url.clone(),
+                    message,
+                })?;
+            job.rename(&staging, &name).await?;
+            entry.path = name;
+            tables.push(entry);
+        }
+        let marker = GlobalMarker {
+            config_hash: job.config_hash.clone(),
+            inputs_identity: inputs_identity.to_string(),
+            tables,
+            counters: prepared.counters,
+        };
+        let mut json =
+            serde_json::to_vec_pretty(&marker).map_err(|e| ExecError::Manifest(e.to_string()))?;
+        json.push(b'\n');
+        put(&marker_loc, json).await?;
+        Ok(marker)
+    }
+
+    async fn valid_global_marker(
+        &self,
+        loc: &Location,
+        inputs_identity: &str,
+        config_hash: &str,
+    ) -> Result<Option<GlobalMarker>, ExecError> {
+        let bytes = match loc.store.get(&loc.path).await {
+            Ok(get) => get.bytes().await.map_err(os_err(&loc.url))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(os_err(&loc.url)(e)),
+        };
+        let Ok(marker) = serde_json::from_slice::<GlobalMarker>(&bytes) else {
+            return Ok(None);
+        };
+        if marker.config_hash != config_hash || marker.inputs_identity != inputs_identity {
+            return Ok(None);
+        }
+        for t in &marker.tables {
+            let table = self.dir.join(&t.path);
+            match self.dir.store.head(&table.path).await {
+                Ok(meta) if meta.size == t.bytes => {}
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(os_err(&table.url)(e)),
+            }
+        }
+        Ok(Some(marker))
+    }
+
     /// Delete outputs of shards that no longer exist and anything left in staging.
-    async fn remove_stale(&self, markers: &[ShardMarker]) -> Result<(), ExecError> {
+    async fn remove_stale(&self, markers: &[ShardMarker], global: bool) -> Result<(), ExecError> {
         let mut keep: BTreeSet<String> = BTreeSet::new();
+        if global {
+            keep.insert(GLOBAL_MARKER.to_string());
+        }
         for m in markers {
             keep.insert(m.output.path.clone());
             keep.insert(marker_name(m.shard));
@@ -479,6 +606,9 @@ impl StageRunner<'_> {
         Ok(())
     }
 }
+
+/// The commit marker of a global stage's whole-input step.
+const GLOBAL_MARKER: &str = "_markers/global.json";
 
 fn part_name(shard: usize) -> String {
     format!("part-{shard:05}.parquet")
@@ -562,8 +692,13 @@ impl ShardJob {
         self.ran.fetch_add(1, Ordering::Relaxed);
         let report = Arc::new(ShardReport::new());
         self.bar.track(report.bytes_read.clone());
+        // No round-robin repartitioning: it would spread a shard's batches over threads and
+        // merge them back in whatever order they finish, so the part's row order (and bytes)
+        // would depend on the thread count. Shards run side by side instead.
         let session = SessionContext::new_with_config(
-            SessionConfig::new().with_target_partitions(self.threads.max(1)),
+            SessionConfig::new()
+                .with_target_partitions(self.threads.max(1))
+                .with_round_robin_repartition(false),
         );
         let df = self
             .stage

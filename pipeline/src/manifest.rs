@@ -91,6 +91,17 @@ pub struct ShardMarker {
     pub counters: BTreeMap<String, u64>,
 }
 
+/// The commit marker of a global stage's whole-input step (dedup's clusters): written after
+/// its tables are in place and before any shard runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GlobalMarker {
+    pub config_hash: String,
+    /// Digest of every input's URL and identity.
+    pub inputs_identity: String,
+    pub tables: Vec<OutputEntry>,
+    pub counters: BTreeMap<String, u64>,
+}
+
 /// The manifest of a stage's output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageManifest {

@@ -2,12 +2,14 @@
 //! version number that is stored in the Parquet metadata, plus helpers that check a
 //! record batch against its table before it is written.
 
+mod clusters;
 mod documents;
 mod filtered;
 mod rejects;
 mod text;
 mod validate;
 
+pub use clusters::{clusters_schema, CLUSTERS_TABLE, CLUSTERS_VERSION};
 pub use documents::{documents_schema, DOCUMENTS_TABLE, DOCUMENTS_VERSION};
 pub use filtered::{annotation_fields, filtered_schema, FILTERED_TABLE, FILTERED_VERSION};
 pub use rejects::{rejects_schema, RejectReason, REJECTS_TABLE, REJECTS_VERSION};
@@ -47,6 +49,11 @@ pub fn all_tables() -> Vec<TableSchema> {
             name: FILTERED_TABLE,
             version: FILTERED_VERSION,
             schema: filtered_schema(),
+        },
+        TableSchema {
+            name: CLUSTERS_TABLE,
+            version: CLUSTERS_VERSION,
+            schema: clusters_schema(),
         },
         TableSchema {
             name: REJECTS_TABLE,

@@ -1,6 +1,7 @@
 //! harman's stages: the [`Stage`] contract every stage implements and one module per stage.
 //! The pipeline crate finds stages through [`registry`] and never names one itself.
 
+pub mod dedup;
 pub mod extract;
 pub mod filter;
 pub mod ingest;
@@ -11,7 +12,7 @@ pub mod struct_udf;
 
 pub use report::{rejected_total, RejectRow, ReportData, ShardReport};
 pub use stage::{
-    OptionError, ShardInput, Stage, StageContext, StageError, StageFactory, StageInputs,
+    OptionError, Prepared, ShardInput, Stage, StageContext, StageError, StageFactory, StageInputs,
     StageRegistry,
 };
 
@@ -21,5 +22,6 @@ pub fn registry() -> StageRegistry {
     r.register(ingest::KIND, ingest::IngestStage::factory);
     r.register(extract::KIND, extract::ExtractStage::factory);
     r.register(filter::KIND, filter::FilterStage::factory);
+    r.register(dedup::KIND, dedup::DedupStage::factory);
     r
 }

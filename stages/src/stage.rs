@@ -6,6 +6,7 @@
 use crate::report::ShardReport;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{DataFrame, SessionContext};
 use object_store::path::Path;
 use object_store::ObjectStore;
@@ -43,6 +44,8 @@ pub enum StageInputs {
 pub enum StageError {
     #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
     #[error("{0}")]
     Input(String),
 }
@@ -122,10 +125,53 @@ pub trait Stage: Send + Sync + fmt::Debug {
         report: Arc<ShardReport>,
     ) -> Result<DataFrame, StageError>;
 
+    /// Whether a shard's output depends on every shard (dedup). The executor then calls
+    /// [`Stage::prepare`] with all shards before any shard's plan, and a change to any input
+    /// recomputes every shard.
+    fn global(&self) -> bool {
+        false
+    }
+
+    /// Global stages: the work across all shards, run before [`Stage::plan_shard`], with
+    /// `threads` workers. It keeps what the shard plans need and returns the tables to write
+    /// next to the parts and the counters to record.
+    async fn prepare(
+        &self,
+        _shards: &[ShardInput],
+        _threads: usize,
+    ) -> Result<Prepared, StageError> {
+        Ok(Prepared::default())
+    }
+
     /// Files written next to the stage manifest once every shard is committed (name,
     /// content), made from the stage's summed counters: e.g. the filter stage's funnel plot.
     fn summary_files(&self, _counters: &BTreeMap<String, u64>) -> Vec<(String, Vec<u8>)> {
         Vec::new()
+    }
+}
+
+/// What a global stage's [`Stage::prepare`] produced.
+#[derive(Default)]
+pub struct Prepared {
+    /// Tables written next to the parts by file name (e.g. `clusters.parquet`), listed with
+    /// the manifest's reports; each stream yields the same batches on every run.
+    pub tables: Vec<(String, SchemaRef, SendableRecordBatchStream)>,
+    /// Counters recorded in the manifest next to the shards' counters.
+    pub counters: BTreeMap<String, u64>,
+    /// Seconds per phase, for logs and benchmarks (never in the manifest).
+    pub timings: Vec<(String, f64)>,
+}
+
+impl fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Prepared")
+            .field(
+                "tables",
+                &self.tables.iter().map(|t| &t.0).collect::<Vec<_>>(),
+            )
+            .field("counters", &self.counters)
+            .field("timings", &self.timings)
+            .finish()
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod bench;
 mod classify;
+mod dedup;
 mod extract;
 mod inspect;
 mod labeled;
@@ -66,6 +67,9 @@ pub enum Command {
     TrainClassifier(classify::TrainArgs),
     /// Score rows (id, text) with a toxicity model; prints `id,score` CSV.
     Classify(classify::ClassifyArgs),
+    /// Remove exact and near-duplicate documents (MinHash-LSH) from JSONL/Parquet tables with
+    /// an id and a text column; writes the kept rows and a clusters table.
+    Dedup(dedup::DedupArgs),
     /// Measure throughput (and extraction quality).
     Bench(bench::BenchArgs),
 }
@@ -141,6 +145,7 @@ pub fn main() -> ExitCode {
             Command::Extract(args) => extract::extract(args),
             Command::TrainClassifier(args) => classify::train(args),
             Command::Classify(args) => classify::classify(args),
+            Command::Dedup(args) => dedup::dedup(args, bars).await,
             Command::Bench(args) => bench::bench(args).await,
         }
     });

@@ -64,6 +64,7 @@ pub struct DocumentBatchBuilder {
     meta: StringBuilder,
     rows: usize,
     bytes: usize,
+    record_ids: bool,
 }
 
 impl DocumentBatchBuilder {
@@ -89,7 +90,14 @@ impl DocumentBatchBuilder {
             meta: StringBuilder::new(),
             rows: 0,
             bytes: 0,
+            record_ids: false,
         }
+    }
+
+    /// Use each record's id (`record_id`, from `id_field`) as its `id` where it has one.
+    pub fn with_record_ids(mut self, yes: bool) -> Self {
+        self.record_ids = yes;
+        self
     }
 
     pub fn set_source_format(&mut self, format: &'static str) {
@@ -97,8 +105,12 @@ impl DocumentBatchBuilder {
     }
 
     pub fn append(&mut self, row: &DocRow<'_>) {
-        self.id
-            .append_value(document_id(&self.source_url, row.index));
+        match row.record_id.filter(|_| self.record_ids) {
+            Some(id) => self.id.append_value(id),
+            None => self
+                .id
+                .append_value(document_id(&self.source_url, row.index)),
+        }
         self.src.append_value(&self.source_url);
         self.offset.append_value(row.offset);
         self.index.append_value(row.index);

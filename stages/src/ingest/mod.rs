@@ -140,6 +140,10 @@ pub struct IngestOptions {
     /// JSONL field / Parquet column copied to `warc_record_id`.
     #[serde(default)]
     pub id_field: Option<String>,
+    /// Use the `id_field` value as the document's `id` (ids must then be unique), instead of
+    /// the default: a hash of the shard URL and the record's position.
+    #[serde(default)]
+    pub ids_from_field: bool,
     /// JSONL field / Parquet column copied to `url`.
     #[serde(default)]
     pub url_field: Option<String>,
@@ -167,6 +171,7 @@ impl IngestOptions {
             max_record_bytes: default_max_record_bytes(),
             text_field: default_text_field(),
             id_field: None,
+            ids_from_field: false,
             url_field: None,
             meta_fields: Vec::new(),
             decode_http: true,
@@ -350,7 +355,8 @@ pub fn read_stream<R: Read>(
     } else {
         "warc"
     };
-    let builder = DocumentBatchBuilder::new(schema, url, source_format);
+    let builder =
+        DocumentBatchBuilder::new(schema, url, source_format).with_record_ids(opts.ids_from_field);
     let mut sink = DocumentSink::new(builder, opts.sink_options(), emit);
     match format {
         InputFormat::Jsonl => jsonl::read_lines(&mut stream, &opts.fields(), &mut sink)?,
@@ -430,7 +436,8 @@ async fn read_shard(
         let data = tokio::task::spawn_blocking(move || {
             let mut emit = sender(tx);
             let schema = Arc::new(harman_schemas::documents_schema());
-            let builder = DocumentBatchBuilder::new(schema, &url, "parquet");
+            let builder = DocumentBatchBuilder::new(schema, &url, "parquet")
+                .with_record_ids(opts.ids_from_field);
             let mut sink = DocumentSink::new(builder, opts.sink_options(), &mut emit);
             let fields = opts.fields();
             handle.block_on(parquet_input::read_parquet(
