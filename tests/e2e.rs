@@ -1215,3 +1215,233 @@ fn s3_end_to_end_against_a_real_server() {
     });
     assert!(!leaked);
 }
+
+/// The dedup sample's pairs with Jaccard ≥ 0.7 (a, b, J).
+fn dedup_truth() -> Vec<(String, String, f64)> {
+    let text = std::fs::read_to_string(repo().join("tests/data/dedup/sample_truth.jsonl")).unwrap();
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let s = |k: &str| v[k].as_str().unwrap().to_string();
+            (s("a"), s("b"), v["jaccard"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+/// `harman dedup` on the planted sample: the S-curve is printed; every removed document has
+/// a true duplicate (J ≥ 0.8) and nearly every duplicate is removed; one document is kept
+/// per cluster, the first; the deduplicated part is the input minus the removed rows in
+/// input order; outputs are byte-identical at 1 and 2 threads; a rerun reuses everything;
+/// `harman verify` accepts the folder.
+#[test]
+fn dedup_removes_planted_duplicates_deterministically() {
+    use arrow::array::{Array, AsArray};
+    use std::collections::{BTreeSet, HashMap};
+    let dir = tempfile::tempdir().unwrap();
+    let sample = repo().join("tests/data/dedup/sample.jsonl.zst");
+    let run = |name: &str, threads: &str| {
+        let out = dir.path().join(name);
+        let o = ok(harman(&[
+            "dedup",
+            sample.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--threads",
+            threads,
+        ]));
+        (out, o)
+    };
+    let (a, o) = run("a", "1");
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        stdout.contains("14 bands x 8 rows") && stdout.contains("<- threshold"),
+        "{stdout}"
+    );
+    let (b, _) = run("b", "2");
+    let (ta, tb) = (tree(&a), tree(&b));
+    assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>());
+    for (k, v) in &ta {
+        assert!(tb[k] == *v, "{k} differs between 1 and 2 threads");
+    }
+
+    let clusters = read_parquet(&a.join("dedup/clusters.parquet"));
+    let ids = clusters
+        .column_by_name("id")
+        .unwrap()
+        .as_string::<i32>()
+        .clone();
+    let cluster = clusters
+        .column_by_name("cluster_id")
+        .unwrap()
+        .as_primitive::<arrow::datatypes::UInt64Type>()
+        .clone();
+    let kept = clusters
+        .column_by_name("kept")
+        .unwrap()
+        .as_boolean()
+        .clone();
+    let matched = clusters
+        .column_by_name("match")
+        .unwrap()
+        .as_string::<i32>()
+        .clone();
+    let row = clusters
+        .column_by_name("row")
+        .unwrap()
+        .as_primitive::<arrow::datatypes::UInt64Type>()
+        .clone();
+    let mut cluster_of: HashMap<String, u64> = HashMap::new();
+    let mut removed: BTreeSet<String> = BTreeSet::new();
+    let mut kept_rows: HashMap<u64, Vec<u64>> = HashMap::new();
+    for i in 0..clusters.num_rows() {
+        cluster_of.insert(ids.value(i).to_string(), cluster.value(i));
+        if kept.value(i) {
+            kept_rows
+                .entry(cluster.value(i))
+                .or_default()
+                .push(row.value(i));
+            assert!(matched.is_null(i));
+        } else {
+            removed.insert(ids.value(i).to_string());
+            assert!(["exact", "near"].contains(&matched.value(i)));
+        }
+    }
+    // One kept document per cluster: the first, whose key is the cluster's id.
+    for (c, rows) in &kept_rows {
+        assert_eq!(rows, &vec![*c], "cluster {c}");
+    }
+    assert_eq!(
+        kept_rows.len(),
+        cluster.iter().flatten().collect::<BTreeSet<_>>().len()
+    );
+
+    // Removal precision (every removed document has a partner with J >= 0.8) and recall.
+    let truth = dedup_truth();
+    let partners: BTreeSet<&String> = truth
+        .iter()
+        .filter(|p| p.2 >= 0.8)
+        .flat_map(|p| [&p.0, &p.1])
+        .collect();
+    for d in &removed {
+        assert!(
+            partners.contains(d),
+            "{d} removed without a duplicate at J >= 0.8"
+        );
+    }
+    let close: Vec<_> = truth.iter().filter(|p| p.2 >= 0.8).collect();
+    let together = close
+        .iter()
+        .filter(|p| cluster_of.get(&p.0).is_some() && cluster_of.get(&p.0) == cluster_of.get(&p.1))
+        .count();
+    assert!(
+        close.len() > 900 && together as f64 >= 0.97 * close.len() as f64,
+        "{together} of {}",
+        close.len()
+    );
+
+    // The deduplicated part: the input rows minus the removed ones, in input order.
+    let input = read_parts(&a.join("text"));
+    let output = read_parts(&a.join("dedup"));
+    let input_ids: Vec<&str> = input
+        .column_by_name("id")
+        .unwrap()
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
+    let expected: Vec<&str> = input_ids
+        .iter()
+        .copied()
+        .filter(|d| !removed.contains(*d))
+        .collect();
+    let got: Vec<&str> = output
+        .column_by_name("id")
+        .unwrap()
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
+    assert_eq!(got, expected);
+    assert_eq!(input_ids.len(), 1007);
+
+    // The manifest's counters add up; the clusters table and the S-curve are listed.
+    let m = manifest(&a.join("dedup"));
+    let c = &m["counters"];
+    let n = |k: &str| {
+        c[k].as_u64()
+            .unwrap_or_else(|| panic!("no counter {k}: {c}"))
+    };
+    assert_eq!(n("documents"), 1007);
+    assert_eq!(n("removed") as usize, removed.len());
+    assert_eq!(n("written") as usize, got.len());
+    assert_eq!(n("dedup.removed"), n("removed"));
+    assert_eq!(
+        n("dedup.exact_duplicates") + n("dedup.near_duplicates"),
+        n("removed")
+    );
+    let exact = (0..clusters.num_rows())
+        .filter(|&i| matched.is_valid(i) && matched.value(i) == "exact")
+        .count();
+    assert_eq!(n("dedup.exact_duplicates") as usize, exact);
+    assert!(exact > 0 && n("dedup.near_duplicates") > 0);
+    let reports: Vec<&str> = m["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(reports, ["clusters.parquet", "_s_curve.txt"]);
+
+    // A rerun reuses the committed clusters and parts; verify accepts the folder.
+    let again = ok(harman(&[
+        "dedup",
+        sample.to_str().unwrap(),
+        "--output",
+        a.to_str().unwrap(),
+    ]));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("committed earlier; reused"),
+        "{}",
+        text(&again)
+    );
+    assert!(tree(&a) == ta, "a rerun changed the output");
+    ok(harman(&["verify", a.join("dedup").to_str().unwrap()]));
+}
+
+/// A banding that would miss most pairs at the threshold is a config error naming `rows`
+/// and a banding that would suit; so is an unknown option.
+#[test]
+fn dedup_refuses_a_banding_that_contradicts_the_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = repo().join("tests/data/dedup/sample.jsonl.zst");
+    let out = dir.path().join("out");
+    let o = harman(&[
+        "dedup",
+        sample.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--options",
+        "bands = 2\nrows = 20",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("rows") && err.contains("probability 0.023") && err.contains("e.g. bands ="),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing is written on a config error");
+    let o = harman(&[
+        "dedup",
+        sample.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--options",
+        "treshold = 0.7",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("treshold"),
+        "{}",
+        text(&o)
+    );
+}

@@ -248,8 +248,15 @@ impl Scratch {
     }
 
     async fn sql(&self, ctx: &SessionContext, name: &str, sql: &str) -> DfResult<()> {
+        let started = Instant::now();
         let df = ctx.sql(sql).await?;
-        self.materialize(ctx, name, df).await
+        self.materialize(ctx, name, df).await?;
+        tracing::debug!(
+            table = name,
+            seconds = started.elapsed().as_secs_f64(),
+            "dedup table written"
+        );
+        Ok(())
     }
 
     /// Forget a table and delete its files.
@@ -387,19 +394,13 @@ impl Stage for DedupStage {
         // 3. Near duplicates among the first of each exact group.
         let mut edge_tables = vec!["SELECT u, v FROM exact_edges".to_string()];
         if self.opts.near {
-            let reps = if self.opts.exact {
-                "SELECT s.doc, s.buckets, s.shingles FROM sigs s JOIN firsts f ON s.doc = f.first"
+            // The band keys of the first document of each exact group (all, without exact).
+            let members = if self.opts.exact {
+                "SELECT s.doc, unnest(s.buckets) AS bucket FROM sigs s JOIN firsts f ON s.doc = f.first"
             } else {
-                "SELECT doc, buckets, shingles FROM sigs"
+                "SELECT doc, unnest(buckets) AS bucket FROM sigs"
             };
-            scratch.sql(&ctx, "reps", reps).await?;
-            scratch
-                .sql(
-                    &ctx,
-                    "members",
-                    "SELECT doc, unnest(buckets) AS bucket FROM reps",
-                )
-                .await?;
+            scratch.sql(&ctx, "members", members).await?;
             scratch
                 .sql(
                     &ctx,
@@ -432,7 +433,7 @@ impl Stage for DedupStage {
                         &ctx,
                         "near_edges",
                         &format!(
-                            "SELECT c.u, c.v FROM candidates c JOIN reps x ON c.u = x.doc JOIN reps y ON c.v = y.doc \
+                            "SELECT c.u, c.v FROM candidates c JOIN sigs x ON c.u = x.doc JOIN sigs y ON c.v = y.doc \
                              WHERE shingle_jaccard(x.shingles, y.shingles) >= {:?}",
                             self.opts.threshold
                         ),
@@ -955,5 +956,117 @@ impl ScalarUDFImpl for ShingleJaccard {
             })
             .collect();
         Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use harman_dedup::components::UnionFind;
+
+    fn scratch() -> Scratch {
+        Scratch {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Large-star / small-star in DataFusion gives the components union-find gives, on a
+    /// random graph with long chains (which need several rounds) and repeated edges.
+    #[tokio::test]
+    async fn star_components_match_union_find() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        let mut edges: Vec<(u64, u64)> = (0..400).map(|_| (next(1000), next(1000))).collect();
+        // A path 5000 - 5001 - … - 5200 given in shuffled order, and a star.
+        let mut path: Vec<(u64, u64)> = (5000..5200).map(|i| (i + 1, i)).collect();
+        for i in (1..path.len()).rev() {
+            let j = next(i as u64 + 1) as usize;
+            path.swap(i, j);
+        }
+        edges.extend(path);
+        edges.extend((0..30).map(|i| (9000, 9001 + i)));
+        edges.push((7, 7));
+        edges.extend(edges.clone().into_iter().take(50));
+
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
+        let batch = RecordBatch::try_new(
+            edge_schema(),
+            vec![
+                Arc::new(UInt64Array::from_iter_values(edges.iter().map(|e| e.0))),
+                Arc::new(UInt64Array::from_iter_values(edges.iter().map(|e| e.1))),
+            ],
+        )
+        .unwrap();
+        ctx.register_batch("e0", batch).unwrap();
+        let s = scratch();
+        let (table, rounds) = star_components(&ctx, &s, "e0").await.unwrap();
+        assert!(rounds >= 2, "{rounds} rounds");
+        let got: BTreeMap<u64, u64> = ctx
+            .sql(&format!("SELECT u, v FROM {table}"))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap()
+            .iter()
+            .flat_map(|b| {
+                let (u, v) = (
+                    b.column(0).as_primitive::<UInt64Type>(),
+                    b.column(1).as_primitive::<UInt64Type>(),
+                );
+                (0..b.num_rows())
+                    .map(move |i| (u.value(i), v.value(i)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut uf = UnionFind::default();
+        for &(a, b) in &edges {
+            uf.union(a, b);
+        }
+        let want: BTreeMap<u64, u64> = uf
+            .components()
+            .into_iter()
+            .filter(|(n, r)| n != r)
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(got[&5200], 5000);
+    }
+
+    #[test]
+    fn options_are_checked_by_field() {
+        let bad = |f: &dyn Fn(&mut DedupOptions)| {
+            let mut o = DedupOptions::default();
+            f(&mut o);
+            o.validate().unwrap_err().field.unwrap()
+        };
+        assert_eq!(bad(&|o| o.table = "documents".into()), "table");
+        assert_eq!(bad(&|o| o.rows = 30), "rows");
+        assert_eq!(bad(&|o| o.threshold = 0.0), "threshold");
+        assert_eq!(bad(&|o| o.ngram = 0), "ngram");
+        assert_eq!(
+            bad(&|o| {
+                o.exact = false;
+                o.near = false
+            }),
+            "near"
+        );
+        // Exact dedup alone does not look at the banding.
+        let mut o = DedupOptions {
+            near: false,
+            rows: 30,
+            ..DedupOptions::default()
+        };
+        assert!(o.validate().is_ok());
+        o.table = "filtered".into();
+        assert_eq!(o.validate().unwrap(), harman_schemas::FILTERED_TABLE);
+        assert_eq!(size_bin(2), "2");
+        assert_eq!(size_bin(3), "3-4");
+        assert_eq!(size_bin(9), "9-16");
+        assert_eq!(size_bin(16), "9-16");
     }
 }

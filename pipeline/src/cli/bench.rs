@@ -73,6 +73,9 @@ pub enum BenchWhat {
         #[arg(long)]
         save: Option<PathBuf>,
     },
+    /// The dedup stage on the planted near-duplicate benchmark: removal and pair
+    /// precision/recall at each threshold, docs/s per core, peak memory.
+    Dedup(super::bench_dedup::DedupBenchArgs),
     /// The filter stage's annotation (language, quality rules, PII, bad words, toxicity)
     /// on a `text` table part or folder: documents/s and MB/s on one core.
     Filter {
@@ -112,6 +115,7 @@ pub async fn bench(args: BenchArgs) -> Result<(), Failure> {
             options,
             repeat,
         } => bench_filter(&inputs, options, repeat.max(1)),
+        BenchWhat::Dedup(args) => super::bench_dedup::bench_dedup(args).await,
     }
 }
 
@@ -262,7 +266,7 @@ fn bench_extract(
 }
 
 /// CPU time consumed by the calling thread, in seconds.
-fn thread_cpu_seconds() -> f64 {
+pub(super) fn thread_cpu_seconds() -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -273,7 +277,7 @@ fn thread_cpu_seconds() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(super) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }

@@ -5,6 +5,7 @@
 //! mismatch); 2 usage or config error.
 
 mod bench;
+mod bench_dedup;
 mod classify;
 mod dedup;
 mod extract;
