@@ -1331,7 +1331,7 @@ fn dedup_removes_planted_duplicates_deterministically() {
     let close: Vec<_> = truth.iter().filter(|p| p.2 >= 0.8).collect();
     let together = close
         .iter()
-        .filter(|p| cluster_of.get(&p.0).is_some() && cluster_of.get(&p.0) == cluster_of.get(&p.1))
+        .filter(|p| cluster_of.contains_key(&p.0) && cluster_of.get(&p.0) == cluster_of.get(&p.1))
         .count();
     assert!(
         close.len() > 900 && together as f64 >= 0.97 * close.len() as f64,

@@ -179,6 +179,16 @@ pub fn jaccard(a: &[u64], b: &[u64]) -> f64 {
     inter as f64 / (a.len() + b.len() - inter) as f64
 }
 
+/// [`jaccard`] of two sets stored as their sorted, unique values in little-endian bytes.
+pub fn jaccard_le_bytes(a: &[u8], b: &[u8]) -> f64 {
+    let decode = |s: &[u8]| -> Vec<u64> {
+        s.chunks_exact(8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect()
+    };
+    jaccard(&decode(a), &decode(b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +245,9 @@ mod tests {
         assert_ne!(set("two words", 5), set("words two", 5));
         assert!(set("...", 5).is_empty());
         assert_eq!(jaccard(&[], &[]), 1.0);
+        let bytes = |s: &[u64]| -> Vec<u8> { s.iter().flat_map(|v| v.to_le_bytes()).collect() };
+        let (x, y) = (set(a, 5), set(c, 5));
+        assert_eq!(jaccard_le_bytes(&bytes(&x), &bytes(&y)), jaccard(&x, &y));
     }
 
     #[test]
