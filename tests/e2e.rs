@@ -1265,31 +1265,14 @@ fn dedup_removes_planted_duplicates_deterministically() {
     }
 
     let clusters = read_parquet(&a.join("dedup/clusters.parquet"));
-    let ids = clusters
-        .column_by_name("id")
-        .unwrap()
-        .as_string::<i32>()
-        .clone();
-    let cluster = clusters
-        .column_by_name("cluster_id")
-        .unwrap()
-        .as_primitive::<arrow::datatypes::UInt64Type>()
-        .clone();
-    let kept = clusters
-        .column_by_name("kept")
-        .unwrap()
-        .as_boolean()
-        .clone();
-    let matched = clusters
-        .column_by_name("match")
-        .unwrap()
-        .as_string::<i32>()
-        .clone();
-    let row = clusters
-        .column_by_name("row")
-        .unwrap()
-        .as_primitive::<arrow::datatypes::UInt64Type>()
-        .clone();
+    let column = |name: &str| clusters.column_by_name(name).unwrap().clone();
+    let (ids, matched) = (column("id"), column("match"));
+    let (ids, matched) = (ids.as_string::<i32>(), matched.as_string::<i32>());
+    let (cluster, row) = (column("cluster_id"), column("row"));
+    let cluster = cluster.as_primitive::<arrow::datatypes::UInt64Type>();
+    let row = row.as_primitive::<arrow::datatypes::UInt64Type>();
+    let kept = column("kept");
+    let kept = kept.as_boolean();
     let mut cluster_of: HashMap<String, u64> = HashMap::new();
     let mut removed: BTreeSet<String> = BTreeSet::new();
     let mut kept_rows: HashMap<u64, Vec<u64>> = HashMap::new();

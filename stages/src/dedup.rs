@@ -21,7 +21,7 @@
 //! the list of removed rows. Everything is keyed and sorted by document key, so the result
 //! is the same at any thread count.
 
-use crate::parquet_io::ObjectParquetReader;
+use crate::parquet_io::read_part;
 use crate::report::{ReportData, ShardReport};
 use crate::stage::{
     OptionError, Prepared, ShardInput, Stage, StageContext, StageError, StageInputs,
@@ -51,7 +51,6 @@ use futures::{StreamExt, TryStreamExt};
 use harman_dedup::lsh::{check_banding, s_curve, Banding};
 use harman_dedup::shingle::jaccard_le_bytes;
 use harman_dedup::{MinHasher, Shingler};
-use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -356,11 +355,13 @@ impl Stage for DedupStage {
 
         // 1. Signatures.
         let participating = Arc::new(AtomicU64::new(0));
-        let partitions: Vec<Arc<dyn PartitionStream>> = shards
-            .iter()
-            .map(|s| {
+        // `threads` partitions, each reading its parts one after another: at most that many
+        // parts are open at once, however many there are.
+        let lanes = threads.max(1).min(shards.len());
+        let partitions: Vec<Arc<dyn PartitionStream>> = (0..lanes)
+            .map(|lane| {
                 Arc::new(DocsPartition {
-                    shard: s.clone(),
+                    shards: shards.iter().skip(lane).step_by(lanes).cloned().collect(),
                     filtered: self.table == harman_schemas::FILTERED_TABLE,
                     count: participating.clone(),
                 }) as Arc<dyn PartitionStream>
@@ -545,13 +546,12 @@ impl Stage for DedupStage {
         *self.removed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(decision));
 
         // The clusters table, sorted by key, in fixed-size batches.
-        let table = ctx
+        let sorted = ctx
             .sql("SELECT id, cluster_id, cluster_size, kept, \"match\", part, \"row\" FROM clusters ORDER BY doc")
             .await?
-            .collect()
+            .execute_stream()
             .await?;
         let schema = Arc::new(harman_schemas::clusters_schema());
-        let batches = rebatch(&schema, &table, CLUSTER_BATCH_ROWS)?;
         timings.push(("clustering".to_string(), clustering.elapsed().as_secs_f64()));
         tracing::info!(
             documents = counters.get("dedup.documents").copied().unwrap_or(0),
@@ -561,10 +561,8 @@ impl Stage for DedupStage {
             seconds = started.elapsed().as_secs_f64(),
             "dedup clusters computed"
         );
-        let stream = futures::stream::iter(batches.into_iter().map(Ok));
-        let stream: SendableRecordBatchStream =
-            Box::pin(RecordBatchStreamAdapter::new(schema.clone(), stream));
-        drop(scratch);
+        // Streamed from the scratch folder, which lives until the stream ends.
+        let stream = rebatched(schema.clone(), sorted, CLUSTER_BATCH_ROWS, scratch);
         Ok(Prepared {
             tables: vec![("clusters.parquet".to_string(), schema, stream)],
             counters,
@@ -687,30 +685,68 @@ async fn star_components(
     exec_err!("connected components did not converge in 200 rounds")
 }
 
-/// Cut batches into batches of exactly `rows` rows (the last one shorter), cast to `schema`.
-fn rebatch(schema: &SchemaRef, batches: &[RecordBatch], rows: usize) -> DfResult<Vec<RecordBatch>> {
-    let cast_batches: Vec<RecordBatch> = batches
-        .iter()
-        .filter(|b| b.num_rows() > 0)
-        .map(|b| {
-            let columns = schema
-                .fields()
-                .iter()
-                .zip(b.columns())
-                .map(|(f, c)| cast(c, f.data_type()))
-                .collect::<Result<Vec<_>, _>>()?;
-            RecordBatch::try_new(schema.clone(), columns)
-        })
-        .collect::<Result<_, _>>()?;
-    let all = arrow::compute::concat_batches(schema, &cast_batches)?;
-    let mut out = Vec::new();
-    let mut offset = 0;
-    while offset < all.num_rows() {
-        let n = rows.min(all.num_rows() - offset);
-        out.push(all.slice(offset, n));
-        offset += n;
+/// `input` cut into batches of exactly `rows` rows (the last one shorter) and cast to
+/// `schema`, so the written file does not depend on how the engine batched it; `keep` (the
+/// scratch folder the input reads) lives until the stream ends.
+fn rebatched<K: Send + 'static>(
+    schema: SchemaRef,
+    input: SendableRecordBatchStream,
+    rows: usize,
+    keep: K,
+) -> SendableRecordBatchStream {
+    struct State<K> {
+        input: SendableRecordBatchStream,
+        pending: Vec<RecordBatch>,
+        pending_rows: usize,
+        done: bool,
+        _keep: K,
     }
-    Ok(out)
+    let state = State {
+        input,
+        pending: Vec::new(),
+        pending_rows: 0,
+        done: false,
+        _keep: keep,
+    };
+    let out_schema = schema.clone();
+    let stream = futures::stream::try_unfold(state, move |mut st| {
+        let schema = schema.clone();
+        async move {
+            while st.pending_rows < rows && !st.done {
+                match st.input.next().await {
+                    Some(batch) => {
+                        let batch = batch?;
+                        if batch.num_rows() > 0 {
+                            let columns = schema
+                                .fields()
+                                .iter()
+                                .zip(batch.columns())
+                                .map(|(f, c)| cast(c, f.data_type()))
+                                .collect::<Result<Vec<_>, _>>()?;
+                            st.pending_rows += batch.num_rows();
+                            st.pending
+                                .push(RecordBatch::try_new(schema.clone(), columns)?);
+                        }
+                    }
+                    None => st.done = true,
+                }
+            }
+            if st.pending_rows == 0 {
+                return Ok(None);
+            }
+            let all = arrow::compute::concat_batches(&schema, &st.pending)?;
+            let n = rows.min(all.num_rows());
+            let rest = all.slice(n, all.num_rows() - n);
+            st.pending_rows = rest.num_rows();
+            st.pending = if rest.num_rows() > 0 {
+                vec![rest]
+            } else {
+                Vec::new()
+            };
+            Ok::<_, DataFusionError>(Some((all.slice(0, n), st)))
+        }
+    });
+    Box::pin(RecordBatchStreamAdapter::new(out_schema, stream))
 }
 
 /// Columns the signature UDF reads.
@@ -722,11 +758,11 @@ fn docs_schema() -> SchemaRef {
     ]))
 }
 
-/// One input part as the documents that take part: key, id and text of each row with text
-/// (and, in a `filtered` table, `keep`), keyed by position as read.
+/// Input parts, read one after another, as the documents that take part: key, id and text
+/// of each row with text (and, in a `filtered` table, `keep`), keyed by position as read.
 #[derive(Debug)]
 struct DocsPartition {
-    shard: ShardInput,
+    shards: Vec<ShardInput>,
     filtered: bool,
     count: Arc<AtomicU64>,
 }
@@ -738,55 +774,64 @@ impl PartitionStream for DocsPartition {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let shard = self.shard.clone();
         let filtered = self.filtered;
         let count = self.count.clone();
-        let part = (shard.index as u64) << ROW_BITS;
-        let url = shard.url.clone();
-        let open = async move {
-            let reader =
-                ObjectParquetReader::new(shard.store.clone(), shard.path.clone(), shard.size);
-            let stream = ParquetRecordBatchStreamBuilder::new(reader)
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))?
-                .build()
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            let mut next_row = 0u64;
-            Ok::<_, DataFusionError>(stream.map(move |batch| {
-                let batch = batch.map_err(|e| DataFusionError::External(Box::new(e)))?;
-                let first = next_row;
-                next_row += batch.num_rows() as u64;
-                let column = |name: &str| {
-                    batch.column_by_name(name).cloned().ok_or_else(|| {
-                        DataFusionError::Execution(format!("{url} has no `{name}` column"))
-                    })
-                };
-                let id = cast(&column("id")?, &DataType::Utf8)?;
-                let text = cast(&column("text")?, &DataType::Utf8)?;
-                let mut take: Vec<bool> = (0..batch.num_rows()).map(|i| text.is_valid(i)).collect();
-                if filtered {
-                    let keep = column("keep")?;
-                    let keep = keep.as_boolean();
-                    for (i, t) in take.iter_mut().enumerate() {
-                        *t = *t && keep.is_valid(i) && keep.value(i);
-                    }
-                }
-                let keys: ArrayRef = Arc::new(UInt64Array::from_iter_values(
-                    (0..batch.num_rows() as u64).map(|i| part | (first + i)),
-                ));
-                let mask = BooleanArray::from(take);
-                let columns = [keys, id, text]
-                    .iter()
-                    .map(|c| arrow::compute::filter(c, &mask))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let out = RecordBatch::try_new(docs_schema(), columns)?;
-                count.fetch_add(out.num_rows() as u64, Ordering::Relaxed);
-                Ok(out)
-            }))
-        };
-        let stream = futures::stream::once(open).try_flatten();
+        let parts = self.shards.clone().into_iter().map(move |shard| {
+            let count = count.clone();
+            let part = (shard.index as u64) << ROW_BITS;
+            let url = shard.url.clone();
+            let open = async move {
+                let stream = read_part(&shard).await?;
+                let mut next_row = 0u64;
+                Ok::<_, DataFusionError>(stream.map(move |batch| {
+                    let batch = batch?;
+                    let first = next_row;
+                    next_row += batch.num_rows() as u64;
+                    let out = participating_rows(&batch, part | first, filtered, &url)?;
+                    count.fetch_add(out.num_rows() as u64, Ordering::Relaxed);
+                    Ok(out)
+                }))
+            };
+            futures::stream::once(open).try_flatten()
+        });
+        let stream = futures::stream::iter(parts).flatten();
         Box::pin(RecordBatchStreamAdapter::new(docs_schema(), stream))
     }
+}
+
+/// The rows of `batch` that take part (text, and `keep` in a filtered table) as (key, id,
+/// text), the first row having key `first_key`.
+fn participating_rows(
+    batch: &RecordBatch,
+    first_key: u64,
+    filtered: bool,
+    url: &str,
+) -> DfResult<RecordBatch> {
+    let column = |name: &str| {
+        batch
+            .column_by_name(name)
+            .cloned()
+            .ok_or_else(|| DataFusionError::Execution(format!("{url} has no `{name}` column")))
+    };
+    let id = cast(&column("id")?, &DataType::Utf8)?;
+    let text = cast(&column("text")?, &DataType::Utf8)?;
+    let mut take: Vec<bool> = (0..batch.num_rows()).map(|i| text.is_valid(i)).collect();
+    if filtered {
+        let keep = column("keep")?;
+        let keep = keep.as_boolean();
+        for (i, t) in take.iter_mut().enumerate() {
+            *t = *t && keep.is_valid(i) && keep.value(i);
+        }
+    }
+    let keys: ArrayRef = Arc::new(UInt64Array::from_iter_values(
+        (0..batch.num_rows() as u64).map(|i| first_key + i),
+    ));
+    let mask = BooleanArray::from(take);
+    let columns = [keys, id, text]
+        .iter()
+        .map(|c| arrow::compute::filter(c, &mask))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(docs_schema(), columns)?)
 }
 
 /// One input part minus its removed rows, in input order.
@@ -813,17 +858,11 @@ impl PartitionStream for DedupedPartition {
             report
                 .bytes_read
                 .fetch_add(shard.size, std::sync::atomic::Ordering::Relaxed);
-            let reader =
-                ObjectParquetReader::new(shard.store.clone(), shard.path.clone(), shard.size);
-            let stream = ParquetRecordBatchStreamBuilder::new(reader)
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))?
-                .build()
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let stream = read_part(&shard).await?;
             let mut next_row = 0u64;
             let mut cursor = 0usize;
             Ok::<_, DataFusionError>(stream.map(move |batch| {
-                let batch = batch.map_err(|e| DataFusionError::External(Box::new(e)))?;
+                let batch = batch?;
                 let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
                     .map_err(|e| {
                         DataFusionError::Execution(format!(

@@ -112,6 +112,19 @@ impl UpstreamPartition {
     }
 }
 
+/// The record batches of a stage output part, in file order, with DataFusion errors.
+pub async fn read_part(
+    shard: &ShardInput,
+) -> Result<impl futures::Stream<Item = Result<RecordBatch, DataFusionError>>, DataFusionError> {
+    let reader = ObjectParquetReader::new(shard.store.clone(), shard.path.clone(), shard.size);
+    let stream = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?
+        .build()
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    Ok(stream.map(|b| b.map_err(|e| DataFusionError::External(Box::new(e)))))
+}
+
 impl PartitionStream for UpstreamPartition {
     fn schema(&self) -> &SchemaRef {
         &self.schema
@@ -123,17 +136,11 @@ impl PartitionStream for UpstreamPartition {
         let bytes_read = self.report.bytes_read.clone();
         let url = shard.url.clone();
         let open = async move {
-            let reader =
-                ObjectParquetReader::new(shard.store.clone(), shard.path.clone(), shard.size);
             bytes_read.fetch_add(shard.size, std::sync::atomic::Ordering::Relaxed);
-            let stream = ParquetRecordBatchStreamBuilder::new(reader)
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))?
-                .build()
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let stream = read_part(&shard).await?;
             let schema = schema.clone();
             Ok::<_, DataFusionError>(stream.map(move |b| {
-                let b = b.map_err(|e| DataFusionError::External(Box::new(e)))?;
+                let b = b?;
                 // Same columns, same types: anything else is not a documents part.
                 RecordBatch::try_new(schema.clone(), b.columns().to_vec()).map_err(|e| {
                     DataFusionError::Execution(format!(

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct DedupBenchArgs {
@@ -354,6 +355,23 @@ fn score(
     }
 }
 
+/// The rows of the clusters table, by cluster: (id, kept).
+fn by_cluster(batches: &[RecordBatch]) -> BTreeMap<u64, Vec<(String, bool)>> {
+    let mut clusters: BTreeMap<u64, Vec<(String, bool)>> = BTreeMap::new();
+    for batch in batches {
+        let id = batch.column(0).as_string::<i32>();
+        let cluster = batch.column(1).as_primitive::<UInt64Type>();
+        let kept = batch.column(3).as_boolean();
+        for i in 0..batch.num_rows() {
+            clusters
+                .entry(cluster.value(i))
+                .or_default()
+                .push((id.value(i).to_string(), kept.is_valid(i) && kept.value(i)));
+        }
+    }
+    clusters
+}
+
 pub async fn bench_dedup(args: DedupBenchArgs) -> Result<(), Failure> {
     let docs = read_documents(&args.input)?;
     let n = docs.len();
@@ -435,11 +453,21 @@ pub async fn bench_dedup(args: DedupBenchArgs) -> Result<(), Failure> {
         reset_peak_rss();
         let (mut sig_rates, mut clus_rates) = (Vec::new(), Vec::new());
         let mut last = None;
+        let mut clusters: BTreeMap<u64, Vec<(String, bool)>> = BTreeMap::new();
         for _ in 0..args.repeat.max(1) {
             let c0 = process_cpu_seconds();
             let prepared = stage.prepare(&shards, args.threads).await?;
+            // The clusters table is sorted and streamed as it is read: part of clustering.
+            let read = Instant::now();
+            let mut batches = Vec::new();
+            for (_, _, mut stream) in prepared.tables {
+                while let Some(batch) = stream.next().await {
+                    batches.push(batch?);
+                }
+            }
+            let read = read.elapsed().as_secs_f64();
             let cpu = process_cpu_seconds() - c0;
-            let wall: f64 = prepared.timings.iter().map(|(_, s)| *s).sum();
+            clusters = by_cluster(&batches);
             let phase = |name: &str| {
                 prepared
                     .timings
@@ -447,40 +475,23 @@ pub async fn bench_dedup(args: DedupBenchArgs) -> Result<(), Failure> {
                     .find(|(p, _)| p == name)
                     .map_or(0.0, |(_, s)| *s)
             };
+            let (sig_wall, clus_wall) = (phase("signatures"), phase("clustering") + read);
             // CPU seconds split between the phases in proportion to their wall time.
             let docs = prepared
                 .counters
                 .get("dedup.documents")
                 .copied()
                 .unwrap_or(0) as f64;
-            sig_rates.push(docs / (cpu * phase("signatures") / wall));
-            clus_rates.push(docs / (cpu * phase("clustering") / wall));
-            last = Some(prepared);
+            let wall = sig_wall + clus_wall;
+            sig_rates.push(docs / (cpu * sig_wall / wall));
+            clus_rates.push(docs / (cpu * clus_wall / wall));
+            last = Some(prepared.counters);
         }
-        let Some(prepared) = last else { continue };
-        let docs_total = prepared
-            .counters
-            .get("dedup.documents")
-            .copied()
-            .unwrap_or(0) as f64;
+        let Some(counters) = last else { continue };
+        let docs_total = counters.get("dedup.documents").copied().unwrap_or(0) as f64;
         let (sig_rate, clus_rate) = (median(sig_rates), median(clus_rates));
-        let mut clusters: BTreeMap<u64, Vec<(String, bool)>> = BTreeMap::new();
-        for (_, _, mut stream) in prepared.tables {
-            while let Some(batch) = stream.next().await {
-                let batch = batch?;
-                let id = batch.column(0).as_string::<i32>();
-                let cluster = batch.column(1).as_primitive::<UInt64Type>();
-                let kept = batch.column(3).as_boolean();
-                for i in 0..batch.num_rows() {
-                    clusters
-                        .entry(cluster.value(i))
-                        .or_default()
-                        .push((id.value(i).to_string(), kept.is_valid(i) && kept.value(i)));
-                }
-            }
-        }
         let peak = peak_rss_mib();
-        let removed = prepared.counters.get("dedup.removed").copied().unwrap_or(0);
+        let removed = counters.get("dedup.removed").copied().unwrap_or(0);
         let s = truth
             .as_ref()
             .map(|tr| score(tr, &texts, &clusters, t))
