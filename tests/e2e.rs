@@ -1428,3 +1428,119 @@ fn dedup_refuses_a_banding_that_contradicts_the_threshold() {
         text(&o)
     );
 }
+
+/// `substring = true` (ExactSubstr): the documents that remain lose the spans of 100+ bytes
+/// that occurred earlier, the first occurrence stays, `bytes_out` follows the text, and the
+/// result is the same at 1 and 2 threads.
+#[test]
+fn dedup_substring_removes_repeated_spans_from_later_documents() {
+    use arrow::array::AsArray;
+    let dir = tempfile::tempdir().unwrap();
+    let sample = repo().join("tests/data/dedup/sample.jsonl.zst");
+    let run = |name: &str, threads: &str| {
+        let out = dir.path().join(name);
+        ok(harman(&[
+            "dedup",
+            sample.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--threads",
+            threads,
+            "--options",
+            "substring = true",
+        ]));
+        out
+    };
+    let (a, b) = (run("a", "1"), run("b", "2"));
+    assert!(
+        tree(&a.join("dedup")) == tree(&b.join("dedup")),
+        "1 and 2 threads differ"
+    );
+    let input = read_parts(&a.join("text"));
+    let output = read_parts(&a.join("dedup"));
+    let texts =
+        |batch: &arrow::record_batch::RecordBatch| -> std::collections::HashMap<String, String> {
+            let ids = batch
+                .column_by_name("id")
+                .unwrap()
+                .as_string::<i32>()
+                .clone();
+            let text = batch
+                .column_by_name("text")
+                .unwrap()
+                .as_string::<i32>()
+                .clone();
+            (0..batch.num_rows())
+                .map(|i| (ids.value(i).to_string(), text.value(i).to_string()))
+                .collect()
+        };
+    let (before, after) = (texts(&input), texts(&output));
+    let bytes_out = output
+        .column_by_name("bytes_out")
+        .unwrap()
+        .as_primitive::<arrow::datatypes::UInt64Type>()
+        .clone();
+    let out_text = output
+        .column_by_name("text")
+        .unwrap()
+        .as_string::<i32>()
+        .clone();
+    for i in 0..output.num_rows() {
+        assert_eq!(bytes_out.value(i) as usize, out_text.value(i).len());
+    }
+    let shortened: Vec<&String> = after
+        .keys()
+        .filter(|id| after[*id].len() < before[*id].len())
+        .collect();
+    assert!(
+        shortened.len() > 100,
+        "{} documents shortened",
+        shortened.len()
+    );
+    // What was cut from a document occurs in an earlier kept document or earlier in itself:
+    // check it for a removed chunk of each shortened document.
+    let order: Vec<String> = {
+        let ids = output
+            .column_by_name("id")
+            .unwrap()
+            .as_string::<i32>()
+            .clone();
+        (0..output.num_rows())
+            .map(|i| ids.value(i).to_string())
+            .collect()
+    };
+    for (pos, id) in order
+        .iter()
+        .enumerate()
+        .filter(|(_, id)| after[*id].len() < before[*id].len())
+        .take(20)
+    {
+        let (orig, kept) = (&before[id], &after[id]);
+        let cut_at = orig
+            .bytes()
+            .zip(kept.bytes())
+            .take_while(|(x, y)| x == y)
+            .count();
+        let mut end = (cut_at + 100).min(orig.len());
+        while !orig.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut start = cut_at;
+        while !orig.is_char_boundary(start) {
+            start += 1;
+        }
+        let chunk = &orig[start..end];
+        let earlier =
+            order[..pos].iter().any(|e| before[e].contains(chunk)) || orig[..start].contains(chunk);
+        assert!(
+            earlier,
+            "{id}: removed text {chunk:?} has no earlier occurrence"
+        );
+    }
+    let m = manifest(&a.join("dedup"));
+    assert!(m["counters"]["dedup.substring_bytes"].as_u64().unwrap() > 10_000);
+    assert_eq!(
+        m["counters"]["dedup.substring_documents"].as_u64().unwrap() as usize,
+        shortened.len()
+    );
+}

@@ -15,7 +15,10 @@
 //!    a star around its smallest key: the document kept.
 //!
 //! The components become the `clusters` table (`clusters.parquet` next to the parts); each
-//! part's output is then its input minus the documents not kept, in input order. Every
+//! part's output is then its input minus the documents not kept, in input order. With
+//! `substring`, the documents kept are then read once more in key order, in groups, and the
+//! spans that repeat an earlier occurrence (ExactSubstr, `harman_dedup::substring`) are cut
+//! from their text as the parts are written. Every
 //! intermediate is Parquet on local disk and DataFusion spills joins, sorts and aggregates
 //! past `memory_limit_mb`, so memory stays bounded; what stays in memory across the stage is
 //! the list of removed rows. Everything is keyed and sorted by document key, so the result
@@ -93,6 +96,13 @@ pub struct DedupOptions {
     pub bucket_anchors: usize,
     /// Memory DataFusion may use before it spills to disk.
     pub memory_limit_mb: usize,
+    /// Also remove repeated spans (ExactSubstr) from the documents that remain.
+    pub substring: bool,
+    /// Spans of at least this many bytes that occurred earlier are removed.
+    pub substring_min_bytes: usize,
+    /// Documents are searched for repeats in groups of this many MiB of text (a suffix
+    /// array needs ~13 bytes per byte of its group); repeats across groups are not found.
+    pub substring_group_mb: usize,
 }
 
 impl Default for DedupOptions {
@@ -109,6 +119,9 @@ impl Default for DedupOptions {
             seed: 0,
             bucket_anchors: 32,
             memory_limit_mb: 2048,
+            substring: false,
+            substring_min_bytes: 100,
+            substring_group_mb: 64,
         }
     }
 }
@@ -154,6 +167,18 @@ impl DedupOptions {
                 "bucket_anchors must be at least 1 (32 is the default)",
             ));
         }
+        if self.substring && self.substring_min_bytes < 8 {
+            return Err(OptionError::field(
+                "substring_min_bytes",
+                "substring_min_bytes must be at least 8 (100 is the default)",
+            ));
+        }
+        if self.substring && !(1..=1536).contains(&self.substring_group_mb) {
+            return Err(OptionError::field(
+                "substring_group_mb",
+                "substring_group_mb must be 1..=1536 (a suffix array needs ~13 bytes per byte)",
+            ));
+        }
         if self.memory_limit_mb < 64 {
             return Err(OptionError::field(
                 "memory_limit_mb",
@@ -177,7 +202,12 @@ pub struct DedupStage {
     table: &'static str,
     schema: SchemaRef,
     removed: Mutex<Option<Arc<Removed>>>,
+    /// Spans removed from the kept documents' text (substring), by document key.
+    edits: Mutex<Option<Arc<Edits>>>,
 }
+
+/// Byte ranges to remove from a document's text, by document key.
+type Edits = BTreeMap<u64, Vec<(usize, usize)>>;
 
 impl DedupStage {
     pub fn new(opts: DedupOptions) -> Result<Self, OptionError> {
@@ -192,6 +222,7 @@ impl DedupStage {
             table,
             schema,
             removed: Mutex::new(None),
+            edits: Mutex::new(None),
         })
     }
 
@@ -543,6 +574,16 @@ impl Stage for DedupStage {
         for rows in decision.values_mut() {
             rows.sort_unstable();
         }
+        let mut substring_seconds = 0.0;
+        if self.opts.substring {
+            let started = Instant::now();
+            let filtered = self.table == harman_schemas::FILTERED_TABLE;
+            let (edits, found) = substring_edits(shards, &decision, filtered, &self.opts).await?;
+            counters.extend(found);
+            *self.edits.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(edits));
+            substring_seconds = started.elapsed().as_secs_f64();
+            timings.push(("substring".to_string(), substring_seconds));
+        }
         *self.removed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(decision));
 
         // The clusters table, sorted by key, in fixed-size batches.
@@ -552,7 +593,10 @@ impl Stage for DedupStage {
             .execute_stream()
             .await?;
         let schema = Arc::new(harman_schemas::clusters_schema());
-        timings.push(("clustering".to_string(), clustering.elapsed().as_secs_f64()));
+        timings.push((
+            "clustering".to_string(),
+            clustering.elapsed().as_secs_f64() - substring_seconds,
+        ));
         tracing::info!(
             documents = counters.get("dedup.documents").copied().unwrap_or(0),
             removed,
@@ -590,10 +634,23 @@ impl Stage for DedupStage {
             .get(&(shard.index as u32))
             .cloned()
             .unwrap_or_default();
+        let part = (shard.index as u64) << ROW_BITS;
+        let edits: BTreeMap<u64, Vec<(usize, usize)>> = self
+            .edits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|e| {
+                e.range(part..part + (1 << ROW_BITS))
+                    .map(|(k, v)| (k & ROW_MASK, v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
         let partition = DedupedPartition {
             shard: shard.clone(),
             schema: self.schema.clone(),
             removed: Arc::new(rows),
+            edits: Arc::new(edits),
             report,
         };
         let table = StreamingTable::try_new(self.schema.clone(), vec![Arc::new(partition)])?;
@@ -840,6 +897,8 @@ struct DedupedPartition {
     shard: ShardInput,
     schema: SchemaRef,
     removed: Arc<Vec<u64>>,
+    /// Spans to cut from the text of rows, by row.
+    edits: Arc<BTreeMap<u64, Vec<(usize, usize)>>>,
     report: Arc<ShardReport>,
 }
 
@@ -852,6 +911,7 @@ impl PartitionStream for DedupedPartition {
         let shard = self.shard.clone();
         let schema = self.schema.clone();
         let removed = self.removed.clone();
+        let edits = self.edits.clone();
         let report = self.report.clone();
         let url = shard.url.clone();
         let open = async move {
@@ -886,6 +946,7 @@ impl PartitionStream for DedupedPartition {
                 data.add("removed", dropped);
                 data.add("written", n - dropped);
                 report.merge(data);
+                let batch = apply_edits(batch, first, &edits)?;
                 if dropped == 0 {
                     return Ok(batch);
                 }
@@ -895,6 +956,114 @@ impl PartitionStream for DedupedPartition {
         let stream = futures::stream::once(open).try_flatten();
         Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
     }
+}
+
+/// `batch` (rows `first`…) with the spans of `edits` cut from its `text` (and `bytes_out`,
+/// where the table has it, updated).
+fn apply_edits(
+    batch: RecordBatch,
+    first: u64,
+    edits: &BTreeMap<u64, Vec<(usize, usize)>>,
+) -> DfResult<RecordBatch> {
+    let n = batch.num_rows() as u64;
+    if edits.range(first..first + n).next().is_none() {
+        return Ok(batch);
+    }
+    let schema = batch.schema();
+    let Some(text_index) = schema.index_of("text").ok() else {
+        return Ok(batch);
+    };
+    let text = batch.column(text_index).as_string::<i32>();
+    let edited: StringArray = (0..batch.num_rows())
+        .map(|i| {
+            text.is_valid(i)
+                .then(|| match edits.get(&(first + i as u64)) {
+                    Some(spans) => harman_dedup::substring::remove_spans(text.value(i), spans),
+                    None => text.value(i).to_string(),
+                })
+        })
+        .collect();
+    let mut columns = batch.columns().to_vec();
+    if let Ok(bytes_index) = schema.index_of("bytes_out") {
+        let bytes: UInt64Array = (0..edited.len())
+            .map(|i| {
+                Some(if edited.is_valid(i) {
+                    edited.value(i).len() as u64
+                } else {
+                    0
+                })
+            })
+            .collect();
+        columns[bytes_index] = Arc::new(bytes);
+    }
+    columns[text_index] = Arc::new(edited);
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// ExactSubstr over the documents that remain after document-level dedup, in key order, in
+/// groups of `substring_group_mb`: the spans to cut, by key, and counters.
+async fn substring_edits(
+    shards: &[ShardInput],
+    removed: &Removed,
+    filtered: bool,
+    opts: &DedupOptions,
+) -> Result<(Edits, BTreeMap<String, u64>), StageError> {
+    let group_bytes = opts.substring_group_mb << 20;
+    let min_bytes = opts.substring_min_bytes;
+    let mut edits = Edits::new();
+    let (mut spans, mut bytes, mut groups) = (0u64, 0u64, 0u64);
+    let mut group: Vec<(u64, String)> = Vec::new();
+    let mut group_size = 0usize;
+    let mut flush = |group: &mut Vec<(u64, String)>, edits: &mut Edits| {
+        if group.is_empty() {
+            return;
+        }
+        groups += 1;
+        let texts: Vec<&str> = group.iter().map(|(_, t)| t.as_str()).collect();
+        let found = harman_dedup::substring::repeated_spans(&texts, min_bytes);
+        for ((key, _), doc_spans) in group.iter().zip(found) {
+            if !doc_spans.is_empty() {
+                spans += doc_spans.len() as u64;
+                bytes += doc_spans.iter().map(|(a, b)| (b - a) as u64).sum::<u64>();
+                edits.insert(*key, doc_spans);
+            }
+        }
+        group.clear();
+    };
+    for shard in shards {
+        let gone = removed.get(&(shard.index as u32));
+        let part = (shard.index as u64) << ROW_BITS;
+        let mut stream = Box::pin(read_part(shard).await?);
+        let mut next_row = 0u64;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let first = next_row;
+            next_row += batch.num_rows() as u64;
+            let docs = participating_rows(&batch, part | first, filtered, &shard.url)?;
+            let keys = docs.column(0).as_primitive::<UInt64Type>();
+            let text = docs.column(2).as_string::<i32>();
+            for i in 0..docs.num_rows() {
+                let key = keys.value(i);
+                if gone.is_some_and(|rows| rows.binary_search(&(key & ROW_MASK)).is_ok()) {
+                    continue;
+                }
+                group_size += text.value(i).len() + 1;
+                group.push((key, text.value(i).to_string()));
+                if group_size >= group_bytes {
+                    flush(&mut group, &mut edits);
+                    group_size = 0;
+                }
+            }
+        }
+    }
+    flush(&mut group, &mut edits);
+    let counters = BTreeMap::from([
+        ("dedup.substring_documents".to_string(), edits.len() as u64),
+        ("dedup.substring_spans".to_string(), spans),
+        ("dedup.substring_bytes".to_string(), bytes),
+        ("dedup.substring_groups".to_string(), groups),
+    ]);
+    Ok((edits, counters))
 }
 
 /// The per-document signature UDF: exact hash, band keys and shingle set.
@@ -1111,6 +1280,20 @@ mod tests {
         assert_eq!(bad(&|o| o.rows = 30), "rows");
         assert_eq!(bad(&|o| o.threshold = 0.0), "threshold");
         assert_eq!(bad(&|o| o.ngram = 0), "ngram");
+        assert_eq!(
+            bad(&|o| {
+                o.substring = true;
+                o.substring_min_bytes = 4
+            }),
+            "substring_min_bytes"
+        );
+        assert_eq!(
+            bad(&|o| {
+                o.substring = true;
+                o.substring_group_mb = 0
+            }),
+            "substring_group_mb"
+        );
         assert_eq!(
             bad(&|o| {
                 o.exact = false;
