@@ -1015,7 +1015,7 @@ fn json_logs_for_schedulers() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(summary.len(), 4, "{stdout}");
+    assert_eq!(summary.len(), 5, "{stdout}");
     let pile = summary.iter().find(|v| v["stage"] == "pile").unwrap();
     assert_eq!(
         pile["rows"],
