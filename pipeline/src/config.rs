@@ -458,7 +458,8 @@ mod tests {
         let text = "[pipeline]\noutput = \"out\"\n[stages.cc]\nkind = \"ingestt\"\n";
         let e = parse_str(text).unwrap_err();
         assert!(
-            e.message.contains("known kinds: dedup, extract, filter, ingest"),
+            e.message
+                .contains("known kinds: dedup, extract, filter, ingest"),
             "{e}"
         );
 
