@@ -154,16 +154,44 @@ pub async fn run(
 /// Read a stage's manifest.
 pub async fn read_manifest(dir: &Location) -> Result<Option<StageManifest>, ExecError> {
     let loc = dir.join("_manifest.json");
+    let Some(bytes) = get_if_present(&loc).await? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| ExecError::Manifest(format!("{}: not a harman manifest: {e}", loc.url)))
+}
+
+/// The bytes of an object, or None when there is none.
+async fn get_if_present(loc: &Location) -> Result<Option<bytes::Bytes>, ExecError> {
     match loc.store.get(&loc.path).await {
-        Ok(get) => {
-            let bytes = get.bytes().await.map_err(os_err(&loc.url))?;
-            serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                ExecError::Manifest(format!("{}: not a harman manifest: {e}", loc.url))
-            })
-        }
+        Ok(get) => Ok(Some(get.bytes().await.map_err(os_err(&loc.url))?)),
         Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(os_err(&loc.url)(e)),
     }
+}
+
+/// A commit marker (shard or whole-input step), or None when it is missing or unreadable
+/// (then the work it would vouch for is redone).
+async fn read_marker<T: serde::de::DeserializeOwned>(
+    loc: &Location,
+) -> Result<Option<T>, ExecError> {
+    Ok(get_if_present(loc)
+        .await?
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+}
+
+/// Whether every file a marker lists is still in `dir`, whole (its recorded size).
+async fn outputs_intact(dir: &Location, outputs: &[&OutputEntry]) -> Result<bool, ExecError> {
+    for out in outputs {
+        let loc = dir.join(&out.path);
+        match dir.store.head(&loc.path).await {
+            Ok(meta) if meta.size == out.bytes => {}
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(os_err(&loc.url)(e)),
+        }
+    }
+    Ok(true)
 }
 
 /// The stage manifests at a location: its own (a stage folder), else those of the stage
@@ -532,26 +560,15 @@ impl StageRunner<'_> {
         inputs_identity: &str,
         config_hash: &str,
     ) -> Result<Option<GlobalMarker>, ExecError> {
-        let bytes = match loc.store.get(&loc.path).await {
-            Ok(get) => get.bytes().await.map_err(os_err(&loc.url))?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(os_err(&loc.url)(e)),
-        };
-        let Ok(marker) = serde_json::from_slice::<GlobalMarker>(&bytes) else {
+        let Some(marker) = read_marker::<GlobalMarker>(loc).await? else {
             return Ok(None);
         };
         if marker.config_hash != config_hash || marker.inputs_identity != inputs_identity {
             return Ok(None);
         }
-        for t in &marker.tables {
-            let table = self.dir.join(&t.path);
-            match self.dir.store.head(&table.path).await {
-                Ok(meta) if meta.size == t.bytes => {}
-                Ok(_) | Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                Err(e) => return Err(os_err(&table.url)(e)),
-            }
-        }
-        Ok(Some(marker))
+        let tables: Vec<&OutputEntry> = marker.tables.iter().collect();
+        let intact = outputs_intact(&self.dir, &tables).await?;
+        Ok(intact.then_some(marker))
     }
 
     /// Delete outputs of shards that no longer exist and anything left in staging.
@@ -644,12 +661,7 @@ impl ShardJob {
 
     async fn existing_marker(&self, spec: &ShardSpec) -> Result<Option<ShardMarker>, ExecError> {
         let loc = self.dir.join(&marker_name(spec.input.index));
-        let bytes = match self.dir.store.get(&loc.path).await {
-            Ok(get) => get.bytes().await.map_err(os_err(&loc.url))?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(os_err(&loc.url)(e)),
-        };
-        let Ok(marker) = serde_json::from_slice::<ShardMarker>(&bytes) else {
+        let Some(marker) = read_marker::<ShardMarker>(&loc).await? else {
             return Ok(None);
         };
         if marker.config_hash != self.config_hash
@@ -662,15 +674,8 @@ impl ShardJob {
         // The committed outputs must still be there, whole.
         let mut outputs = vec![&marker.output];
         outputs.extend(marker.rejects.as_ref());
-        for out in outputs {
-            let loc = self.dir.join(&out.path);
-            match self.dir.store.head(&loc.path).await {
-                Ok(meta) if meta.size == out.bytes => {}
-                Ok(_) | Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                Err(e) => return Err(os_err(&loc.url)(e)),
-            }
-        }
-        Ok(Some(marker))
+        let intact = outputs_intact(&self.dir, &outputs).await?;
+        Ok(intact.then_some(marker))
     }
 
     async fn process(self: Arc<Self>, spec: ShardSpec) -> Result<ShardMarker, ExecError> {
