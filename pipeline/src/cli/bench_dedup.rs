@@ -6,7 +6,7 @@
 //! carry a copy suffix (so copies share no shingle: N times the documents, the same
 //! duplicate structure) to show how memory grows with the corpus.
 
-use super::bench::{median, thread_cpu_seconds};
+use super::bench::{cpu_seconds, median, thread_cpu_seconds};
 use super::Failure;
 use anyhow::Context;
 use arrow::array::{Array, ArrayRef, AsArray, StringArray, UInt64Array};
@@ -50,17 +50,6 @@ pub struct DedupBenchArgs {
     pub save: Option<PathBuf>,
 }
 
-/// CPU time of the whole process, in seconds.
-fn process_cpu_seconds() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-}
-
 /// Peak resident memory of this process (MiB), from /proc.
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -78,29 +67,17 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+/// (id, text) of every row of a JSONL(.zst)/Parquet/CSV table with `id` and `text`.
 fn read_documents(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
-    let file = std::fs::File::open(path).with_context(|| path.display().to_string())?;
-    let reader: Box<dyn std::io::Read> = if path.extension().is_some_and(|e| e == "zst") {
-        Box::new(zstd::Decoder::new(file)?)
-    } else {
-        Box::new(file)
+    let cols = super::labeled::Columns {
+        id: "id",
+        text: "text",
+        label: None,
     };
-    let mut docs = Vec::new();
-    for (n, line) in std::io::BufReader::new(reader).lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .with_context(|| format!("{}:{}: not JSON", path.display(), n + 1))?;
-        let id = v["id"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| n.to_string());
-        let text = v["text"].as_str().unwrap_or_default().to_string();
-        docs.push((id, text));
-    }
-    Ok(docs)
+    Ok(super::labeled::read(path, &cols)?
+        .into_iter()
+        .map(|r| (r.id, r.text))
+        .collect())
 }
 
 /// Copy `copy` of a text: every word gets the suffix `q<copy>` (copy 0 is the text itself).
@@ -455,7 +432,7 @@ pub async fn bench_dedup(args: DedupBenchArgs) -> Result<(), Failure> {
         let mut last = None;
         let mut clusters: BTreeMap<u64, Vec<(String, bool)>> = BTreeMap::new();
         for _ in 0..args.repeat.max(1) {
-            let c0 = process_cpu_seconds();
+            let c0 = cpu_seconds(libc::CLOCK_PROCESS_CPUTIME_ID);
             let prepared = stage.prepare(&shards, args.threads).await?;
             // The clusters table is sorted and streamed as it is read: part of clustering.
             let read = Instant::now();
@@ -466,7 +443,7 @@ pub async fn bench_dedup(args: DedupBenchArgs) -> Result<(), Failure> {
                 }
             }
             let read = read.elapsed().as_secs_f64();
-            let cpu = process_cpu_seconds() - c0;
+            let cpu = cpu_seconds(libc::CLOCK_PROCESS_CPUTIME_ID) - c0;
             clusters = by_cluster(&batches);
             let phase = |name: &str| {
                 prepared

@@ -1,5 +1,6 @@
-//! Reading tables of text rows for the classifier commands: CSV (with a header row), JSONL
-//! (one object per line) or Parquet, each row an id, a text and optionally a 0/1 label.
+//! Reading tables of text rows for the classifier commands and `harman bench dedup`: CSV
+//! (with a header row), JSONL (one object per line; `.zst` compressed too) or Parquet, each
+//! row an id, a text and optionally a 0/1 label.
 //! Rows are streamed to a callback ([`for_each`]; memory stays bounded whatever the file's
 //! size) or collected ([`read`]). Errors name the file, the row and the column.
 
@@ -60,9 +61,10 @@ pub fn read(path: &Path, cols: &Columns) -> anyhow::Result<Vec<Row>> {
 }
 
 /// Call `f` with every row of `path`, in file order, by the file's extension (.csv/.tsv,
-/// .jsonl/.json/.ndjson, .parquet).
+/// .jsonl/.json/.ndjson, each optionally .zst, .parquet).
 pub fn for_each(path: &Path, cols: &Columns, f: Each) -> anyhow::Result<()> {
-    let name = path.to_string_lossy().to_ascii_lowercase();
+    let lower = path.to_string_lossy().to_ascii_lowercase();
+    let name = lower.strip_suffix(".zst").unwrap_or(&lower);
     if name.ends_with(".csv") || name.ends_with(".tsv") {
         let delimiter = if name.ends_with(".tsv") { b'\t' } else { b',' };
         read_csv(path, cols, delimiter, f)
@@ -72,7 +74,7 @@ pub fn for_each(path: &Path, cols: &Columns, f: Each) -> anyhow::Result<()> {
         read_parquet(path, cols, f)
     } else {
         bail!(
-            "{}: unknown table format; use a .csv, .tsv, .jsonl or .parquet file",
+            "{}: unknown table format; use a .csv, .tsv, .jsonl(.zst) or .parquet file",
             path.display()
         )
     }
@@ -136,7 +138,12 @@ fn read_jsonl(path: &Path, cols: &Columns, f: Each) -> anyhow::Result<()> {
     use std::io::BufRead;
     let file =
         std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+    let reader: Box<dyn std::io::Read> = if path.extension().is_some_and(|e| e == "zst") {
+        Box::new(zstd::Decoder::new(file).with_context(|| format!("{}", path.display()))?)
+    } else {
+        Box::new(file)
+    };
+    for (n, line) in std::io::BufReader::new(reader).lines().enumerate() {
         let line_no = n + 1;
         let line = match line {
             Ok(l) => l,
@@ -260,4 +267,33 @@ fn read_parquet(path: &Path, cols: &Columns, f: Each) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A zstd-compressed JSONL file reads like the plain one (the dedup test sample).
+    #[test]
+    fn zstd_jsonl_reads_like_plain_jsonl() {
+        let sample =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/dedup/sample.jsonl.zst");
+        let cols = Columns {
+            id: "id",
+            text: "text",
+            label: None,
+        };
+        let rows = read(&sample, &cols).unwrap();
+        assert_eq!(rows.len(), 1007);
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("sample.jsonl");
+        let bytes = zstd::decode_all(std::fs::File::open(&sample).unwrap()).unwrap();
+        std::fs::write(&plain, bytes).unwrap();
+        let again = read(&plain, &cols).unwrap();
+        assert!(rows
+            .iter()
+            .zip(&again)
+            .all(|(a, b)| a.id == b.id && a.text == b.text));
+        assert_eq!(rows[0].id, "doc-00000");
+    }
 }
