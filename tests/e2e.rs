@@ -1216,6 +1216,19 @@ fn s3_end_to_end_against_a_real_server() {
     assert!(!leaked);
 }
 
+/// `harman dedup` on the planted dedup sample, writing to `out`, with more arguments.
+fn harman_dedup(out: &Path, more: &[&str]) -> Output {
+    let sample = repo().join("tests/data/dedup/sample.jsonl.zst");
+    let mut args = vec![
+        "dedup",
+        sample.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(more);
+    harman(&args)
+}
+
 /// The dedup sample's pairs with Jaccard ≥ 0.7 (a, b, J).
 fn dedup_truth() -> Vec<(String, String, f64)> {
     let text = std::fs::read_to_string(repo().join("tests/data/dedup/sample_truth.jsonl")).unwrap();
@@ -1238,17 +1251,9 @@ fn dedup_removes_planted_duplicates_deterministically() {
     use arrow::array::{Array, AsArray};
     use std::collections::{BTreeSet, HashMap};
     let dir = tempfile::tempdir().unwrap();
-    let sample = repo().join("tests/data/dedup/sample.jsonl.zst");
     let run = |name: &str, threads: &str| {
         let out = dir.path().join(name);
-        let o = ok(harman(&[
-            "dedup",
-            sample.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--threads",
-            threads,
-        ]));
+        let o = ok(harman_dedup(&out, &["--threads", threads]));
         (out, o)
     };
     let (a, o) = run("a", "1");
@@ -1376,12 +1381,7 @@ fn dedup_removes_planted_duplicates_deterministically() {
     assert_eq!(reports, ["clusters.parquet", "_s_curve.txt"]);
 
     // A rerun reuses the committed clusters and parts; verify accepts the folder.
-    let again = ok(harman(&[
-        "dedup",
-        sample.to_str().unwrap(),
-        "--output",
-        a.to_str().unwrap(),
-    ]));
+    let again = ok(harman_dedup(&a, &[]));
     assert!(
         String::from_utf8_lossy(&again.stderr).contains("committed earlier; reused"),
         "{}",
@@ -1396,16 +1396,8 @@ fn dedup_removes_planted_duplicates_deterministically() {
 #[test]
 fn dedup_refuses_a_banding_that_contradicts_the_threshold() {
     let dir = tempfile::tempdir().unwrap();
-    let sample = repo().join("tests/data/dedup/sample.jsonl.zst");
     let out = dir.path().join("out");
-    let o = harman(&[
-        "dedup",
-        sample.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--options",
-        "bands = 2\nrows = 20",
-    ]);
+    let o = harman_dedup(&out, &["--options", "bands = 2\nrows = 20"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -1413,14 +1405,7 @@ fn dedup_refuses_a_banding_that_contradicts_the_threshold() {
         "{err}"
     );
     assert!(!out.exists(), "nothing is written on a config error");
-    let o = harman(&[
-        "dedup",
-        sample.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--options",
-        "treshold = 0.7",
-    ]);
+    let o = harman_dedup(&out, &["--options", "treshold = 0.7"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("treshold"),
@@ -1436,19 +1421,12 @@ fn dedup_refuses_a_banding_that_contradicts_the_threshold() {
 fn dedup_substring_removes_repeated_spans_from_later_documents() {
     use arrow::array::AsArray;
     let dir = tempfile::tempdir().unwrap();
-    let sample = repo().join("tests/data/dedup/sample.jsonl.zst");
     let run = |name: &str, threads: &str| {
         let out = dir.path().join(name);
-        ok(harman(&[
-            "dedup",
-            sample.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--threads",
-            threads,
-            "--options",
-            "substring = true",
-        ]));
+        ok(harman_dedup(
+            &out,
+            &["--threads", threads, "--options", "substring = true"],
+        ));
         out
     };
     let (a, b) = (run("a", "1"), run("b", "2"));
