@@ -1522,3 +1522,50 @@ fn dedup_substring_removes_repeated_spans_from_later_documents() {
         shortened.len()
     );
 }
+
+/// Bad lines in `harman dedup`'s input are rejected with their location (the ingest
+/// stage's rejects table) and the other documents are still deduplicated.
+#[test]
+fn dedup_command_rejects_bad_lines_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("docs.jsonl");
+    let body =
+        "The threshing floor separates the grain from the chaff every single autumn morning.";
+    std::fs::write(
+        &input,
+        format!(
+            "{{\"id\": \"a\", \"text\": \"{body}\"}}\n{{\"id\": \"b\", \"text\": oops}}\n{{\"id\": \"c\", \"text\": \"{body}\"}}\n{{\"id\": \"d\", \"text\": \"Something else entirely.\"}}\n"
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = ok(harman(&[
+        "dedup",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]));
+    let rejects = read_rejects(&out.join("input"));
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    // The bad line starts after the first line's bytes.
+    let first_line = std::fs::read_to_string(&input)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .len() as u64
+        + 1;
+    assert_eq!(rejects[0].1, first_line, "{rejects:?}");
+    let c = &manifest(&out.join("dedup"))["counters"];
+    assert_eq!(
+        (
+            c["documents"].as_u64(),
+            c["removed"].as_u64(),
+            c["written"].as_u64()
+        ),
+        (Some(3), Some(1), Some(2)),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(c["dedup.exact_duplicates"].as_u64(), Some(1));
+}
