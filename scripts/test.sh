@@ -2,6 +2,8 @@
 # The test command of harman (README): installs what the tests need, then runs them all.
 #   - moto's S3-compatible server (PyPI), into a virtualenv under target/, for the tests that
 #     read from and write to s3:// on 127.0.0.1 (each test starts its own server on a free port);
+#   - Hugging Face `tokenizers` (PyPI) into the same virtualenv, for the test that loads a
+#     tokenizer.json harman trained and compares its ids with harman's;
 #   - then `cargo test` over the whole workspace (unit tests + end-to-end tests of the binary).
 # Extra arguments go to cargo test (e.g. `scripts/test.sh s3` runs the tests matching "s3").
 set -euo pipefail
@@ -18,6 +20,11 @@ if [ ! -x "$VENV/bin/moto_server" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]==5.2.5'
 fi
+if ! "$VENV/bin/python" -c 'import tokenizers' >/dev/null 2>&1; then
+  echo "installing tokenizers into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'tokenizers==0.23.3'
+fi
 export HARMAN_MOTO_SERVER="$VENV/bin/moto_server"
+export HARMAN_TEST_PYTHON="$VENV/bin/python"
 
 cargo test --workspace --locked "$@"

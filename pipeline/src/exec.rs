@@ -6,7 +6,9 @@
 //! a killed run resumes with neither loss nor duplicates.
 
 use crate::config::{PipelineConfig, StageConfig};
-use crate::manifest::{self, GlobalMarker, InputEntry, OutputEntry, ShardMarker, StageManifest};
+use crate::manifest::{
+    self, FinishMarker, GlobalMarker, InputEntry, OutputEntry, ShardMarker, StageManifest,
+};
 use crate::progress::{Progress, StageProgress};
 use crate::store::{self, Location, StoreError};
 use arrow::array::{ArrayRef, StringBuilder, UInt64Builder};
@@ -14,14 +16,14 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::{StreamExt, TryStreamExt};
-use harman_stages::{RejectRow, ShardInput, ShardReport, Stage, StageInputs};
+use harman_stages::{FinishContext, RejectRow, ShardInput, ShardReport, Stage, StageInputs};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -281,6 +283,7 @@ impl StageRunner<'_> {
                                 path: f.meta.location,
                                 size: f.meta.size,
                                 local_path: f.local,
+                                origin: None,
                             },
                             identity,
                             etag: f.meta.e_tag.filter(|_| remote),
@@ -293,6 +296,7 @@ impl StageRunner<'_> {
             StageInputs::Upstream => {
                 let mut specs = Vec::new();
                 let mut hashes = Vec::new();
+                let mut manifests: HashMap<String, Option<StageManifest>> = HashMap::new();
                 for up in &self.stage.depends_on {
                     let up_dir = self.root.join(up);
                     let Some(m) = read_manifest(&up_dir).await? else {
@@ -305,6 +309,7 @@ impl StageRunner<'_> {
                     hashes.push((up.clone(), m.config_hash.clone()));
                     for out in &m.outputs {
                         let loc = up_dir.join(&out.path);
+                        let origin = self.origin(up, &out.path, &mut manifests).await?;
                         specs.push(ShardSpec {
                             recorded_url: format!("{up}/{}", out.path),
                             input: ShardInput {
@@ -314,6 +319,7 @@ impl StageRunner<'_> {
                                 path: loc.path.clone(),
                                 size: out.bytes,
                                 local_path: loc.local.clone(),
+                                origin,
                             },
                             identity: format!("sha256={}", out.sha256),
                             etag: None,
@@ -324,6 +330,39 @@ impl StageRunner<'_> {
                 Ok((specs, hashes))
             }
         }
+    }
+
+    /// The ingest stage the rows of `stage`'s part `part` come from: each part's input is
+    /// followed back through the manifests (part i of a stage was made from its input i).
+    async fn origin(
+        &self,
+        stage: &str,
+        part: &str,
+        manifests: &mut HashMap<String, Option<StageManifest>>,
+    ) -> Result<Option<String>, ExecError> {
+        let (mut stage, mut part) = (stage.to_string(), part.to_string());
+        // A DAG has fewer stages than this; a cycle in hand-edited manifests must not hang.
+        for _ in 0..64 {
+            if !manifests.contains_key(&stage) {
+                let m = read_manifest(&self.root.join(&stage)).await?;
+                manifests.insert(stage.clone(), m);
+            }
+            let Some(Some(m)) = manifests.get(&stage) else {
+                return Ok(None);
+            };
+            if m.kind == "ingest" {
+                return Ok(Some(stage));
+            }
+            let Some(i) = m.outputs.iter().position(|o| o.path == part) else {
+                return Ok(None);
+            };
+            let Some((up, up_part)) = m.inputs.get(i).and_then(|inp| inp.url.split_once('/'))
+            else {
+                return Ok(None);
+            };
+            (stage, part) = (up.to_string(), up_part.to_string());
+        }
+        Ok(None)
     }
 
     async fn run(&self, progress: &Progress) -> Result<StageOutcome, ExecError> {
@@ -405,13 +444,23 @@ impl StageRunner<'_> {
             .try_collect()
             .await?;
         bar.finish();
-        self.remove_stale(&markers, global.is_some()).await?;
+        self.remove_stale(&markers, global.is_some(), stage.finishes())
+            .await?;
+        let finished = if stage.finishes() {
+            Some(self.finish_step(&shared, &markers).await?)
+        } else {
+            None
+        };
 
         let mut counters: BTreeMap<String, u64> = BTreeMap::new();
         let mut reports = Vec::new();
         if let Some(g) = &global {
             counters.extend(g.counters.clone());
             reports.extend(g.tables.clone());
+        }
+        if let Some(f) = &finished {
+            counters.extend(f.counters.clone());
+            reports.extend(f.files.clone());
         }
         for m in &markers {
             for (k, v) in &m.counters {
@@ -554,6 +603,111 @@ impl StageRunner<'_> {
         Ok(marker)
     }
 
+    /// A finishing stage's whole-output step: reused when its marker matches the config and
+    /// every committed part and its files are intact, else run (`Stage::finish`, writing into
+    /// `_staging/finish/`) and committed (files moved into place, files of an earlier run that
+    /// are no longer made deleted, then the marker).
+    async fn finish_step(
+        &self,
+        job: &Arc<ShardJob>,
+        markers: &[ShardMarker],
+    ) -> Result<FinishMarker, ExecError> {
+        let mut h = Sha256::new();
+        for m in markers {
+            h.update(m.output.sha256.as_bytes());
+            h.update([0]);
+        }
+        let parts_identity = hex::encode(h.finalize());
+        let marker_loc = self.dir.join(FINISH_MARKER);
+        let previous = read_marker::<FinishMarker>(&marker_loc).await?;
+        if let Some(m) = &previous {
+            if !self.force && m.config_hash == job.config_hash && m.parts_identity == parts_identity
+            {
+                let files: Vec<&OutputEntry> = m.files.iter().collect();
+                if outputs_intact(&self.dir, &files).await? {
+                    tracing::info!(stage = %self.stage.name, "whole-output step committed earlier; reused");
+                    return Ok(m.clone());
+                }
+            }
+        }
+        // The marker no longer describes the files while they are rewritten.
+        match self.dir.store.delete(&marker_loc.path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(os_err(&marker_loc.url)(e)),
+        }
+        let parts = markers
+            .iter()
+            .enumerate()
+            .map(|(index, m)| {
+                let loc = self.dir.join(&m.output.path);
+                ShardInput {
+                    index,
+                    url: loc.url.clone(),
+                    store: loc.store.clone(),
+                    path: loc.path.clone(),
+                    size: m.output.bytes,
+                    local_path: loc.local.clone(),
+                    origin: None,
+                }
+            })
+            .collect();
+        let staging = self.dir.join("_staging/finish");
+        let started = Instant::now();
+        let finished = self
+            .stage
+            .stage
+            .finish(FinishContext {
+                store: self.dir.store.clone(),
+                staging: staging.path.clone(),
+                parts,
+                threads: self.threads,
+            })
+            .await
+            .map_err(|e| ExecError::Shard {
+                stage: self.stage.name.clone(),
+                url: self.dir.url.clone(),
+                message: e.to_string(),
+            })?;
+        let mut files = Vec::new();
+        for f in finished.files {
+            job.rename(&format!("_staging/finish/{}", f.name), &f.name)
+                .await?;
+            files.push(OutputEntry {
+                path: f.name,
+                rows: f.rows,
+                bytes: f.bytes,
+                sha256: f.sha256,
+            });
+        }
+        if let Some(old) = previous {
+            for f in old.files {
+                if !files.iter().any(|n| n.path == f.path) {
+                    tracing::info!(stage = %self.stage.name, file = %f.path, "removing stale file");
+                    let loc = self.dir.join(&f.path);
+                    match self.dir.store.delete(&loc.path).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(os_err(&loc.url)(e)),
+                    }
+                }
+            }
+        }
+        if let Some(local) = &self.dir.local {
+            let _ = std::fs::remove_dir_all(local.join("_staging"));
+        }
+        tracing::info!(stage = %self.stage.name, files = files.len(), seconds = started.elapsed().as_secs_f64(), "whole-output step done");
+        let marker = FinishMarker {
+            config_hash: job.config_hash.clone(),
+            parts_identity,
+            files,
+            counters: finished.counters,
+        };
+        let mut json =
+            serde_json::to_vec_pretty(&marker).map_err(|e| ExecError::Manifest(e.to_string()))?;
+        json.push(b'\n');
+        put(&marker_loc, json).await?;
+        Ok(marker)
+    }
+
     async fn valid_global_marker(
         &self,
         loc: &Location,
@@ -572,10 +726,18 @@ impl StageRunner<'_> {
     }
 
     /// Delete outputs of shards that no longer exist and anything left in staging.
-    async fn remove_stale(&self, markers: &[ShardMarker], global: bool) -> Result<(), ExecError> {
+    async fn remove_stale(
+        &self,
+        markers: &[ShardMarker],
+        global: bool,
+        finishes: bool,
+    ) -> Result<(), ExecError> {
         let mut keep: BTreeSet<String> = BTreeSet::new();
         if global {
             keep.insert(GLOBAL_MARKER.to_string());
+        }
+        if finishes {
+            keep.insert(FINISH_MARKER.to_string());
         }
         for m in markers {
             keep.insert(m.output.path.clone());
@@ -626,6 +788,8 @@ impl StageRunner<'_> {
 
 /// The commit marker of a global stage's whole-input step.
 const GLOBAL_MARKER: &str = "_markers/global.json";
+/// The commit marker of a finishing stage's whole-output step.
+const FINISH_MARKER: &str = "_markers/finish.json";
 
 fn part_name(shard: usize) -> String {
     format!("part-{shard:05}.parquet")

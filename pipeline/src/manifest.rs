@@ -102,6 +102,17 @@ pub struct GlobalMarker {
     pub counters: BTreeMap<String, u64>,
 }
 
+/// The commit marker of a finishing stage's whole-output step (tokenize's training shards):
+/// written after its files are in place, once every part is committed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinishMarker {
+    pub config_hash: String,
+    /// Digest of every committed part's sha256, in order.
+    pub parts_identity: String,
+    pub files: Vec<OutputEntry>,
+    pub counters: BTreeMap<String, u64>,
+}
+
 /// The manifest of a stage's output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageManifest {

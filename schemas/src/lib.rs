@@ -7,6 +7,7 @@ mod documents;
 mod filtered;
 mod rejects;
 mod text;
+mod tokens;
 mod validate;
 
 pub use clusters::{clusters_schema, CLUSTERS_TABLE, CLUSTERS_VERSION};
@@ -14,6 +15,10 @@ pub use documents::{documents_schema, DOCUMENTS_TABLE, DOCUMENTS_VERSION};
 pub use filtered::{annotation_fields, filtered_schema, FILTERED_TABLE, FILTERED_VERSION};
 pub use rejects::{rejects_schema, RejectReason, REJECTS_TABLE, REJECTS_VERSION};
 pub use text::{text_schema, TEXT_TABLE, TEXT_VERSION};
+pub use tokens::{
+    token_index_schema, tokens_schema, TOKENS_TABLE, TOKENS_VERSION, TOKEN_INDEX_TABLE,
+    TOKEN_INDEX_VERSION,
+};
 pub use validate::{validate_batch, SchemaError};
 
 use arrow::datatypes::Schema;
@@ -54,6 +59,16 @@ pub fn all_tables() -> Vec<TableSchema> {
             name: CLUSTERS_TABLE,
             version: CLUSTERS_VERSION,
             schema: clusters_schema(),
+        },
+        TableSchema {
+            name: TOKENS_TABLE,
+            version: TOKENS_VERSION,
+            schema: tokens_schema(),
+        },
+        TableSchema {
+            name: TOKEN_INDEX_TABLE,
+            version: TOKEN_INDEX_VERSION,
+            schema: token_index_schema(),
         },
         TableSchema {
             name: REJECTS_TABLE,

@@ -9,11 +9,12 @@ pub mod parquet_io;
 pub mod report;
 pub mod stage;
 pub mod struct_udf;
+pub mod tokenize;
 
 pub use report::{rejected_total, RejectRow, ReportData, ShardReport};
 pub use stage::{
-    OptionError, Prepared, ShardInput, Stage, StageContext, StageError, StageFactory, StageInputs,
-    StageRegistry,
+    FinishContext, Finished, FinishedFile, OptionError, Prepared, ShardInput, Stage, StageContext,
+    StageError, StageFactory, StageInputs, StageRegistry,
 };
 
 /// Every stage kind this build of harman knows.
@@ -23,5 +24,6 @@ pub fn registry() -> StageRegistry {
     r.register(extract::KIND, extract::ExtractStage::factory);
     r.register(filter::KIND, filter::FilterStage::factory);
     r.register(dedup::KIND, dedup::DedupStage::factory);
+    r.register(tokenize::KIND, tokenize::TokenizeStage::factory);
     r
 }

@@ -28,6 +28,9 @@ pub struct ShardInput {
     pub size: u64,
     /// The file on this machine, for `file://` shards (read without the object-store layer).
     pub local_path: Option<PathBuf>,
+    /// The ingest stage the shard's rows come from (followed back through the upstream
+    /// manifests); None for a source file.
+    pub origin: Option<String>,
 }
 
 /// Where a stage's shards come from.
@@ -143,6 +146,20 @@ pub trait Stage: Send + Sync + fmt::Debug {
         Ok(Prepared::default())
     }
 
+    /// Whether the stage writes files made from all its committed parts once every part is
+    /// committed ([`Stage::finish`]; the tokenize stage's training shards).
+    fn finishes(&self) -> bool {
+        false
+    }
+
+    /// The whole-output step of a finishing stage: reads the stage's own committed parts
+    /// (in order) and writes its files under `ctx.staging`; the executor moves them into the
+    /// stage folder, lists them in the manifest and skips the step on a rerun while the parts
+    /// and the files are unchanged.
+    async fn finish(&self, _ctx: FinishContext) -> Result<Finished, StageError> {
+        Ok(Finished::default())
+    }
+
     /// Files written next to the stage manifest once every shard is committed (name,
     /// content), made from the stage's summed counters: e.g. the filter stage's funnel plot.
     fn summary_files(&self, _counters: &BTreeMap<String, u64>) -> Vec<(String, Vec<u8>)> {
@@ -173,6 +190,36 @@ impl fmt::Debug for Prepared {
             .field("timings", &self.timings)
             .finish()
     }
+}
+
+/// What [`Stage::finish`] works with.
+#[derive(Debug, Clone)]
+pub struct FinishContext {
+    pub store: Arc<dyn ObjectStore>,
+    /// The folder to write the files into (the executor commits them from there).
+    pub staging: Path,
+    /// The stage's committed output parts, in order.
+    pub parts: Vec<ShardInput>,
+    pub threads: usize,
+}
+
+/// A file [`Stage::finish`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedFile {
+    /// Name inside the staging (and then the stage) folder.
+    pub name: String,
+    /// Rows (tables) or tokens (token shards).
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// What [`Stage::finish`] produced.
+#[derive(Debug, Clone, Default)]
+pub struct Finished {
+    pub files: Vec<FinishedFile>,
+    /// Counters recorded in the manifest next to the parts' counters.
+    pub counters: BTreeMap<String, u64>,
 }
 
 /// What a stage factory knows besides the stage's options.

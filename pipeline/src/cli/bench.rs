@@ -76,6 +76,9 @@ pub enum BenchWhat {
     /// The dedup stage on the planted near-duplicate benchmark: removal and pair
     /// precision/recall at each threshold, docs/s per core, peak memory.
     Dedup(super::bench_dedup::DedupBenchArgs),
+    /// GPT-2 BPE encoding: identical ids to tiktoken's reference, MB/s on one thread and on
+    /// all cores.
+    Tokenize(super::bench_tokenize::TokenizeBenchArgs),
     /// The filter stage's annotation (language, quality rules, PII, bad words, toxicity)
     /// on a `text` table part or folder: documents/s and MB/s on one core.
     Filter {
@@ -116,6 +119,7 @@ pub async fn bench(args: BenchArgs) -> Result<(), Failure> {
             repeat,
         } => bench_filter(&inputs, options, repeat.max(1)),
         BenchWhat::Dedup(args) => super::bench_dedup::bench_dedup(args).await,
+        BenchWhat::Tokenize(args) => super::bench_tokenize::bench_tokenize(args),
     }
 }
 

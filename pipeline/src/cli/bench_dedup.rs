@@ -150,6 +150,7 @@ fn write_part(dir: &Path, copy: usize, docs: &[(String, String)]) -> anyhow::Res
         path: object_store::path::Path::from_filesystem_path(&path)?,
         size,
         local_path: Some(path),
+        origin: None,
     })
 }
 

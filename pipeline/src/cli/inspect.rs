@@ -30,6 +30,9 @@ pub struct InspectArgs {
     /// JSONL field holding the text.
     #[arg(long, default_value = "text")]
     pub text_field: String,
+    /// The tokenizer of a token shard (`.bin`): `gpt2` or a tokenizer.json.
+    #[arg(long, default_value = "gpt2")]
+    pub tokenizer: String,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -45,6 +48,9 @@ pub async fn inspect(args: InspectArgs) -> Result<(), Failure> {
         // A single file: Parquet, or a raw shard.
         if args.url.ends_with(".parquet") {
             return Ok(show_parquet(&loc, args.rows).await?);
+        }
+        if args.url.ends_with(".bin") {
+            return show_token_shard(&args).await;
         }
         return show_raw_shard(&loc, &args).await;
     }
@@ -293,6 +299,37 @@ async fn show_raw_shard(loc: &Location, args: &InspectArgs) -> Result<(), Failur
         let n = (limit - shown).min(b.num_rows());
         print_rows(&b.slice(0, n), n);
         shown += n;
+    }
+    Ok(())
+}
+
+/// A token shard: header, token and document counts, the first documents as text.
+async fn show_token_shard(args: &InspectArgs) -> Result<(), Failure> {
+    let tok = harman_tokenizer::Tokenizer::load(&args.tokenizer)?;
+    let (version, tokens) = super::tokenize::read_shard(&args.url).await?;
+    let eot = tok.eot().unwrap_or(u32::MAX);
+    let docs = super::tokenize::documents(&tokens, eot);
+    println!("token shard {}", args.url);
+    println!(
+        "format      llm.c, magic {}, version {version} ({})",
+        harman_tokenizer::shard::MAGIC,
+        if version == 1 { "uint16" } else { "uint32" }
+    );
+    println!("tokens      {}", tokens.len());
+    println!("documents   {} (separated by id {eot})", docs.len());
+    if let Some(max) = tokens.iter().max() {
+        if *max as usize >= tok.vocab_size() {
+            println!(
+                "warning     id {max} is outside the {} tokenizer ({} ids)",
+                tok.name(),
+                tok.vocab_size()
+            );
+            return Ok(());
+        }
+    }
+    for (i, d) in docs.iter().take(args.rows).enumerate() {
+        println!("--- document {i} ({} tokens)", d.len());
+        println!("{}", cut(&tok.decode(d)?, 400));
     }
     Ok(())
 }

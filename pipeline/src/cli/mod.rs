@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_dedup;
+mod bench_tokenize;
 mod classify;
 mod dedup;
 mod extract;
@@ -13,6 +14,7 @@ mod inspect;
 mod labeled;
 mod plan;
 mod run;
+mod tokenize;
 mod verify;
 
 use crate::config::ConfigError;
@@ -71,6 +73,15 @@ pub enum Command {
     /// Remove exact and near-duplicate documents (MinHash-LSH) from JSONL/Parquet tables with
     /// an id and a text column; writes the kept rows and a clusters table.
     Dedup(dedup::DedupArgs),
+    /// Tokenize JSONL/Parquet tables into llm.c training shards (GPT-2 BPE or a
+    /// tokenizer.json), or print the ids of each line of a text file (--text FILE --ids).
+    Tokenize(tokenize::TokenizeArgs),
+    /// Train a byte-level BPE tokenizer on text; writes a Hugging Face tokenizer.json.
+    TrainTokenizer(tokenize::TrainTokenizerArgs),
+    /// Print the documents of a token shard as text (or ids).
+    Detokenize(tokenize::DetokenizeArgs),
+    /// The Chinchilla plan for a number of training tokens or parameters.
+    PlanModel(tokenize::PlanModelArgs),
     /// Measure throughput (and extraction quality).
     Bench(bench::BenchArgs),
 }
@@ -147,6 +158,10 @@ pub fn main() -> ExitCode {
             Command::TrainClassifier(args) => classify::train(args),
             Command::Classify(args) => classify::classify(args),
             Command::Dedup(args) => dedup::dedup(args, bars).await,
+            Command::Tokenize(args) => tokenize::tokenize(args, bars).await,
+            Command::TrainTokenizer(args) => tokenize::train_tokenizer(args),
+            Command::Detokenize(args) => tokenize::detokenize(args).await,
+            Command::PlanModel(args) => tokenize::plan_model(args),
             Command::Bench(args) => bench::bench(args).await,
         }
     });

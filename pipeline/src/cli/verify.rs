@@ -49,8 +49,19 @@ async fn verify_stage(dir: &Location, m: &StageManifest) -> anyhow::Result<usize
             }
         };
         let sha = hash_object(&loc.store, &loc.path, &loc.url).await?;
-        // Summary files (reports) are not tables: their row count is recorded as 0.
-        let rows = if out.path.ends_with(".parquet") {
+        // Summary files (reports) are not tables: their row count is recorded as 0; a token
+        // shard's is its token count, checked against its header and length.
+        let rows = if out.path.ends_with(".bin") {
+            match loc.store.get(&loc.path).await {
+                Ok(got) => got
+                    .bytes()
+                    .await
+                    .ok()
+                    .and_then(|b| harman_tokenizer::shard::read_tokens(&b).ok())
+                    .map(|t| t.len() as u64),
+                Err(_) => None,
+            }
+        } else if out.path.ends_with(".parquet") {
             let reader = ObjectParquetReader::new(loc.store.clone(), loc.path.clone(), meta.size);
             match ParquetRecordBatchStreamBuilder::new(reader).await {
                 Ok(b) => Some(b.metadata().file_metadata().num_rows() as u64),
