@@ -389,7 +389,8 @@ impl Stage for TokenizeStage {
             .bytes_read
             .fetch_add(shard.size, std::sync::atomic::Ordering::Relaxed);
         let origin = shard.origin.clone().unwrap_or_else(|| "unknown".into());
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // The run's thread count (the executor sizes each shard's session with it).
+        let threads = ctx.copied_config().target_partitions().max(1);
         let (out, data) = tokio::task::block_in_place(|| {
             self.tokenize_part(&batches, shard.index, &origin, threads)
         })?;

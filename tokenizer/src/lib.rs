@@ -15,6 +15,44 @@ pub use bpe::{Bpe, Id, MergeRule};
 
 use std::sync::{Arc, OnceLock};
 
+/// Texts longer than this are encoded in segments by [`Tokenizer::encode_batch`].
+pub const SEGMENT_BYTES: usize = 256 << 10;
+
+/// `text` cut into segments of about `target` bytes, each cut where the pieces on both sides
+/// are the same whether or not the text goes on: after a line feed (or a carriage return
+/// before a line feed) that follows a printable ASCII character and comes before an ASCII
+/// letter or digit (or that line feed). That single white-space character is a piece of its
+/// own in the whole text (`\s+(?!\S)` fails before a non-space, `\s+` takes it) and at the
+/// end of a segment (`\s+(?!\S)` takes it); the pattern never looks behind. So encoding the
+/// segments one by one gives the ids of the whole text.
+pub fn segments(text: &str, target: usize) -> Vec<&str> {
+    let b = text.as_bytes();
+    let safe = |p: usize| {
+        p >= 2
+            && b[p - 2].is_ascii_graphic()
+            && match b[p - 1] {
+                b'\n' => b[p].is_ascii_alphanumeric(),
+                b'\r' => b[p] == b'\n' && b.get(p + 1).is_some_and(u8::is_ascii_alphanumeric),
+                _ => false,
+            }
+    };
+    let mut out = Vec::new();
+    let mut start = 0;
+    while b.len() - start > target {
+        let mut cut = start + target;
+        while cut < b.len() && !safe(cut) {
+            cut += 1;
+        }
+        if cut >= b.len() {
+            break;
+        }
+        out.push(&text[start..cut]);
+        start = cut;
+    }
+    out.push(&text[start..]);
+    out
+}
+
 /// GPT-2's end-of-text token.
 pub const END_OF_TEXT: &str = "<|endoftext|>";
 
@@ -136,24 +174,30 @@ impl Tokenizer {
         out
     }
 
-    /// The ids of each text, encoded on `threads` threads (texts handed out one at a time,
-    /// results in input order).
+    /// The ids of each text, encoded on `threads` threads, results in input order. Texts
+    /// longer than [`SEGMENT_BYTES`] are cut where a piece must begin ([`segments`]) so one
+    /// long book keeps every thread busy; the ids are the same as [`Tokenizer::encode`]'s.
     pub fn encode_batch<S: AsRef<str> + Sync>(&self, texts: &[S], threads: usize) -> Vec<Vec<Id>> {
-        let threads = threads.clamp(1, texts.len().max(1));
-        if threads == 1 {
+        if threads <= 1 || texts.is_empty() {
             return texts.iter().map(|t| self.encode(t.as_ref())).collect();
         }
+        // Work items: (text index, segment).
+        let work: Vec<(usize, &str)> = texts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| segments(t.as_ref(), SEGMENT_BYTES).into_iter().map(move |s| (i, s)))
+            .collect();
+        let threads = threads.min(work.len());
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let mut out: Vec<Vec<Id>> = vec![Vec::new(); texts.len()];
         let done: Vec<Vec<(usize, Vec<Id>)>> = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads)
                 .map(|_| {
                     scope.spawn(|| {
                         let mut mine = Vec::new();
                         loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(t) = texts.get(i) else { break };
-                            mine.push((i, self.encode(t.as_ref())));
+                            let w = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(&(_, seg)) = work.get(w) else { break };
+                            mine.push((w, self.encode(seg)));
                         }
                         mine
                     })
@@ -164,8 +208,17 @@ impl Tokenizer {
                 .map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
                 .collect()
         });
-        for (i, ids) in done.into_iter().flatten() {
-            out[i] = ids;
+        let mut by_work: Vec<Vec<Id>> = vec![Vec::new(); work.len()];
+        for (w, ids) in done.into_iter().flatten() {
+            by_work[w] = ids;
+        }
+        let mut out: Vec<Vec<Id>> = vec![Vec::new(); texts.len()];
+        for ((i, _), ids) in work.iter().zip(by_work) {
+            if out[*i].is_empty() {
+                out[*i] = ids;
+            } else {
+                out[*i].extend_from_slice(&ids);
+            }
         }
         out
     }
@@ -181,5 +234,29 @@ impl Tokenizer {
     /// tokens) become U+FFFD, as in tiktoken's and Hugging Face's `decode`.
     pub fn decode(&self, ids: &[Id]) -> Result<String, TokenizerError> {
         Ok(String::from_utf8_lossy(&self.decode_bytes(ids)?).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_cut_where_pieces_begin_and_encode_the_same() {
+        let text = "First line.\n  indented 'quoted'\n\nNext 42 things\n\t\nSecond\r\nThird\n9 lives\n\
+                    a\nb \nc\r\nd\r\n\r\ne.\r\n\u{3000}\nf\n"
+            .repeat(50);
+        let tok = Tokenizer::gpt2();
+        let whole = tok.encode(&text);
+        for target in [1, 7, 64, 500] {
+            let segs = segments(&text, target);
+            assert!(segs.len() > 1);
+            assert_eq!(segs.concat(), text);
+            let joined: Vec<Id> = segs.iter().flat_map(|s| tok.encode(s)).collect();
+            assert_eq!(joined, whole, "target {target}");
+        }
+        assert_eq!(segments("no line feeds at all", 4), ["no line feeds at all"]);
+        let batch = tok.encode_batch(&[text.clone(), String::new(), "x".into()], 3);
+        assert_eq!(batch, vec![whole, vec![], tok.encode("x")]);
     }
 }

@@ -82,6 +82,17 @@ fn gpt2_matches_tiktoken_on_whole_files() {
     }
     // tinyshakespeare, the two PG books and the 25 UDHR files.
     assert!(matched >= 28, "only {matched} files found in the shard");
+    // Encoding in segments (as encode_batch does for long texts) changes no id.
+    for doc in &docs {
+        let whole = tok.encode(doc);
+        let parts: Vec<u32> = harman_tokenizer::segments(doc, 4096)
+            .iter()
+            .flat_map(|s| tok.encode(s))
+            .collect();
+        assert_eq!(parts, whole);
+    }
+    let batch = tok.encode_batch(&docs, 3);
+    assert!(batch.iter().zip(&docs).all(|(ids, d)| *ids == tok.encode(d)));
 }
 
 #[test]
