@@ -185,7 +185,11 @@ impl Tokenizer {
         let work: Vec<(usize, &str)> = texts
             .iter()
             .enumerate()
-            .flat_map(|(i, t)| segments(t.as_ref(), SEGMENT_BYTES).into_iter().map(move |s| (i, s)))
+            .flat_map(|(i, t)| {
+                segments(t.as_ref(), SEGMENT_BYTES)
+                    .into_iter()
+                    .map(move |s| (i, s))
+            })
             .collect();
         let threads = threads.min(work.len());
         let next = std::sync::atomic::AtomicUsize::new(0);
@@ -243,9 +247,10 @@ mod tests {
 
     #[test]
     fn segments_cut_where_pieces_begin_and_encode_the_same() {
-        let text = "First line.\n  indented 'quoted'\n\nNext 42 things\n\t\nSecond\r\nThird\n9 lives\n\
+        let text =
+            "First line.\n  indented 'quoted'\n\nNext 42 things\n\t\nSecond\r\nThird\n9 lives\n\
                     a\nb \nc\r\nd\r\n\r\ne.\r\n\u{3000}\nf\n"
-            .repeat(50);
+                .repeat(50);
         let tok = Tokenizer::gpt2();
         let whole = tok.encode(&text);
         for target in [1, 7, 64, 500] {
@@ -255,7 +260,10 @@ mod tests {
             let joined: Vec<Id> = segs.iter().flat_map(|s| tok.encode(s)).collect();
             assert_eq!(joined, whole, "target {target}");
         }
-        assert_eq!(segments("no line feeds at all", 4), ["no line feeds at all"]);
+        assert_eq!(
+            segments("no line feeds at all", 4),
+            ["no line feeds at all"]
+        );
         let batch = tok.encode_batch(&[text.clone(), String::new(), "x".into()], 3);
         assert_eq!(batch, vec![whole, vec![], tok.encode("x")]);
     }

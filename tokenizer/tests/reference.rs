@@ -92,7 +92,10 @@ fn gpt2_matches_tiktoken_on_whole_files() {
         assert_eq!(parts, whole);
     }
     let batch = tok.encode_batch(&docs, 3);
-    assert!(batch.iter().zip(&docs).all(|(ids, d)| *ids == tok.encode(d)));
+    assert!(batch
+        .iter()
+        .zip(&docs)
+        .all(|(ids, d)| *ids == tok.encode(d)));
 }
 
 #[test]

@@ -80,7 +80,11 @@ pub async fn run(args: RunArgs, bars: bool, json: bool) -> Result<(), Failure> {
         if let Ok(loc) = crate::store::resolve(&url, &cwd) {
             if let Ok(got) = loc.store.get(&loc.path).await {
                 if let Ok(bytes) = got.bytes().await {
-                    println!("\n{}: {}", o.manifest.stage, String::from_utf8_lossy(&bytes));
+                    println!(
+                        "\n{}: {}",
+                        o.manifest.stage,
+                        String::from_utf8_lossy(&bytes)
+                    );
                 }
             }
         }
