@@ -1755,6 +1755,12 @@ fn tokenize_writes_llmc_shards_that_decode_to_the_input() {
     );
     let v = ok(harman(&["verify", out.to_str().unwrap()]));
     assert!(String::from_utf8_lossy(&v.stdout).contains("all outputs match"));
+    // A shard lost after the run is written again, byte for byte.
+    let lost = split_shards(out, "train")[0].clone();
+    let before = std::fs::read(&lost).unwrap();
+    std::fs::remove_file(&lost).unwrap();
+    ok(harman_tokenize(&dir.path().join("run1"), "2", options));
+    assert!(std::fs::read(&lost).unwrap() == before);
     // Inspect and detokenize show the documents as text.
     let first = split_shards(out, "train")[0].clone();
     let shown = ok(harman(&["inspect", first.to_str().unwrap(), "--rows", "1"]));

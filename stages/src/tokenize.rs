@@ -211,7 +211,9 @@ impl TokenizeStage {
         let mut data = ReportData::default();
         let val_below = (self.opts.val_fraction * 2f64.powi(64)) as u64;
         let mut docs: Vec<Doc> = Vec::new();
-        let mut texts: Vec<String> = Vec::new();
+        // Each batch's text column, and (batch, row) of every document to encode.
+        let mut columns: Vec<StringArray> = Vec::new();
+        let mut rows: Vec<(usize, usize)> = Vec::new();
         let mut position = 0u64;
         for batch in batches {
             let ids = string_column(batch, &self.opts.id_column)?.ok_or_else(|| {
@@ -262,9 +264,11 @@ impl TokenizeStage {
                     n_bytes: text.value(row).len() as u64,
                     tokens: Vec::new(),
                 });
-                texts.push(text.value(row).to_string());
+                rows.push((columns.len(), row));
             }
+            columns.push(text);
         }
+        let texts: Vec<&str> = rows.iter().map(|&(c, r)| columns[c].value(r)).collect();
         let encoded = self.tokenizer.encode_batch(&texts, threads);
         drop(texts);
         for (doc, ids) in docs.iter_mut().zip(encoded) {
@@ -577,20 +581,22 @@ impl IndexBuilder {
             .write(&batch)
             .and_then(|_| writer.close().map(|_| ()))
             .map_err(|e| StageError::Input(format!("index.parquet: {e}")))?;
-        put(ctx, "index.parquet", bytes, rows).await
+        put(&ctx.store, &ctx.staging, "index.parquet", bytes, rows).await
     }
 }
 
+/// Writes one file into the staging folder.
 async fn put(
-    ctx: &FinishContext,
+    store: &Arc<dyn ObjectStore>,
+    staging: &Path,
     name: &str,
     bytes: Vec<u8>,
     rows: u64,
 ) -> Result<FinishedFile, StageError> {
     let sha256 = hex::encode(Sha256::digest(&bytes));
     let len = bytes.len() as u64;
-    let path = Path::from(format!("{}/{name}", ctx.staging));
-    ctx.store
+    let path = Path::from(format!("{staging}/{name}"));
+    store
         .put(&path, PutPayload::from(bytes))
         .await
         .map_err(|e| StageError::Input(format!("cannot write {name}: {e}")))?;
@@ -602,15 +608,18 @@ async fn put(
     })
 }
 
-/// Packs documents of one split into shard files.
+/// Packs documents of one split into shard files; the open shard is kept in memory as the
+/// file's bytes (at most `shard_tokens` × 2 or 4 bytes).
 struct ShardWriter {
     split: &'static str,
     version: i32,
     capacity: u64,
     store: Arc<dyn ObjectStore>,
     staging: Path,
-    /// Tokens of the open shard.
-    tokens: Vec<u32>,
+    /// The open shard: room for the header, then its tokens.
+    bytes: Vec<u8>,
+    /// Tokens in the open shard.
+    open: u64,
     files: Vec<FinishedFile>,
     index: IndexBuilder,
     /// Tokens written to finished shards.
@@ -625,7 +634,8 @@ impl ShardWriter {
             capacity,
             store: ctx.store.clone(),
             staging: ctx.staging.clone(),
-            tokens: Vec::new(),
+            bytes: vec![0; shard::HEADER_BYTES],
+            open: 0,
             files: Vec::new(),
             index: IndexBuilder::default(),
             written: 0,
@@ -638,47 +648,44 @@ impl ShardWriter {
 
     /// Appends the end-of-text token and a document, cutting shards where they fill.
     async fn push(&mut self, id: &str, eot: u32, ids: &[u32]) -> Result<(), StageError> {
-        self.tokens.push(eot);
-        if self.tokens.len() as u64 == self.capacity {
-            self.flush().await?;
-        }
+        self.append(&[eot]).await?;
         let mut rest = ids;
         let mut piece = 0;
         while !rest.is_empty() || piece == 0 {
-            let room = (self.capacity - self.tokens.len() as u64) as usize;
-            let take = room.min(rest.len());
+            let take = ((self.capacity - self.open) as usize).min(rest.len());
             self.index.shard.push(self.name());
             self.index.id.push(id.to_string());
-            self.index.offset.push(self.tokens.len() as u64);
+            self.index.offset.push(self.open);
             self.index.length.push(take as u64);
             self.index.piece.push(piece);
-            self.tokens.extend_from_slice(&rest[..take]);
+            self.append(&rest[..take]).await?;
             rest = &rest[take..];
             piece += 1;
-            if self.tokens.len() as u64 == self.capacity {
-                self.flush().await?;
-            }
+        }
+        Ok(())
+    }
+
+    /// Adds tokens that fit in the open shard; writes it when full.
+    async fn append(&mut self, ids: &[u32]) -> Result<(), StageError> {
+        shard::push_tokens(&mut self.bytes, self.version, ids);
+        self.open += ids.len() as u64;
+        if self.open == self.capacity {
+            self.flush().await?;
         }
         Ok(())
     }
 
     /// Writes the open shard, if it holds anything.
     async fn flush(&mut self) -> Result<(), StageError> {
-        if self.tokens.is_empty() {
+        if self.open == 0 {
             return Ok(());
         }
-        let n = self.tokens.len() as u64;
-        let mut bytes = shard::header(self.version, n).to_vec();
-        shard::push_tokens(&mut bytes, self.version, &self.tokens);
-        self.tokens.clear();
+        let n = self.open;
+        let mut bytes = std::mem::replace(&mut self.bytes, vec![0; shard::HEADER_BYTES]);
+        bytes[..shard::HEADER_BYTES].copy_from_slice(&shard::header(self.version, n));
+        self.open = 0;
         let name = self.name();
-        let ctx = FinishContext {
-            store: self.store.clone(),
-            staging: self.staging.clone(),
-            parts: Vec::new(),
-            threads: 1,
-        };
-        let file = put(&ctx, &name, bytes, n).await?;
+        let file = put(&self.store, &self.staging, &name, bytes, n).await?;
         self.written += n;
         self.files.push(file);
         Ok(())

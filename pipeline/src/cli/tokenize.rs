@@ -174,7 +174,9 @@ fn print_summary(c: &std::collections::BTreeMap<String, u64>) {
     }
 }
 
-/// `--text FILE --ids`: the ids of each line (without its line ending), one line each.
+/// `--text FILE --ids`: the ids of each line (without its line ending), one line each. A
+/// line that is not UTF-8 gets an empty output line (so lines stay aligned), is reported with
+/// its number and byte offset, and makes the command exit 1 after the rest is printed.
 fn print_ids(path: &std::path::Path, tokenizer: &str) -> Result<(), Failure> {
     let tok = Tokenizer::load(tokenizer)?;
     let file =
@@ -183,11 +185,12 @@ fn print_ids(path: &std::path::Path, tokenizer: &str) -> Result<(), Failure> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut line = Vec::new();
-    let mut number = 0usize;
+    let (mut number, mut offset, mut bad) = (0usize, 0u64, 0usize);
     let mut ids = Vec::new();
     loop {
         line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 {
             break;
         }
         number += 1;
@@ -195,14 +198,26 @@ fn print_ids(path: &std::path::Path, tokenizer: &str) -> Result<(), Failure> {
         if let Some(s) = content.strip_suffix(b"\n") {
             content = s.strip_suffix(b"\r").unwrap_or(s);
         }
-        let text = std::str::from_utf8(content)
-            .map_err(|e| anyhow!("{}: line {number} is not UTF-8 ({e})", path.display()))?;
         ids.clear();
-        tok.encode_into(text, &mut ids);
+        match std::str::from_utf8(content) {
+            Ok(text) => tok.encode_into(text, &mut ids),
+            Err(e) => {
+                bad += 1;
+                eprintln!(
+                    "{}: line {number} (byte {}) is not UTF-8: {e}; printed as an empty line",
+                    path.display(),
+                    offset + e.valid_up_to() as u64
+                );
+            }
+        }
+        offset += n as u64;
         let strs: Vec<String> = ids.iter().map(u32::to_string).collect();
         writeln!(out, "{}", strs.join(" "))?;
     }
     out.flush()?;
+    if bad > 0 {
+        return Err(anyhow!("{bad} line(s) of {} are not UTF-8", path.display()).into());
+    }
     Ok(())
 }
 
