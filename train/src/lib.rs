@@ -1,0 +1,9 @@
+//! The GPT model harman trains: its configuration and parameter layout ([`model`]) and the
+//! CPU backend that runs its forward and backward passes with the reference ops of
+//! `harman-kernels` ([`cpu`]).
+
+pub mod cpu;
+pub mod model;
+pub mod rng;
+
+pub use model::{GptConfig, ParamLayout, Params};
