@@ -1,0 +1,387 @@
+//! Checkpoints: a folder `step_NNNNNNNN/` with the weights (`model.safetensors`, harman's
+//! tensor names and shapes), the optimizer's moments (`optimizer.safetensors`, `m.<name>` and
+//! `v.<name>`) and `state.json` (step, data position, RNG state, model config, the training
+//! options); written into a temporary folder and renamed, so a checkpoint is complete or
+//! absent. Also the Hugging Face GPT-2 layout (`config.json` + `model.safetensors`) that
+//! `transformers`' `GPT2LMHeadModel` loads.
+
+use crate::data::Position;
+use crate::model::{GptConfig, ParamLayout, Params};
+use safetensors::tensor::{Dtype, TensorView};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Why a checkpoint cannot be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Format { path: String, message: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn format_err(path: &Path, message: impl ToString) -> CheckpointError {
+    CheckpointError::Format {
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// What a checkpoint holds besides tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Optimizer steps done.
+    pub step: u64,
+    /// Where the training data continues.
+    pub data: Position,
+    pub rng: u64,
+    pub config: GptConfig,
+    /// The training options, as given (checked on resume).
+    pub options: serde_json::Value,
+    /// Tokens trained on so far.
+    pub tokens: u64,
+}
+
+/// Tensors (name, shape, values) as safetensors bytes, with metadata.
+fn serialize(
+    tensors: Vec<(String, Vec<usize>, &[f32])>,
+    meta: BTreeMap<String, String>,
+) -> Result<Vec<u8>, String> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(n, s, b)| TensorView::new(Dtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let meta: std::collections::HashMap<String, String> = meta.into_iter().collect();
+    safetensors::serialize(views, Some(meta)).map_err(|e| e.to_string())
+}
+
+/// Tensors by name: (shape, values).
+pub type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// The f32 values of each tensor of a safetensors file, by name, with shapes.
+pub fn read_tensors(path: &Path) -> Result<Tensors, CheckpointError> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format_err(path, e))?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(format_err(
+                path,
+                format!("{name} is {:?}, not F32", view.dtype()),
+            ));
+        }
+        let vals = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        out.insert(name, (view.shape().to_vec(), vals));
+    }
+    Ok(out)
+}
+
+fn per_tensor<'a>(
+    layout: &ParamLayout,
+    data: &'a [f32],
+    prefix: &str,
+) -> Vec<(String, Vec<usize>, &'a [f32])> {
+    layout
+        .tensors
+        .iter()
+        .map(|(name, _, shape)| {
+            (
+                format!("{prefix}{name}"),
+                shape.clone(),
+                &data[layout.range(name)],
+            )
+        })
+        .collect()
+}
+
+/// Writes a checkpoint folder `dir/step_NNNNNNNN` atomically and points `dir/latest` at it.
+pub fn save(
+    dir: &Path,
+    params: &Params,
+    m: &[f32],
+    v: &[f32],
+    state: &TrainState,
+) -> Result<PathBuf, CheckpointError> {
+    let name = format!("step_{:08}", state.step);
+    let final_dir = dir.join(&name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let mut meta = BTreeMap::new();
+    meta.insert("format".to_string(), "harman-gpt".to_string());
+    meta.insert(
+        "config".to_string(),
+        serde_json::to_string(&params.config).map_err(|e| format_err(&tmp, e))?,
+    );
+    let model = serialize(per_tensor(&params.layout, &params.data, ""), meta.clone())
+        .map_err(|e| format_err(&tmp, e))?;
+    let p = tmp.join("model.safetensors");
+    std::fs::write(&p, model).map_err(io(&p))?;
+    let mut moments = per_tensor(&params.layout, m, "m.");
+    moments.extend(per_tensor(&params.layout, v, "v."));
+    let opt = serialize(moments, meta).map_err(|e| format_err(&tmp, e))?;
+    let p = tmp.join("optimizer.safetensors");
+    std::fs::write(&p, opt).map_err(io(&p))?;
+    let p = tmp.join("state.json");
+    let mut json = serde_json::to_vec_pretty(state).map_err(|e| format_err(&p, e))?;
+    json.push(b'\n');
+    std::fs::write(&p, json).map_err(io(&p))?;
+    let _ = std::fs::remove_dir_all(&final_dir);
+    std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
+    let latest_tmp = dir.join(".latest.tmp");
+    std::fs::write(&latest_tmp, format!("{name}\n")).map_err(io(&latest_tmp))?;
+    std::fs::rename(&latest_tmp, dir.join("latest")).map_err(io(dir))?;
+    Ok(final_dir)
+}
+
+/// The checkpoint `dir/latest` names, if any.
+pub fn latest(dir: &Path) -> Option<PathBuf> {
+    let name = std::fs::read_to_string(dir.join("latest")).ok()?;
+    let p = dir.join(name.trim());
+    p.join("state.json").exists().then_some(p)
+}
+
+/// A loaded checkpoint.
+pub struct Loaded {
+    pub params: Params,
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+    pub state: TrainState,
+}
+
+fn gather(
+    path: &Path,
+    layout: &ParamLayout,
+    tensors: &Tensors,
+    prefix: &str,
+) -> Result<Vec<f32>, CheckpointError> {
+    let mut data = vec![0f32; layout.total];
+    for (name, _, shape) in &layout.tensors {
+        let key = format!("{prefix}{name}");
+        let (s, vals) = tensors
+            .get(&key)
+            .ok_or_else(|| format_err(path, format!("no tensor {key}")))?;
+        if s != shape {
+            return Err(format_err(
+                path,
+                format!("{key} has shape {s:?}, the config says {shape:?}"),
+            ));
+        }
+        data[layout.range(name)].copy_from_slice(vals);
+    }
+    Ok(data)
+}
+
+/// Reads a checkpoint folder (weights only when `optimizer.safetensors` is absent: moments 0).
+pub fn load(ckpt: &Path) -> Result<Loaded, CheckpointError> {
+    let sp = ckpt.join("state.json");
+    let state: TrainState = serde_json::from_slice(&std::fs::read(&sp).map_err(io(&sp))?)
+        .map_err(|e| format_err(&sp, e))?;
+    let layout = ParamLayout::new(&state.config);
+    let mp = ckpt.join("model.safetensors");
+    let data = gather(&mp, &layout, &read_tensors(&mp)?, "")?;
+    let op = ckpt.join("optimizer.safetensors");
+    let (m, v) = if op.exists() {
+        let t = read_tensors(&op)?;
+        (
+            gather(&op, &layout, &t, "m.")?,
+            gather(&op, &layout, &t, "v.")?,
+        )
+    } else {
+        (vec![0.0; layout.total], vec![0.0; layout.total])
+    };
+    Ok(Loaded {
+        params: Params {
+            config: state.config,
+            layout,
+            data,
+        },
+        m,
+        v,
+        state,
+    })
+}
+
+/// Writes `config.json` + `model.safetensors` in Hugging Face's GPT-2 layout into `out`:
+/// Conv1D weights transposed to `[in, out]`, the embedding cut to the real vocabulary, the
+/// output head tied (not stored).
+pub fn export_hf(params: &Params, out: &Path) -> Result<(), CheckpointError> {
+    let cfg = &params.config;
+    let (c, l) = (cfg.channels, cfg.num_layers);
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let transpose = |w: &[f32], rows: usize, cols: usize| -> Vec<f32> {
+        let mut t = vec![0f32; w.len()];
+        for r in 0..rows {
+            for k in 0..cols {
+                t[k * rows + r] = w[r * cols + k];
+            }
+        }
+        t
+    };
+    let mut owned: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let t = |n: &str| params.tensor(n);
+    owned.push((
+        "transformer.wte.weight".into(),
+        vec![cfg.vocab_size, c],
+        t("wte")[..cfg.vocab_size * c].to_vec(),
+    ));
+    owned.push((
+        "transformer.wpe.weight".into(),
+        vec![cfg.max_seq_len, c],
+        t("wpe").to_vec(),
+    ));
+    for i in 0..l {
+        let h = format!("transformer.h.{i}");
+        let vec_of = |n: &str, per: usize| t(n)[i * per..(i + 1) * per].to_vec();
+        owned.push((format!("{h}.ln_1.weight"), vec![c], vec_of("ln1w", c)));
+        owned.push((format!("{h}.ln_1.bias"), vec![c], vec_of("ln1b", c)));
+        owned.push((
+            format!("{h}.attn.c_attn.weight"),
+            vec![c, 3 * c],
+            transpose(&vec_of("qkvw", 3 * c * c), 3 * c, c),
+        ));
+        owned.push((
+            format!("{h}.attn.c_attn.bias"),
+            vec![3 * c],
+            vec_of("qkvb", 3 * c),
+        ));
+        owned.push((
+            format!("{h}.attn.c_proj.weight"),
+            vec![c, c],
+            transpose(&vec_of("attprojw", c * c), c, c),
+        ));
+        owned.push((
+            format!("{h}.attn.c_proj.bias"),
+            vec![c],
+            vec_of("attprojb", c),
+        ));
+        owned.push((format!("{h}.ln_2.weight"), vec![c], vec_of("ln2w", c)));
+        owned.push((format!("{h}.ln_2.bias"), vec![c], vec_of("ln2b", c)));
+        owned.push((
+            format!("{h}.mlp.c_fc.weight"),
+            vec![c, 4 * c],
+            transpose(&vec_of("fcw", 4 * c * c), 4 * c, c),
+        ));
+        owned.push((
+            format!("{h}.mlp.c_fc.bias"),
+            vec![4 * c],
+            vec_of("fcb", 4 * c),
+        ));
+        owned.push((
+            format!("{h}.mlp.c_proj.weight"),
+            vec![4 * c, c],
+            transpose(&vec_of("fcprojw", 4 * c * c), c, 4 * c),
+        ));
+        owned.push((
+            format!("{h}.mlp.c_proj.bias"),
+            vec![c],
+            vec_of("fcprojb", c),
+        ));
+    }
+    owned.push((
+        "transformer.ln_f.weight".into(),
+        vec![c],
+        t("lnfw").to_vec(),
+    ));
+    owned.push(("transformer.ln_f.bias".into(), vec![c], t("lnfb").to_vec()));
+    let mut meta = BTreeMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    let bytes = serialize(
+        owned
+            .iter()
+            .map(|(n, s, v)| (n.clone(), s.clone(), v.as_slice()))
+            .collect(),
+        meta,
+    )
+    .map_err(|e| format_err(out, e))?;
+    let p = out.join("model.safetensors");
+    std::fs::write(&p, bytes).map_err(io(&p))?;
+    let config = serde_json::json!({
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": cfg.vocab_size,
+        "n_positions": cfg.max_seq_len,
+        "n_ctx": cfg.max_seq_len,
+        "n_embd": c,
+        "n_layer": l,
+        "n_head": cfg.num_heads,
+        "n_inner": null,
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": 1e-5,
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "initializer_range": 0.02,
+        "tie_word_embeddings": true,
+        "bos_token_id": cfg.vocab_size.saturating_sub(1),
+        "eos_token_id": cfg.vocab_size.saturating_sub(1),
+        "torch_dtype": "float32"
+    });
+    let p = out.join("config.json");
+    let mut json = serde_json::to_vec_pretty(&config).map_err(|e| format_err(&p, e))?;
+    json.push(b'\n');
+    std::fs::write(&p, json).map_err(io(&p))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_round_trip_exactly() {
+        let dir = std::env::temp_dir().join(format!("harman-ckpt-{}", std::process::id()));
+        let cfg = GptConfig::padded(100, 16, 2, 4, 32);
+        let p = Params::init(cfg, 9);
+        let m: Vec<f32> = p.data.iter().map(|x| x * 0.5).collect();
+        let v: Vec<f32> = p.data.iter().map(|x| x * x).collect();
+        let state = TrainState {
+            step: 7,
+            data: Position {
+                epoch: 1,
+                shard: 2,
+                offset: 300,
+            },
+            rng: 12345,
+            config: cfg,
+            options: serde_json::json!({"lr": 0.001}),
+            tokens: 999,
+        };
+        let path = save(&dir, &p, &m, &v, &state).unwrap();
+        assert_eq!(latest(&dir), Some(path.clone()));
+        let back = load(&path).unwrap();
+        assert_eq!(back.params, p);
+        assert_eq!(back.m, m);
+        assert_eq!(back.v, v);
+        assert_eq!(back.state, state);
+        export_hf(&p, &dir.join("hf")).unwrap();
+        let hf = read_tensors(&dir.join("hf/model.safetensors")).unwrap();
+        let (shape, w) = &hf["transformer.h.1.mlp.c_fc.weight"];
+        assert_eq!(shape, &vec![32, 128]);
+        // HF's Conv1D weight [in, out] is ours [out, in] transposed.
+        let ours = &p.tensor("fcw")[128 * 32..];
+        assert_eq!(w[5 * 128 + 7], ours[7 * 32 + 5]);
+        assert_eq!(hf["transformer.wte.weight"].0, vec![100, 32]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
