@@ -222,88 +222,170 @@ pub fn load(ckpt: &Path) -> Result<Loaded, CheckpointError> {
     })
 }
 
+/// One tensor of Hugging Face's GPT-2 layout and where it lives in harman's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HfTensor {
+    /// e.g. `transformer.h.0.attn.c_attn.weight`.
+    pub name: String,
+    /// harman's tensor and the layer's slice of it.
+    pub ours: &'static str,
+    pub layer: Option<usize>,
+    /// HF's shape.
+    pub shape: Vec<usize>,
+    /// HF stores Conv1D weights `[in, out]`: harman's `[out, in]` transposed.
+    pub transposed: bool,
+}
+
+/// Every tensor of a GPT2LMHeadModel (the output head is tied to `wte`, not stored).
+pub fn hf_tensors(cfg: &GptConfig) -> Vec<HfTensor> {
+    let c = cfg.channels;
+    let t = |name: String, ours, layer, shape: Vec<usize>, transposed| HfTensor {
+        name,
+        ours,
+        layer,
+        shape,
+        transposed,
+    };
+    let mut v = vec![
+        t(
+            "transformer.wte.weight".into(),
+            "wte",
+            None,
+            vec![cfg.vocab_size, c],
+            false,
+        ),
+        t(
+            "transformer.wpe.weight".into(),
+            "wpe",
+            None,
+            vec![cfg.max_seq_len, c],
+            false,
+        ),
+    ];
+    for i in 0..cfg.num_layers {
+        let h = format!("transformer.h.{i}");
+        let l = Some(i);
+        v.extend([
+            t(format!("{h}.ln_1.weight"), "ln1w", l, vec![c], false),
+            t(format!("{h}.ln_1.bias"), "ln1b", l, vec![c], false),
+            t(
+                format!("{h}.attn.c_attn.weight"),
+                "qkvw",
+                l,
+                vec![c, 3 * c],
+                true,
+            ),
+            t(
+                format!("{h}.attn.c_attn.bias"),
+                "qkvb",
+                l,
+                vec![3 * c],
+                false,
+            ),
+            t(
+                format!("{h}.attn.c_proj.weight"),
+                "attprojw",
+                l,
+                vec![c, c],
+                true,
+            ),
+            t(
+                format!("{h}.attn.c_proj.bias"),
+                "attprojb",
+                l,
+                vec![c],
+                false,
+            ),
+            t(format!("{h}.ln_2.weight"), "ln2w", l, vec![c], false),
+            t(format!("{h}.ln_2.bias"), "ln2b", l, vec![c], false),
+            t(
+                format!("{h}.mlp.c_fc.weight"),
+                "fcw",
+                l,
+                vec![c, 4 * c],
+                true,
+            ),
+            t(format!("{h}.mlp.c_fc.bias"), "fcb", l, vec![4 * c], false),
+            t(
+                format!("{h}.mlp.c_proj.weight"),
+                "fcprojw",
+                l,
+                vec![4 * c, c],
+                true,
+            ),
+            t(format!("{h}.mlp.c_proj.bias"), "fcprojb", l, vec![c], false),
+        ]);
+    }
+    v.push(t(
+        "transformer.ln_f.weight".into(),
+        "lnfw",
+        None,
+        vec![c],
+        false,
+    ));
+    v.push(t(
+        "transformer.ln_f.bias".into(),
+        "lnfb",
+        None,
+        vec![c],
+        false,
+    ));
+    v
+}
+
+impl HfTensor {
+    /// The range of harman's flat buffer this tensor maps to.
+    pub fn range(&self, layout: &ParamLayout) -> std::ops::Range<usize> {
+        let r = layout.range(self.ours);
+        let n: usize = self.shape.iter().product();
+        let start = r.start + self.layer.map_or(0, |l| l * n);
+        start..start + n
+    }
+
+    /// HF's values from harman's (a transpose for Conv1D weights).
+    pub fn from_ours(&self, ours: &[f32]) -> Vec<f32> {
+        if !self.transposed {
+            return ours.to_vec();
+        }
+        let (rows_in, cols_out) = (self.shape[0], self.shape[1]);
+        let mut t = vec![0f32; ours.len()];
+        for o in 0..cols_out {
+            for i in 0..rows_in {
+                t[i * cols_out + o] = ours[o * rows_in + i];
+            }
+        }
+        t
+    }
+
+    /// harman's values from HF's.
+    pub fn to_ours(&self, hf: &[f32]) -> Vec<f32> {
+        if !self.transposed {
+            return hf.to_vec();
+        }
+        let (rows_in, cols_out) = (self.shape[0], self.shape[1]);
+        let mut t = vec![0f32; hf.len()];
+        for i in 0..rows_in {
+            for o in 0..cols_out {
+                t[o * rows_in + i] = hf[i * cols_out + o];
+            }
+        }
+        t
+    }
+}
+
 /// Writes `config.json` + `model.safetensors` in Hugging Face's GPT-2 layout into `out`:
 /// Conv1D weights transposed to `[in, out]`, the embedding cut to the real vocabulary, the
 /// output head tied (not stored).
 pub fn export_hf(params: &Params, out: &Path) -> Result<(), CheckpointError> {
     let cfg = &params.config;
-    let (c, l) = (cfg.channels, cfg.num_layers);
     std::fs::create_dir_all(out).map_err(io(out))?;
-    let transpose = |w: &[f32], rows: usize, cols: usize| -> Vec<f32> {
-        let mut t = vec![0f32; w.len()];
-        for r in 0..rows {
-            for k in 0..cols {
-                t[k * rows + r] = w[r * cols + k];
-            }
-        }
-        t
-    };
-    let mut owned: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
-    let t = |n: &str| params.tensor(n);
-    owned.push((
-        "transformer.wte.weight".into(),
-        vec![cfg.vocab_size, c],
-        t("wte")[..cfg.vocab_size * c].to_vec(),
-    ));
-    owned.push((
-        "transformer.wpe.weight".into(),
-        vec![cfg.max_seq_len, c],
-        t("wpe").to_vec(),
-    ));
-    for i in 0..l {
-        let h = format!("transformer.h.{i}");
-        let vec_of = |n: &str, per: usize| t(n)[i * per..(i + 1) * per].to_vec();
-        owned.push((format!("{h}.ln_1.weight"), vec![c], vec_of("ln1w", c)));
-        owned.push((format!("{h}.ln_1.bias"), vec![c], vec_of("ln1b", c)));
-        owned.push((
-            format!("{h}.attn.c_attn.weight"),
-            vec![c, 3 * c],
-            transpose(&vec_of("qkvw", 3 * c * c), 3 * c, c),
-        ));
-        owned.push((
-            format!("{h}.attn.c_attn.bias"),
-            vec![3 * c],
-            vec_of("qkvb", 3 * c),
-        ));
-        owned.push((
-            format!("{h}.attn.c_proj.weight"),
-            vec![c, c],
-            transpose(&vec_of("attprojw", c * c), c, c),
-        ));
-        owned.push((
-            format!("{h}.attn.c_proj.bias"),
-            vec![c],
-            vec_of("attprojb", c),
-        ));
-        owned.push((format!("{h}.ln_2.weight"), vec![c], vec_of("ln2w", c)));
-        owned.push((format!("{h}.ln_2.bias"), vec![c], vec_of("ln2b", c)));
-        owned.push((
-            format!("{h}.mlp.c_fc.weight"),
-            vec![c, 4 * c],
-            transpose(&vec_of("fcw", 4 * c * c), 4 * c, c),
-        ));
-        owned.push((
-            format!("{h}.mlp.c_fc.bias"),
-            vec![4 * c],
-            vec_of("fcb", 4 * c),
-        ));
-        owned.push((
-            format!("{h}.mlp.c_proj.weight"),
-            vec![4 * c, c],
-            transpose(&vec_of("fcprojw", 4 * c * c), c, 4 * c),
-        ));
-        owned.push((
-            format!("{h}.mlp.c_proj.bias"),
-            vec![c],
-            vec_of("fcprojb", c),
-        ));
-    }
-    owned.push((
-        "transformer.ln_f.weight".into(),
-        vec![c],
-        t("lnfw").to_vec(),
-    ));
-    owned.push(("transformer.ln_f.bias".into(), vec![c], t("lnfb").to_vec()));
+    let owned: Vec<(String, Vec<usize>, Vec<f32>)> = hf_tensors(cfg)
+        .into_iter()
+        .map(|t| {
+            let vals = t.from_ours(&params.data[t.range(&params.layout)]);
+            (t.name, t.shape, vals)
+        })
+        .collect();
     let mut meta = BTreeMap::new();
     meta.insert("format".to_string(), "pt".to_string());
     let bytes = serialize(
@@ -322,8 +404,8 @@ pub fn export_hf(params: &Params, out: &Path) -> Result<(), CheckpointError> {
         "vocab_size": cfg.vocab_size,
         "n_positions": cfg.max_seq_len,
         "n_ctx": cfg.max_seq_len,
-        "n_embd": c,
-        "n_layer": l,
+        "n_embd": cfg.channels,
+        "n_layer": cfg.num_layers,
         "n_head": cfg.num_heads,
         "n_inner": null,
         "activation_function": "gelu_new",
@@ -342,6 +424,60 @@ pub fn export_hf(params: &Params, out: &Path) -> Result<(), CheckpointError> {
     json.push(b'\n');
     std::fs::write(&p, json).map_err(io(&p))?;
     Ok(())
+}
+
+/// Reads a Hugging Face GPT-2 folder (`config.json` + `model.safetensors`, e.g. from
+/// `save_pretrained` or [`export_hf`]) into harman's layout (vocabulary padded as
+/// [`GptConfig::padded`] pads it, the padded rows zero).
+pub fn import_hf(dir: &Path) -> Result<Params, CheckpointError> {
+    let cp = dir.join("config.json");
+    let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&cp).map_err(io(&cp))?)
+        .map_err(|e| format_err(&cp, e))?;
+    let get = |k: &str| {
+        c[k].as_u64()
+            .map(|v| v as usize)
+            .ok_or_else(|| format_err(&cp, format!("no `{k}`")))
+    };
+    let act = c["activation_function"].as_str().unwrap_or("gelu_new");
+    if act != "gelu_new" && act != "gelu_pytorch_tanh" {
+        return Err(format_err(
+            &cp,
+            format!(
+                "activation_function {act:?}: harman's GELU is the tanh approximation (gelu_new)"
+            ),
+        ));
+    }
+    let config = GptConfig::padded(
+        get("vocab_size")?,
+        get("n_positions")?,
+        get("n_layer")?,
+        get("n_head")?,
+        get("n_embd")?,
+    );
+    config.check().map_err(|e| format_err(&cp, e))?;
+    let mp = dir.join("model.safetensors");
+    let tensors = read_tensors(&mp)?;
+    let layout = ParamLayout::new(&config);
+    let mut data = vec![0f32; layout.total];
+    for t in hf_tensors(&config) {
+        let (shape, vals) = tensors
+            .get(&t.name)
+            .or_else(|| tensors.get(t.name.trim_start_matches("transformer.")))
+            .ok_or_else(|| format_err(&mp, format!("no tensor {}", t.name)))?;
+        if *shape != t.shape {
+            return Err(format_err(
+                &mp,
+                format!("{} has shape {shape:?}, expected {:?}", t.name, t.shape),
+            ));
+        }
+        let r = t.range(&layout);
+        data[r].copy_from_slice(&t.to_ours(vals));
+    }
+    Ok(Params {
+        config,
+        layout,
+        data,
+    })
 }
 
 #[cfg(test)]
@@ -375,6 +511,11 @@ mod tests {
         assert_eq!(back.v, v);
         assert_eq!(back.state, state);
         export_hf(&p, &dir.join("hf")).unwrap();
+        assert_eq!(
+            import_hf(&dir.join("hf")).unwrap(),
+            p,
+            "export then import is exact"
+        );
         let hf = read_tensors(&dir.join("hf/model.safetensors")).unwrap();
         let (shape, w) = &hf["transformer.h.1.mlp.c_fc.weight"];
         assert_eq!(shape, &vec![32, 128]);

@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;
+pub mod generate;
 pub mod model;
 pub mod rng;
 pub mod schedule;
