@@ -1957,3 +1957,128 @@ fn tokenize_refuses_bad_options_naming_the_field() {
     }
     assert!(!out.join("tokenize").exists());
 }
+
+/// `harman train` on shards the tokenize stage wrote: a log line per step, validation,
+/// checkpoints; a run stopped and resumed logs the same losses bit for bit as one that was
+/// not; `generate` and `export-hf` read its checkpoint.
+#[test]
+fn train_on_tokenized_shards_resumes_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tok");
+    ok(harman_tokenize(
+        &tokens,
+        "2",
+        "val_fraction = 0.1\nseed = 1",
+    ));
+    let shards = tokens.join("tokenize");
+    let train_glob = shards.join("train_*.bin").to_str().unwrap().to_string();
+    let val_glob = shards.join("val_*.bin").to_str().unwrap().to_string();
+    let options = "steps = 6\nbatch_size = 2\nseq_len = 16\nval_every = 3\nval_batches = 2\ncheckpoint_every = 2\n\
+                   [schedule]\nlr = 1e-3\nwarmup_steps = 2";
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--train",
+            &train_glob,
+            "--val",
+            &val_glob,
+            "--out",
+            out.to_str().unwrap(),
+            "--preset",
+            "tiny",
+            "--layers",
+            "1",
+            "--heads",
+            "2",
+            "--channels",
+            "32",
+            "--max-seq-len",
+            "16",
+            "--options",
+            options,
+        ];
+        args.extend_from_slice(extra);
+        ok(harman(&args))
+    };
+    let losses = |out: &Path| -> Vec<(u64, String)> {
+        std::fs::read_to_string(out.join("log.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["loss"].is_number())
+            .map(|v| (v["step"].as_u64().unwrap(), v["loss"].to_string()))
+            .collect()
+    };
+    let straight = dir.path().join("straight");
+    run(&straight, &["--threads", "2"]);
+    let parted = dir.path().join("parted");
+    run(&parted, &["--threads", "1", "--stop-after", "3"]);
+    assert_eq!(losses(&parted).len(), 3);
+    run(&parted, &["--threads", "2"]);
+    let a = losses(&straight);
+    assert_eq!(a.len(), 6);
+    assert_eq!(losses(&parted), a, "resumed = uninterrupted, bit for bit");
+    let log = std::fs::read_to_string(straight.join("log.jsonl")).unwrap();
+    assert!(log.contains("\"val_loss\""));
+    assert!(straight.join("loss.svg").exists());
+    assert!(straight.join("step_00000006/model.safetensors").exists());
+    let a = std::fs::read(straight.join("step_00000006/model.safetensors")).unwrap();
+    let b = std::fs::read(parted.join("step_00000006/model.safetensors")).unwrap();
+    assert!(a == b, "the same weights");
+    // Other options refuse to resume that folder.
+    let o = harman(&[
+        "train",
+        "--train",
+        &train_glob,
+        "--out",
+        straight.to_str().unwrap(),
+        "--preset",
+        "tiny",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--channels",
+        "32",
+        "--max-seq-len",
+        "16",
+        "--options",
+        "steps = 9\nbatch_size = 2\nseq_len = 16",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("other options"), "{}", text(&o));
+    let g = ok(harman(&[
+        "generate",
+        "--checkpoint",
+        straight.to_str().unwrap(),
+        "--prompt",
+        "The",
+        "--max-tokens",
+        "5",
+    ]));
+    assert!(String::from_utf8_lossy(&g.stdout).starts_with("The"));
+    let hf = dir.path().join("hf");
+    ok(harman(&[
+        "export-hf",
+        "--checkpoint",
+        straight.to_str().unwrap(),
+        "--out",
+        hf.to_str().unwrap(),
+    ]));
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(hf.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["n_layer"], 1);
+    assert_eq!(config["vocab_size"], 50257);
+    // A bad option names its field.
+    let o = harman(&[
+        "train",
+        "--train",
+        &train_glob,
+        "--out",
+        dir.path().join("x").to_str().unwrap(),
+        "--options",
+        "batch_size = 2\nseq_len = 16\ntotal_batch_tokens = 33",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("total_batch_tokens"), "{}", text(&o));
+}

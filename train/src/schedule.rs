@@ -22,15 +22,34 @@ pub enum Decay {
     Constant,
 }
 
+impl Default for Decay {
+    fn default() -> Self {
+        Decay::Cosine
+    }
+}
+
 /// A schedule over `steps` optimizer steps.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Schedule {
     pub lr: f32,
     pub min_lr: f32,
     pub warmup_steps: u64,
     pub steps: u64,
     pub decay: Decay,
+}
+
+impl Default for Schedule {
+    /// llm.c's GPT-2 settings: 6e-4 peak, cosine to a tenth, no warmup by default.
+    fn default() -> Self {
+        Schedule {
+            lr: 6e-4,
+            min_lr: 6e-5,
+            warmup_steps: 0,
+            steps: 100,
+            decay: Decay::Cosine,
+        }
+    }
 }
 
 impl Schedule {

@@ -15,6 +15,7 @@ mod labeled;
 mod plan;
 mod run;
 mod tokenize;
+mod train;
 mod verify;
 
 use crate::config::ConfigError;
@@ -82,6 +83,12 @@ pub enum Command {
     Detokenize(tokenize::DetokenizeArgs),
     /// The Chinchilla plan for a number of training tokens or parameters.
     PlanModel(tokenize::PlanModelArgs),
+    /// Train a GPT model on llm.c token shards (CPU backend; resumable).
+    Train(train::TrainArgs),
+    /// Sample text from a checkpoint.
+    Generate(train::GenerateArgs),
+    /// Write a checkpoint in Hugging Face's GPT-2 layout (config.json + model.safetensors).
+    ExportHf(train::ExportArgs),
     /// Measure throughput (and extraction quality).
     Bench(bench::BenchArgs),
 }
@@ -162,6 +169,9 @@ pub fn main() -> ExitCode {
             Command::TrainTokenizer(args) => tokenize::train_tokenizer(args),
             Command::Detokenize(args) => tokenize::detokenize(args).await,
             Command::PlanModel(args) => tokenize::plan_model(args),
+            Command::Train(args) => train::train(args, bars),
+            Command::Generate(args) => train::generate(args),
+            Command::ExportHf(args) => train::export_hf(args),
             Command::Bench(args) => bench::bench(args).await,
         }
     });
