@@ -4,10 +4,11 @@
 use serde::{Deserialize, Serialize};
 
 /// The decay after warmup.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Decay {
     /// Half a cosine from the peak to `min_lr` at the last step.
+    #[default]
     Cosine,
     /// A straight line from the peak to `min_lr` at the last step.
     Linear,
@@ -20,12 +21,6 @@ pub enum Decay {
     Wsd { decay_fraction: f32 },
     /// The peak throughout.
     Constant,
-}
-
-impl Default for Decay {
-    fn default() -> Self {
-        Decay::Cosine
-    }
 }
 
 /// A schedule over `steps` optimizer steps.
