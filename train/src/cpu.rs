@@ -4,7 +4,29 @@
 //! the backward pass; the gradients of activations use a few per-layer scratch buffers.
 
 use crate::model::{GptConfig, Params};
-use harman_kernels::cpu::{attention, encoder, gelu, layernorm, loss, matmul, residual};
+use harman_kernels::cpu::{attention, dropout, encoder, gelu, layernorm, loss, matmul, residual};
+
+/// Dropout of one micro-step: probability `p` on the embeddings and on both residual
+/// branches of every block (GPT-2's `embd_pdrop` / `resid_pdrop`), masks keyed by
+/// (seed, step, micro-step, site).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dropout {
+    pub p: f32,
+    pub seed: u64,
+    pub step: u64,
+    pub micro: u64,
+}
+
+impl Dropout {
+    /// Site 0 = embeddings, 1 + 2l = block l's attention projection, 2 + 2l = its MLP.
+    fn apply(self, x: &mut [f32], site: u64) {
+        dropout::apply(
+            x,
+            self.p,
+            dropout::key(self.seed, self.step, self.micro, site),
+        );
+    }
+}
 
 /// Saved activations of one forward pass, `[L, B, T, …]` for per-layer ones.
 #[derive(Debug, Clone)]
@@ -35,6 +57,8 @@ pub struct Activations {
     /// Inputs and targets of the pass.
     inputs: Vec<u32>,
     targets: Vec<u32>,
+    /// Dropout of the next pass (None: evaluation).
+    pub dropout: Option<Dropout>,
 }
 
 impl Activations {
@@ -70,6 +94,7 @@ impl Activations {
             losses: vec![0.0; n],
             inputs: Vec::new(),
             targets: Vec::new(),
+            dropout: None,
         }
     }
 }
@@ -138,6 +163,10 @@ pub fn forward(
     acts.inputs = inputs.to_vec();
     acts.targets = targets.map(<[u32]>::to_vec).unwrap_or_default();
     encoder::forward(&mut acts.encoded, inputs, w("wte"), w("wpe"), t, c);
+    let drop = acts.dropout;
+    if let Some(d) = drop {
+        d.apply(&mut acts.encoded, 0);
+    }
     let mut attproj = vec![0f32; n * c];
     let mut fcproj = vec![0f32; n * c];
     for l in 0..l_n {
@@ -189,6 +218,9 @@ pub fn forward(
             c,
             threads,
         );
+        if let Some(d) = drop {
+            d.apply(&mut attproj, 1 + 2 * l as u64);
+        }
         residual::forward(&mut acts.residual2[nc.clone()], &residual, &attproj);
         let (lw, lb) = (
             &w("ln2w")[l * c..(l + 1) * c],
@@ -223,6 +255,9 @@ pub fn forward(
             c,
             threads,
         );
+        if let Some(d) = drop {
+            d.apply(&mut fcproj, 2 + 2 * l as u64);
+        }
         let r2 = acts.residual2[nc.clone()].to_vec();
         residual::forward(&mut acts.residual3[nc], &r2, &fcproj);
     }
@@ -324,7 +359,10 @@ pub fn backward(p: &Params, acts: &Activations, grads: &mut [f32], scale: f32, t
             &acts.residual3[(l - 1) * n * c..l * n * c]
         };
         // residual3 = residual2 + fcproj: dfcproj = dres, dres goes on as dresidual2.
-        let dfcproj = dres.clone();
+        let mut dfcproj = dres.clone();
+        if let Some(d) = acts.dropout {
+            d.apply(&mut dfcproj, 2 + 2 * l as u64);
+        }
         dfch_gelu.fill(0.0);
         {
             let (rw, rb) = (
@@ -384,7 +422,10 @@ pub fn backward(p: &Params, acts: &Activations, grads: &mut [f32], scale: f32, t
             );
         }
         // residual2 = residual + attproj.
-        let dattproj = dres.clone();
+        let mut dattproj = dres.clone();
+        if let Some(d) = acts.dropout {
+            d.apply(&mut dattproj, 1 + 2 * l as u64);
+        }
         datty.fill(0.0);
         {
             let (rw, rb) = (
@@ -454,6 +495,9 @@ pub fn backward(p: &Params, acts: &Activations, grads: &mut [f32], scale: f32, t
             );
         }
     }
+    if let Some(d) = acts.dropout {
+        d.apply(&mut dres, 0);
+    }
     let (rte, rpe) = (lay.range("wte"), lay.range("wpe"));
     let (gte, gpe) = two(grads, rte, rpe);
     encoder::backward(gte, gpe, &dres, &acts.inputs, t, c);
@@ -509,6 +553,16 @@ mod tests {
 
     #[test]
     fn gradients_of_the_whole_model_match_finite_differences() {
+        whole_model_check(None);
+        whole_model_check(Some(Dropout {
+            p: 0.2,
+            seed: 1,
+            step: 2,
+            micro: 3,
+        }));
+    }
+
+    fn whole_model_check(drop: Option<Dropout>) {
         let cfg = tiny();
         let mut p = Params::init(cfg, 3);
         // Larger weights than GPT-2's init, so every path carries gradient.
@@ -517,11 +571,13 @@ mod tests {
         }
         let (x, y) = batch(&cfg, 2, 8, 4);
         let mut acts = Activations::new(&cfg, 2, 8);
+        acts.dropout = drop;
         forward(&p, &mut acts, &x, Some(&y), 2).unwrap();
         let mut grads = vec![0f32; p.data.len()];
         backward(&p, &acts, &mut grads, 1.0, 2);
         let loss_at = |p: &Params| {
             let mut a = Activations::new(&cfg, 2, 8);
+            a.dropout = drop;
             forward(p, &mut a, &x, Some(&y), 1).unwrap() as f64
         };
         for (name, _, _) in p.layout.tensors.clone() {

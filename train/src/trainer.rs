@@ -33,6 +33,8 @@ pub struct TrainOptions {
     pub eps: f32,
     /// Clip the global gradient norm to this (0 = off).
     pub grad_clip: f32,
+    /// Dropout probability on the embeddings and the residual branches (0 = off).
+    pub dropout: f32,
     /// Validation loss every this many steps (0 = never; always at the end when val data is given).
     pub val_every: u64,
     /// Batches per validation pass.
@@ -61,6 +63,7 @@ impl Default for TrainOptions {
             beta2: 0.95,
             eps: 1e-8,
             grad_clip: 1.0,
+            dropout: 0.0,
             val_every: 0,
             val_batches: 10,
             checkpoint_every: 0,
@@ -112,6 +115,12 @@ impl TrainOptions {
                     "seq_len = {} exceeds the model's {} positions",
                     self.seq_len, cfg.max_seq_len
                 ),
+            });
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(OptionsError {
+                field: "dropout",
+                message: format!("dropout = {} is outside [0, 1)", self.dropout),
             });
         }
         if self.schedule.lr.is_nan()
@@ -331,7 +340,13 @@ impl Trainer {
             };
             grads.fill(0.0);
             let mut loss = 0f64;
-            for _ in 0..accum {
+            for micro in 0..accum {
+                acts.dropout = (self.opts.dropout > 0.0).then_some(cpu::Dropout {
+                    p: self.opts.dropout,
+                    seed: self.opts.seed,
+                    step: self.step,
+                    micro: micro as u64,
+                });
                 let (x, y) = self.train.next_batch()?;
                 loss += cpu::forward(&self.params, &mut acts, &x, Some(&y), self.threads)? as f64
                     / accum as f64;

@@ -2,6 +2,7 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod dropout;
 pub mod encoder;
 pub mod gelu;
 pub mod layernorm;
