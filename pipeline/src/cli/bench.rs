@@ -79,6 +79,8 @@ pub enum BenchWhat {
     /// GPT-2 BPE encoding: identical ids to tiktoken's reference, MB/s on one thread and on
     /// all cores.
     Tokenize(super::bench_tokenize::TokenizeBenchArgs),
+    /// Training throughput of the CPU backend (tokens/s) on synthetic batches.
+    Train(super::bench_train::TrainBenchArgs),
     /// The filter stage's annotation (language, quality rules, PII, bad words, toxicity)
     /// on a `text` table part or folder: documents/s and MB/s on one core.
     Filter {
@@ -120,6 +122,7 @@ pub async fn bench(args: BenchArgs) -> Result<(), Failure> {
         } => bench_filter(&inputs, options, repeat.max(1)),
         BenchWhat::Dedup(args) => super::bench_dedup::bench_dedup(args).await,
         BenchWhat::Tokenize(args) => super::bench_tokenize::bench_tokenize(args),
+        BenchWhat::Train(args) => super::bench_train::bench_train(args),
     }
 }
 

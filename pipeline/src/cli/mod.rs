@@ -7,6 +7,7 @@
 mod bench;
 mod bench_dedup;
 mod bench_tokenize;
+mod bench_train;
 mod classify;
 mod dedup;
 mod extract;

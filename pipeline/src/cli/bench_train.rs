@@ -1,0 +1,107 @@
+//! `harman bench train`: training throughput of the CPU backend on synthetic batches (random
+//! token ids; speed does not depend on the values): a warm-up step, then the median of timed
+//! steps (forward, backward, AdamW), as tokens/s, ms per step and the split between passes.
+
+use super::bench::median;
+use super::Failure;
+use anyhow::anyhow;
+use harman_kernels::cpu::adamw::{self, AdamW};
+use harman_train::cpu::{self, Activations};
+use harman_train::model::{GptConfig, Params};
+use harman_train::rng::Rng;
+use std::time::Instant;
+
+#[derive(clap::Args, Debug)]
+pub struct TrainBenchArgs {
+    /// Model preset: tiny, gpt2-124m, …
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    #[arg(long, default_value_t = 50257)]
+    pub vocab_size: usize,
+    /// Override the preset's layers / channels.
+    #[arg(long)]
+    pub layers: Option<usize>,
+    #[arg(long)]
+    pub channels: Option<usize>,
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 64)]
+    pub seq: usize,
+    /// Timed steps (after one warm-up step).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+pub fn bench_train(args: TrainBenchArgs) -> Result<(), Failure> {
+    let mut cfg = GptConfig::preset(&args.preset, args.vocab_size)
+        .ok_or_else(|| anyhow!("unknown preset {:?}", args.preset))?;
+    cfg.num_layers = args.layers.unwrap_or(cfg.num_layers);
+    cfg.channels = args.channels.unwrap_or(cfg.channels);
+    cfg.num_heads = args.heads.unwrap_or(cfg.num_heads);
+    cfg.max_seq_len = cfg.max_seq_len.max(args.seq);
+    cfg.check()
+        .map_err(|e| anyhow!("{}: {}", e.field, e.message))?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let (b, t) = (args.batch, args.seq);
+    let mut params = Params::init(cfg, 0);
+    let mut rng = Rng::new(1);
+    let tokens: Vec<u32> = (0..b * t + 1)
+        .map(|_| (rng.next_u64() % cfg.vocab_size as u64) as u32)
+        .collect();
+    let (x, y) = (&tokens[..b * t], &tokens[1..]);
+    let mut acts = Activations::new(&cfg, b, t);
+    let mut grads = vec![0f32; params.data.len()];
+    let (mut m, mut v) = (vec![0f32; grads.len()], vec![0f32; grads.len()]);
+    let h = AdamW::default();
+    let (mut fwd, mut bwd, mut total) = (Vec::new(), Vec::new(), Vec::new());
+    let mut loss = 0.0;
+    for step in 0..=args.steps {
+        let t0 = Instant::now();
+        loss = cpu::forward(&params, &mut acts, x, Some(y), threads)?;
+        let t1 = Instant::now();
+        grads.fill(0.0);
+        cpu::backward(&params, &acts, &mut grads, 1.0, threads);
+        let t2 = Instant::now();
+        adamw::update(
+            &mut params.data,
+            &grads,
+            &mut m,
+            &mut v,
+            &h,
+            step as u32 + 1,
+        );
+        let t3 = Instant::now();
+        if step > 0 {
+            fwd.push((t1 - t0).as_secs_f64());
+            bwd.push((t2 - t1).as_secs_f64());
+            total.push((t3 - t0).as_secs_f64());
+        }
+    }
+    let step_s = median(total);
+    println!(
+        "model {} layers × {} channels, {} heads, vocabulary {} (padded {}): {:.1}M parameters; B={b} T={t}, {threads} threads",
+        cfg.num_layers,
+        cfg.channels,
+        cfg.num_heads,
+        cfg.vocab_size,
+        cfg.padded_vocab_size,
+        cfg.num_parameters() as f64 / 1e6
+    );
+    println!(
+        "{:.0} tokens/s  ({:.1} ms/step: forward {:.1}, backward {:.1}; loss {loss:.3})",
+        (b * t) as f64 / step_s,
+        step_s * 1e3,
+        median(fwd) * 1e3,
+        median(bwd) * 1e3
+    );
+    Ok(())
+}
