@@ -150,6 +150,27 @@ fn quickstart_ingests_the_samples_with_manifests() {
     assert!(std::fs::read_to_string(out.join("tokens/_model_plan.txt"))
         .unwrap()
         .contains("Chinchilla plan"));
+    // The train stage: the configured steps, the final checkpoint, the loss curve.
+    let model = manifest(&out.join("model"));
+    assert_eq!(model["counters"]["steps"], 10);
+    assert_eq!(model["counters"]["tokens"], 10 * 4 * 32);
+    let log = read_parquet(&out.join("model/log.parquet"));
+    assert_eq!(log.num_rows(), 10);
+    for f in [
+        "checkpoint/model.safetensors",
+        "checkpoint/state.json",
+        "loss.svg",
+    ] {
+        assert!(out.join("model").join(f).exists(), "{f}");
+    }
+    let g = ok(harman(&[
+        "generate",
+        "--checkpoint",
+        out.join("model/_checkpoints").to_str().unwrap(),
+        "--max-tokens",
+        "3",
+    ]));
+    assert!(!g.stdout.is_empty());
     let verify = ok(harman(&["verify", out.to_str().unwrap()]));
     assert!(String::from_utf8_lossy(&verify.stdout).contains("all outputs match"));
     let inspect = ok(harman(&[
@@ -1032,7 +1053,7 @@ fn json_logs_for_schedulers() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(summary.len(), 6, "{stdout}");
+    assert_eq!(summary.len(), 7, "{stdout}");
     let pile = summary.iter().find(|v| v["stage"] == "pile").unwrap();
     assert_eq!(
         pile["rows"],

@@ -427,7 +427,23 @@ impl StageRunner<'_> {
             Some(identity) => Some(self.global_step(&shared, &shards, identity).await?),
             None => None,
         };
-        let jobs = shards.into_iter().map(|spec| {
+        // A stage without parts (`Stage::per_shard` false) hands its inputs to its
+        // whole-output step instead.
+        let per_shard = stage.per_shard();
+        let whole_inputs: Vec<(ShardInput, String)> = shards
+            .iter()
+            .map(|s| (s.input.clone(), s.identity.clone()))
+            .collect();
+        let input_entries: Vec<InputEntry> = shards
+            .iter()
+            .map(|s| InputEntry {
+                url: s.recorded_url.clone(),
+                size: s.input.size,
+                sha256: s.known_sha256.clone().unwrap_or_default(),
+                etag: s.etag.clone(),
+            })
+            .collect();
+        let jobs = shards.into_iter().filter(|_| per_shard).map(|spec| {
             let job = shared.clone();
             tokio::spawn(async move { job.process(spec).await })
         });
@@ -447,7 +463,29 @@ impl StageRunner<'_> {
         self.remove_stale(&markers, global.is_some(), stage.finishes())
             .await?;
         let finished = if stage.finishes() {
-            Some(self.finish_step(&shared, &markers).await?)
+            let (parts, identities): (Vec<ShardInput>, Vec<String>) = if per_shard {
+                let parts = markers
+                    .iter()
+                    .enumerate()
+                    .map(|(index, m)| {
+                        let loc = self.dir.join(&m.output.path);
+                        ShardInput {
+                            index,
+                            url: loc.url.clone(),
+                            store: loc.store.clone(),
+                            path: loc.path.clone(),
+                            size: m.output.bytes,
+                            local_path: loc.local.clone(),
+                            origin: None,
+                        }
+                    })
+                    .collect();
+                let ids = markers.iter().map(|m| m.output.sha256.clone()).collect();
+                (parts, ids)
+            } else {
+                whole_inputs.into_iter().unzip()
+            };
+            Some(self.finish_step(&shared, parts, &identities).await?)
         } else {
             None
         };
@@ -496,7 +534,11 @@ impl StageRunner<'_> {
             git_revision: manifest::git_revision().to_string(),
             depends_on: self.stage.depends_on.clone(),
             params: manifest::canonical(&stage.params()),
-            inputs: markers.iter().map(|m| m.input.clone()).collect(),
+            inputs: if per_shard {
+                markers.iter().map(|m| m.input.clone()).collect()
+            } else {
+                input_entries
+            },
             outputs: markers.iter().map(|m| m.output.clone()).collect(),
             rejects: markers.iter().filter_map(|m| m.rejects.clone()).collect(),
             reports,
@@ -610,11 +652,12 @@ impl StageRunner<'_> {
     async fn finish_step(
         &self,
         job: &Arc<ShardJob>,
-        markers: &[ShardMarker],
+        parts: Vec<ShardInput>,
+        identities: &[String],
     ) -> Result<FinishMarker, ExecError> {
         let mut h = Sha256::new();
-        for m in markers {
-            h.update(m.output.sha256.as_bytes());
+        for id in identities {
+            h.update(id.as_bytes());
             h.update([0]);
         }
         let parts_identity = hex::encode(h.finalize());
@@ -635,22 +678,6 @@ impl StageRunner<'_> {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(os_err(&marker_loc.url)(e)),
         }
-        let parts = markers
-            .iter()
-            .enumerate()
-            .map(|(index, m)| {
-                let loc = self.dir.join(&m.output.path);
-                ShardInput {
-                    index,
-                    url: loc.url.clone(),
-                    store: loc.store.clone(),
-                    path: loc.path.clone(),
-                    size: m.output.bytes,
-                    local_path: loc.local.clone(),
-                    origin: None,
-                }
-            })
-            .collect();
         let staging = self.dir.join("_staging/finish");
         let started = Instant::now();
         let finished = self
@@ -661,6 +688,8 @@ impl StageRunner<'_> {
                 staging: staging.path.clone(),
                 parts,
                 threads: self.threads,
+                local_dir: self.dir.local.clone(),
+                config_hash: job.config_hash.clone(),
             })
             .await
             .map_err(|e| ExecError::Shard {

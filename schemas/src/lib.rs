@@ -8,6 +8,7 @@ mod filtered;
 mod rejects;
 mod text;
 mod tokens;
+mod train_log;
 mod validate;
 
 pub use clusters::{clusters_schema, CLUSTERS_TABLE, CLUSTERS_VERSION};
@@ -19,6 +20,7 @@ pub use tokens::{
     token_index_schema, tokens_schema, TOKENS_TABLE, TOKENS_VERSION, TOKEN_INDEX_TABLE,
     TOKEN_INDEX_VERSION,
 };
+pub use train_log::{train_log_schema, TRAIN_LOG_TABLE, TRAIN_LOG_VERSION};
 pub use validate::{validate_batch, SchemaError};
 
 use arrow::datatypes::Schema;
@@ -69,6 +71,11 @@ pub fn all_tables() -> Vec<TableSchema> {
             name: TOKEN_INDEX_TABLE,
             version: TOKEN_INDEX_VERSION,
             schema: token_index_schema(),
+        },
+        TableSchema {
+            name: TRAIN_LOG_TABLE,
+            version: TRAIN_LOG_VERSION,
+            schema: train_log_schema(),
         },
         TableSchema {
             name: REJECTS_TABLE,

@@ -10,6 +10,7 @@ pub mod report;
 pub mod stage;
 pub mod struct_udf;
 pub mod tokenize;
+pub mod train;
 
 pub use report::{rejected_total, RejectRow, ReportData, ShardReport};
 pub use stage::{
@@ -25,5 +26,6 @@ pub fn registry() -> StageRegistry {
     r.register(filter::KIND, filter::FilterStage::factory);
     r.register(dedup::KIND, dedup::DedupStage::factory);
     r.register(tokenize::KIND, tokenize::TokenizeStage::factory);
+    r.register(train::KIND, train::TrainStage::factory);
     r
 }

@@ -146,6 +146,12 @@ pub trait Stage: Send + Sync + fmt::Debug {
         Ok(Prepared::default())
     }
 
+    /// Whether the stage writes one output part per input shard (the default). A stage that
+    /// does not (`train`) has only its whole-output step, which gets the stage's inputs.
+    fn per_shard(&self) -> bool {
+        true
+    }
+
     /// Whether the stage writes files made from all its committed parts once every part is
     /// committed ([`Stage::finish`]; the tokenize stage's training shards).
     fn finishes(&self) -> bool {
@@ -198,9 +204,13 @@ pub struct FinishContext {
     pub store: Arc<dyn ObjectStore>,
     /// The folder to write the files into (the executor commits them from there).
     pub staging: Path,
-    /// The stage's committed output parts, in order.
+    /// The stage's committed output parts, in order (a stage without parts: its inputs).
     pub parts: Vec<ShardInput>,
     pub threads: usize,
+    /// The stage folder on this machine, for local outputs.
+    pub local_dir: Option<PathBuf>,
+    /// The stage's config hash (names caches that belong to this configuration).
+    pub config_hash: String,
 }
 
 /// A file [`Stage::finish`] wrote.

@@ -53,7 +53,8 @@ pub struct TrainState {
     pub tokens: u64,
 }
 
-/// Tensors (name, shape, values) as safetensors bytes, with metadata.
+/// Tensors (name, shape, values) as safetensors bytes, with metadata (at most one key:
+/// safetensors writes the map in hash order).
 fn serialize(
     tensors: Vec<(String, Vec<usize>, &[f32])>,
     meta: BTreeMap<String, String>,
@@ -67,6 +68,10 @@ fn serialize(
         .map(|(n, s, b)| TensorView::new(Dtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
+    assert!(
+        meta.len() <= 1,
+        "one metadata key keeps the bytes deterministic"
+    );
     let meta: std::collections::HashMap<String, String> = meta.into_iter().collect();
     safetensors::serialize(views, Some(meta)).map_err(|e| e.to_string())
 }
@@ -127,11 +132,12 @@ pub fn save(
     let tmp = dir.join(format!(".{name}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    // One metadata key: safetensors writes the metadata map in hash order, and a checkpoint
+    // must be the same bytes on every run.
     let mut meta = BTreeMap::new();
-    meta.insert("format".to_string(), "harman-gpt".to_string());
     meta.insert(
-        "config".to_string(),
-        serde_json::to_string(&params.config).map_err(|e| format_err(&tmp, e))?,
+        "harman".to_string(),
+        serde_json::json!({"format": "harman-gpt", "config": params.config}).to_string(),
     );
     let model = serialize(per_tensor(&params.layout, &params.data, ""), meta.clone())
         .map_err(|e| format_err(&tmp, e))?;

@@ -181,6 +181,8 @@ pub struct Trainer {
     tokens: u64,
     rng: u64,
     threads: usize,
+    /// Whether log.jsonl records ms and tokens/s (off where outputs must be byte-identical).
+    log_timings: bool,
 }
 
 /// Global L2 norm of the gradients (summed in f64, in order).
@@ -235,6 +237,7 @@ impl Trainer {
             tokens: 0,
             rng: 0,
             threads,
+            log_timings: true,
         };
         t.m = vec![0.0; t.params.data.len()];
         t.v = vec![0.0; t.params.data.len()];
@@ -271,6 +274,13 @@ impl Trainer {
 
     pub fn step(&self) -> u64 {
         self.step
+    }
+
+    /// Leaves the timings (ms, tokens/s) out of `log.jsonl`, so the log is the same on
+    /// every run (the DAG's train stage, whose outputs are compared byte for byte).
+    pub fn without_logged_timings(mut self) -> Self {
+        self.log_timings = false;
+        self
     }
 
     /// Mean validation loss over `val_batches` batches from the start of the val shards.
@@ -402,7 +412,15 @@ impl Trainer {
                 ms,
                 tokens_per_s: (accum * b * t) as f64 / (ms / 1e3),
             };
-            let line = serde_json::to_string(&entry).map_err(|e| TrainError::Io(e.to_string()))?;
+            let mut value =
+                serde_json::to_value(&entry).map_err(|e| TrainError::Io(e.to_string()))?;
+            if !self.log_timings {
+                if let Some(o) = value.as_object_mut() {
+                    o.remove("ms");
+                    o.remove("tokens_per_s");
+                }
+            }
+            let line = value.to_string();
             writeln!(log, "{line}")
                 .map_err(|e| TrainError::Io(format!("{}: {e}", log_path.display())))?;
             on_step(&entry);

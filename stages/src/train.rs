@@ -1,0 +1,393 @@
+//! The `train` stage: a GPT model trained (CPU backend, `harman-train`) on the token shards
+//! of its upstream `tokenize` stage, as the DAG's training node. It has no parts: its
+//! whole-output step ([`Stage::finish`]) trains and commits the final checkpoint
+//! (`checkpoint/model.safetensors`, `optimizer.safetensors`, `state.json`), the step log
+//! (`log.jsonl`, and `log.parquet` as the `train_log` table) and `loss.svg`. Intermediate
+//! checkpoints go to `_checkpoints/` in the stage folder (a local temporary folder for remote
+//! outputs), so a killed run resumes from the last one, bit for bit.
+
+use crate::report::ShardReport;
+use crate::stage::{
+    FinishContext, Finished, FinishedFile, OptionError, ShardInput, Stage, StageContext,
+    StageError, StageInputs,
+};
+use arrow::array::{Float32Array, RecordBatch, UInt64Array};
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::prelude::{DataFrame, SessionContext};
+use harman_train::model::GptConfig;
+use harman_train::trainer::{TrainOptions, Trainer};
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub const KIND: &str = "train";
+
+/// The model of a `train` stage (`[stages.NAME.model]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelOptions {
+    /// `tiny`, `gpt2-124m`, `gpt2-350m`, `gpt2-774m`, `gpt2-1558m`.
+    pub preset: String,
+    /// The tokenizer's vocabulary (GPT-2's: 50257).
+    pub vocab_size: usize,
+    pub layers: Option<usize>,
+    pub heads: Option<usize>,
+    pub channels: Option<usize>,
+    pub max_seq_len: Option<usize>,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        ModelOptions {
+            preset: "tiny".into(),
+            vocab_size: 50257,
+            layers: None,
+            heads: None,
+            channels: None,
+            max_seq_len: None,
+        }
+    }
+}
+
+/// Options of a `train` stage: `[stages.NAME.model]` and `[stages.NAME.train]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainStageOptions {
+    pub model: ModelOptions,
+    pub train: TrainOptions,
+}
+
+/// The `train` stage.
+#[derive(Debug)]
+pub struct TrainStage {
+    opts: TrainStageOptions,
+    config: GptConfig,
+    schema: SchemaRef,
+}
+
+impl TrainStage {
+    pub fn factory(
+        options: &serde_json::Value,
+        _context: &StageContext,
+    ) -> Result<Arc<dyn Stage>, OptionError> {
+        let mut opts: TrainStageOptions = OptionError::parse(options)?;
+        // The schedule spans the run unless its steps are given.
+        let schedule_steps = options
+            .get("train")
+            .and_then(|t| t.get("schedule"))
+            .and_then(|s| s.get("steps"))
+            .is_some();
+        if !schedule_steps {
+            opts.train.schedule.steps = opts.train.steps;
+        }
+        Ok(Arc::new(TrainStage::new(opts)?))
+    }
+
+    pub fn new(opts: TrainStageOptions) -> Result<TrainStage, OptionError> {
+        let m = &opts.model;
+        let mut config = GptConfig::preset(&m.preset, m.vocab_size).ok_or_else(|| {
+            OptionError::field(
+                "model",
+                format!(
+                    "model.preset = {:?}: use tiny, gpt2-124m, gpt2-350m, gpt2-774m or gpt2-1558m",
+                    m.preset
+                ),
+            )
+        })?;
+        config.num_layers = m.layers.unwrap_or(config.num_layers);
+        config.num_heads = m.heads.unwrap_or(config.num_heads);
+        config.channels = m.channels.unwrap_or(config.channels);
+        config.max_seq_len = m.max_seq_len.unwrap_or(config.max_seq_len);
+        config.check().map_err(|e| {
+            OptionError::field("model", format!("model.{}: {}", e.field, e.message))
+        })?;
+        opts.train.check(&config).map_err(|e| {
+            OptionError::field("train", format!("train.{}: {}", e.field, e.message))
+        })?;
+        Ok(TrainStage {
+            opts,
+            config,
+            schema: Arc::new(harman_schemas::train_log_schema()),
+        })
+    }
+
+    pub fn config(&self) -> &GptConfig {
+        &self.config
+    }
+}
+
+/// The shards of one split next to the upstream parts (`train_*.bin` / `val_*.bin`).
+fn split_shards(parts: &[ShardInput], split: &str) -> Result<Vec<PathBuf>, StageError> {
+    let Some(dir) = parts
+        .first()
+        .and_then(|p| p.local_path.as_ref())
+        .and_then(|p| p.parent())
+    else {
+        return Err(StageError::Input(
+            "the train stage reads its upstream token shards from local files; run the tokenize \
+             stage with a local output (or copy its shards locally)"
+                .into(),
+        ));
+    };
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| StageError::Input(format!("cannot list {}: {e}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy())
+                .is_some_and(|n| n.starts_with(&format!("{split}_")) && n.ends_with(".bin"))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+async fn put_file(
+    ctx: &FinishContext,
+    name: &str,
+    bytes: Vec<u8>,
+    rows: u64,
+) -> Result<FinishedFile, StageError> {
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let len = bytes.len() as u64;
+    ctx.store
+        .put(
+            &Path::from(format!("{}/{name}", ctx.staging)),
+            PutPayload::from(bytes),
+        )
+        .await
+        .map_err(|e| StageError::Input(format!("cannot write {name}: {e}")))?;
+    Ok(FinishedFile {
+        name: name.to_string(),
+        rows,
+        bytes: len,
+        sha256,
+    })
+}
+
+/// The step lines of a JSONL training log as a `train_log` batch.
+fn log_batch(schema: &SchemaRef, jsonl: &str) -> Result<RecordBatch, StageError> {
+    let (mut step, mut loss, mut val, mut lr, mut norm, mut tokens) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for line in jsonl.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| StageError::Input(format!("log.jsonl: {e}")))?;
+        let Some(l) = v["loss"].as_f64() else {
+            continue;
+        };
+        step.push(v["step"].as_u64().unwrap_or(0));
+        loss.push(l as f32);
+        val.push(v["val_loss"].as_f64().map(|x| x as f32));
+        lr.push(v["lr"].as_f64().unwrap_or(0.0) as f32);
+        norm.push(v["grad_norm"].as_f64().unwrap_or(0.0) as f32);
+        tokens.push(v["tokens"].as_u64().unwrap_or(0));
+    }
+    Ok(RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(UInt64Array::from(step)),
+            Arc::new(Float32Array::from(loss)),
+            Arc::new(Float32Array::from(val)),
+            Arc::new(Float32Array::from(lr)),
+            Arc::new(Float32Array::from(norm)),
+            Arc::new(UInt64Array::from(tokens)),
+        ],
+    )?)
+}
+
+#[async_trait]
+impl Stage for TrainStage {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn output_table(&self) -> &'static str {
+        harman_schemas::TRAIN_LOG_TABLE
+    }
+
+    fn output_schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::json!({ "options": self.opts, "config": self.config })
+    }
+
+    fn inputs(&self) -> StageInputs {
+        StageInputs::Upstream
+    }
+
+    fn input_table(&self) -> Option<&'static str> {
+        Some(harman_schemas::TOKENS_TABLE)
+    }
+
+    async fn plan_shard(
+        &self,
+        _ctx: &SessionContext,
+        shard: &ShardInput,
+        _report: Arc<ShardReport>,
+    ) -> Result<DataFrame, StageError> {
+        Err(StageError::Input(format!(
+            "the train stage has no parts (asked for {})",
+            shard.url
+        )))
+    }
+
+    fn per_shard(&self) -> bool {
+        false
+    }
+
+    fn finishes(&self) -> bool {
+        true
+    }
+
+    async fn finish(&self, ctx: FinishContext) -> Result<Finished, StageError> {
+        let train = split_shards(&ctx.parts, "train")?;
+        if train.is_empty() {
+            return Err(StageError::Input(
+                "the upstream stage wrote no train_*.bin shards".into(),
+            ));
+        }
+        let val = split_shards(&ctx.parts, "val")?;
+        let work = match &ctx.local_dir {
+            Some(dir) => dir.join("_checkpoints"),
+            None => std::env::temp_dir().join(format!(
+                "harman-train-{}",
+                &ctx.config_hash[..16.min(ctx.config_hash.len())]
+            )),
+        };
+        let (config, opts, threads) = (self.config, self.opts.train.clone(), ctx.threads);
+        let run = tokio::task::spawn_blocking(move || {
+            // Checkpoints of another configuration (the stage's options changed): start over.
+            if let Some(ckpt) = harman_train::checkpoint::latest(&work) {
+                let state: Option<serde_json::Value> = std::fs::read(ckpt.join("state.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok());
+                let same = state.is_some_and(|s| {
+                    serde_json::to_value(&opts).ok().as_ref() == Some(&s["options"])
+                        && serde_json::to_value(config).ok().as_ref() == Some(&s["config"])
+                });
+                if !same {
+                    tracing::info!(folder = %work.display(), "checkpoints of other options; training from the start");
+                    std::fs::remove_dir_all(&work).map_err(|e| e.to_string())?;
+                }
+            }
+            let mut trainer = Trainer::new(config, opts, train, val, &work, true, threads)
+                .map_err(|e| e.to_string())?
+                .without_logged_timings();
+            let from = trainer.step();
+            let logs = trainer
+                .run(None, |s| {
+                    if s.step % 10 == 0 || s.val_loss.is_some() {
+                        tracing::info!(
+                            step = s.step,
+                            loss = s.loss,
+                            val_loss = s.val_loss,
+                            tokens_per_s = s.tokens_per_s,
+                            "training"
+                        );
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+            let final_dir = harman_train::checkpoint::latest(&work)
+                .ok_or_else(|| "no checkpoint after training".to_string())?;
+            Ok::<_, String>((work, final_dir, from, logs.len()))
+        });
+        let (work, final_dir, from, ran) = run
+            .await
+            .map_err(|e| StageError::Input(format!("training failed: {e}")))?
+            .map_err(StageError::Input)?;
+        tracing::info!(resumed_from = from, steps_run = ran, "training done");
+        let mut finished = Finished::default();
+        for name in ["model.safetensors", "optimizer.safetensors", "state.json"] {
+            let bytes = std::fs::read(final_dir.join(name))
+                .map_err(|e| StageError::Input(format!("{}: {e}", final_dir.display())))?;
+            finished
+                .files
+                .push(put_file(&ctx, &format!("checkpoint/{name}"), bytes, 0).await?);
+        }
+        let log = std::fs::read_to_string(work.join("log.jsonl"))
+            .map_err(|e| StageError::Input(format!("log.jsonl: {e}")))?;
+        let batch = log_batch(&self.schema, &log)?;
+        let steps = batch.num_rows() as u64;
+        let mut parquet_bytes = Vec::new();
+        {
+            let props = parquet::file::properties::WriterProperties::builder()
+                .set_created_by("harman".into())
+                .build();
+            let mut w = parquet::arrow::ArrowWriter::try_new(
+                &mut parquet_bytes,
+                self.schema.clone(),
+                Some(props),
+            )
+            .map_err(|e| StageError::Input(format!("log.parquet: {e}")))?;
+            w.write(&batch)
+                .and_then(|_| w.close().map(|_| ()))
+                .map_err(|e| StageError::Input(format!("log.parquet: {e}")))?;
+        }
+        finished
+            .files
+            .push(put_file(&ctx, "log.parquet", parquet_bytes, steps).await?);
+        finished
+            .files
+            .push(put_file(&ctx, "log.jsonl", log.into_bytes(), 0).await?);
+        let svg = std::fs::read(work.join("loss.svg"))
+            .map_err(|e| StageError::Input(format!("loss.svg: {e}")))?;
+        finished
+            .files
+            .push(put_file(&ctx, "loss.svg", svg, 0).await?);
+        let state: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(final_dir.join("state.json"))
+                .map_err(|e| StageError::Input(format!("state.json: {e}")))?,
+        )
+        .map_err(|e| StageError::Input(format!("state.json: {e}")))?;
+        finished.counters.insert("steps".into(), steps);
+        finished
+            .counters
+            .insert("tokens".into(), state["tokens"].as_u64().unwrap_or(0));
+        finished
+            .counters
+            .insert("parameters".into(), self.config.num_parameters() as u64);
+        Ok(finished)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_name_the_field() {
+        let bad = |json: serde_json::Value| {
+            TrainStage::factory(&json, &StageContext::default())
+                .err()
+                .and_then(|e| e.field)
+        };
+        assert_eq!(
+            bad(serde_json::json!({"model": {"preset": "huge"}})).as_deref(),
+            Some("model")
+        );
+        assert_eq!(
+            bad(serde_json::json!({"model": {"heads": 5}})).as_deref(),
+            Some("model")
+        );
+        assert_eq!(
+            bad(serde_json::json!({"train": {"total_batch_tokens": 7}})).as_deref(),
+            Some("train")
+        );
+        assert_eq!(
+            bad(serde_json::json!({"epochs": 2})).as_deref(),
+            Some("epochs")
+        );
+        let ok = TrainStage::factory(
+            &serde_json::json!({"train": {"steps": 7}}),
+            &StageContext::default(),
+        )
+        .unwrap();
+        assert_eq!(ok.params()["options"]["train"]["schedule"]["steps"], 7);
+    }
+}
