@@ -385,10 +385,7 @@ impl StageRunner<'_> {
 
         // The old manifest no longer describes the folder while we work in it.
         let manifest_loc = self.dir.join("_manifest.json");
-        match self.dir.store.delete(&manifest_loc.path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(os_err(&manifest_loc.url)(e)),
-        }
+        delete_if_present(&manifest_loc).await?;
 
         // A global stage's parts each depend on every input: a change anywhere reruns all.
         let inputs_identity = if stage.global() {
@@ -638,10 +635,7 @@ impl StageRunner<'_> {
             tables,
             counters: prepared.counters,
         };
-        let mut json =
-            serde_json::to_vec_pretty(&marker).map_err(|e| ExecError::Manifest(e.to_string()))?;
-        json.push(b'\n');
-        put(&marker_loc, json).await?;
+        put_json(&marker_loc, &marker).await?;
         Ok(marker)
     }
 
@@ -674,10 +668,7 @@ impl StageRunner<'_> {
             }
         }
         // The marker no longer describes the files while they are rewritten.
-        match self.dir.store.delete(&marker_loc.path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(os_err(&marker_loc.url)(e)),
-        }
+        delete_if_present(&marker_loc).await?;
         let staging = self.dir.join("_staging/finish");
         let started = Instant::now();
         let finished = self
@@ -712,11 +703,7 @@ impl StageRunner<'_> {
             for f in old.files {
                 if !files.iter().any(|n| n.path == f.path) {
                     tracing::info!(stage = %self.stage.name, file = %f.path, "removing stale file");
-                    let loc = self.dir.join(&f.path);
-                    match self.dir.store.delete(&loc.path).await {
-                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                        Err(e) => return Err(os_err(&loc.url)(e)),
-                    }
+                    delete_if_present(&self.dir.join(&f.path)).await?;
                 }
             }
         }
@@ -730,10 +717,7 @@ impl StageRunner<'_> {
             files,
             counters: finished.counters,
         };
-        let mut json =
-            serde_json::to_vec_pretty(&marker).map_err(|e| ExecError::Manifest(e.to_string()))?;
-        json.push(b'\n');
-        put(&marker_loc, json).await?;
+        put_json(&marker_loc, &marker).await?;
         Ok(marker)
     }
 
@@ -984,6 +968,22 @@ impl ShardJob {
             .rename(&a.path, &b.path)
             .await
             .map_err(os_err(&b.url))
+    }
+}
+
+/// A commit marker as pretty JSON.
+async fn put_json<T: serde::Serialize>(loc: &Location, value: &T) -> Result<(), ExecError> {
+    let mut json =
+        serde_json::to_vec_pretty(value).map_err(|e| ExecError::Manifest(e.to_string()))?;
+    json.push(b'\n');
+    put(loc, json).await
+}
+
+/// Deletes an object; one that is not there is fine.
+async fn delete_if_present(loc: &Location) -> Result<(), ExecError> {
+    match loc.store.delete(&loc.path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(os_err(&loc.url)(e)),
     }
 }
 

@@ -213,6 +213,35 @@ pub struct FinishContext {
     pub config_hash: String,
 }
 
+impl FinishContext {
+    /// Writes one file into the staging folder and describes it (`rows`: rows of a table,
+    /// tokens of a token shard, else 0).
+    pub async fn put(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        rows: u64,
+    ) -> Result<FinishedFile, StageError> {
+        use object_store::ObjectStoreExt;
+        use sha2::Digest;
+        let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+        let len = bytes.len() as u64;
+        self.store
+            .put(
+                &Path::from(format!("{}/{name}", self.staging)),
+                object_store::PutPayload::from(bytes),
+            )
+            .await
+            .map_err(|e| StageError::Input(format!("cannot write {name}: {e}")))?;
+        Ok(FinishedFile {
+            name: name.to_string(),
+            rows,
+            bytes: len,
+            sha256,
+        })
+    }
+}
+
 /// A file [`Stage::finish`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FinishedFile {

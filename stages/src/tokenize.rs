@@ -28,8 +28,6 @@ use async_trait::async_trait;
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::{StreamExt, TryStreamExt};
 use harman_tokenizer::{chinchilla, shard, Tokenizer};
-use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::cmp::Reverse;
@@ -581,31 +579,8 @@ impl IndexBuilder {
             .write(&batch)
             .and_then(|_| writer.close().map(|_| ()))
             .map_err(|e| StageError::Input(format!("index.parquet: {e}")))?;
-        put(&ctx.store, &ctx.staging, "index.parquet", bytes, rows).await
+        ctx.put("index.parquet", bytes, rows).await
     }
-}
-
-/// Writes one file into the staging folder.
-async fn put(
-    store: &Arc<dyn ObjectStore>,
-    staging: &Path,
-    name: &str,
-    bytes: Vec<u8>,
-    rows: u64,
-) -> Result<FinishedFile, StageError> {
-    let sha256 = hex::encode(Sha256::digest(&bytes));
-    let len = bytes.len() as u64;
-    let path = Path::from(format!("{staging}/{name}"));
-    store
-        .put(&path, PutPayload::from(bytes))
-        .await
-        .map_err(|e| StageError::Input(format!("cannot write {name}: {e}")))?;
-    Ok(FinishedFile {
-        name: name.to_string(),
-        rows,
-        bytes: len,
-        sha256,
-    })
 }
 
 /// Packs documents of one split into shard files; the open shard is kept in memory as the
@@ -614,8 +589,8 @@ struct ShardWriter {
     split: &'static str,
     version: i32,
     capacity: u64,
-    store: Arc<dyn ObjectStore>,
-    staging: Path,
+    /// Where shards are written (its parts left out).
+    ctx: FinishContext,
     /// The open shard: room for the header, then its tokens.
     bytes: Vec<u8>,
     /// Tokens in the open shard.
@@ -632,8 +607,10 @@ impl ShardWriter {
             split,
             version,
             capacity,
-            store: ctx.store.clone(),
-            staging: ctx.staging.clone(),
+            ctx: FinishContext {
+                parts: Vec::new(),
+                ..ctx.clone()
+            },
             bytes: vec![0; shard::HEADER_BYTES],
             open: 0,
             files: Vec::new(),
@@ -685,7 +662,7 @@ impl ShardWriter {
         bytes[..shard::HEADER_BYTES].copy_from_slice(&shard::header(self.version, n));
         self.open = 0;
         let name = self.name();
-        let file = put(&self.store, &self.staging, &name, bytes, n).await?;
+        let file = self.ctx.put(&name, bytes, n).await?;
         self.written += n;
         self.files.push(file);
         Ok(())

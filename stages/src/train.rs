@@ -8,56 +8,26 @@
 
 use crate::report::ShardReport;
 use crate::stage::{
-    FinishContext, Finished, FinishedFile, OptionError, ShardInput, Stage, StageContext,
-    StageError, StageInputs,
+    FinishContext, Finished, OptionError, ShardInput, Stage, StageContext, StageError, StageInputs,
 };
 use arrow::array::{Float32Array, RecordBatch, UInt64Array};
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::prelude::{DataFrame, SessionContext};
-use harman_train::model::GptConfig;
+use harman_train::model::{GptConfig, ModelSpec};
 use harman_train::trainer::{TrainOptions, Trainer};
-use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 pub const KIND: &str = "train";
 
-/// The model of a `train` stage (`[stages.NAME.model]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ModelOptions {
-    /// `tiny`, `gpt2-124m`, `gpt2-350m`, `gpt2-774m`, `gpt2-1558m`.
-    pub preset: String,
-    /// The tokenizer's vocabulary (GPT-2's: 50257).
-    pub vocab_size: usize,
-    pub layers: Option<usize>,
-    pub heads: Option<usize>,
-    pub channels: Option<usize>,
-    pub max_seq_len: Option<usize>,
-}
-
-impl Default for ModelOptions {
-    fn default() -> Self {
-        ModelOptions {
-            preset: "tiny".into(),
-            vocab_size: 50257,
-            layers: None,
-            heads: None,
-            channels: None,
-            max_seq_len: None,
-        }
-    }
-}
-
 /// Options of a `train` stage: `[stages.NAME.model]` and `[stages.NAME.train]`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainStageOptions {
-    pub model: ModelOptions,
+    /// `[stages.NAME.model]`: preset, vocab_size, layers, heads, channels, max_seq_len.
+    pub model: ModelSpec,
     pub train: TrainOptions,
 }
 
@@ -88,21 +58,7 @@ impl TrainStage {
     }
 
     pub fn new(opts: TrainStageOptions) -> Result<TrainStage, OptionError> {
-        let m = &opts.model;
-        let mut config = GptConfig::preset(&m.preset, m.vocab_size).ok_or_else(|| {
-            OptionError::field(
-                "model",
-                format!(
-                    "model.preset = {:?}: use tiny, gpt2-124m, gpt2-350m, gpt2-774m or gpt2-1558m",
-                    m.preset
-                ),
-            )
-        })?;
-        config.num_layers = m.layers.unwrap_or(config.num_layers);
-        config.num_heads = m.heads.unwrap_or(config.num_heads);
-        config.channels = m.channels.unwrap_or(config.channels);
-        config.max_seq_len = m.max_seq_len.unwrap_or(config.max_seq_len);
-        config.check().map_err(|e| {
+        let config = opts.model.config().map_err(|e| {
             OptionError::field("model", format!("model.{}: {}", e.field, e.message))
         })?;
         opts.train.check(&config).map_err(|e| {
@@ -144,29 +100,6 @@ fn split_shards(parts: &[ShardInput], split: &str) -> Result<Vec<PathBuf>, Stage
         .collect();
     out.sort();
     Ok(out)
-}
-
-async fn put_file(
-    ctx: &FinishContext,
-    name: &str,
-    bytes: Vec<u8>,
-    rows: u64,
-) -> Result<FinishedFile, StageError> {
-    let sha256 = hex::encode(Sha256::digest(&bytes));
-    let len = bytes.len() as u64;
-    ctx.store
-        .put(
-            &Path::from(format!("{}/{name}", ctx.staging)),
-            PutPayload::from(bytes),
-        )
-        .await
-        .map_err(|e| StageError::Input(format!("cannot write {name}: {e}")))?;
-    Ok(FinishedFile {
-        name: name.to_string(),
-        rows,
-        bytes: len,
-        sha256,
-    })
 }
 
 /// The step lines of a JSONL training log as a `train_log` batch.
@@ -308,7 +241,7 @@ impl Stage for TrainStage {
                 .map_err(|e| StageError::Input(format!("{}: {e}", final_dir.display())))?;
             finished
                 .files
-                .push(put_file(&ctx, &format!("checkpoint/{name}"), bytes, 0).await?);
+                .push(ctx.put(&format!("checkpoint/{name}"), bytes, 0).await?);
         }
         let log = std::fs::read_to_string(work.join("log.jsonl"))
             .map_err(|e| StageError::Input(format!("log.jsonl: {e}")))?;
@@ -331,15 +264,13 @@ impl Stage for TrainStage {
         }
         finished
             .files
-            .push(put_file(&ctx, "log.parquet", parquet_bytes, steps).await?);
+            .push(ctx.put("log.parquet", parquet_bytes, steps).await?);
         finished
             .files
-            .push(put_file(&ctx, "log.jsonl", log.into_bytes(), 0).await?);
+            .push(ctx.put("log.jsonl", log.into_bytes(), 0).await?);
         let svg = std::fs::read(work.join("loss.svg"))
             .map_err(|e| StageError::Input(format!("loss.svg: {e}")))?;
-        finished
-            .files
-            .push(put_file(&ctx, "loss.svg", svg, 0).await?);
+        finished.files.push(ctx.put("loss.svg", svg, 0).await?);
         let state: serde_json::Value = serde_json::from_slice(
             &std::fs::read(final_dir.join("state.json"))
                 .map_err(|e| StageError::Input(format!("state.json: {e}")))?,

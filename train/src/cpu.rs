@@ -364,88 +364,63 @@ pub fn backward(p: &Params, acts: &Activations, grads: &mut [f32], scale: f32, t
             d.apply(&mut dfcproj, 2 + 2 * l as u64);
         }
         dfch_gelu.fill(0.0);
-        {
-            let (rw, rb) = (
-                sub(lay.range("fcprojw"), l, 4 * c * c),
-                sub(lay.range("fcprojb"), l, c),
-            );
-            let (gw, gb) = two(grads, rw, rb);
-            let wt = &w("fcprojw")[l * 4 * c * c..(l + 1) * 4 * c * c];
-            matmul::backward(
-                &mut dfch_gelu,
-                gw,
-                gb,
-                &dfcproj,
-                &acts.fch_gelu[n4.clone()],
-                wt,
-                4 * c,
-                c,
-                threads,
-            );
-        }
+        linear_backward(
+            p,
+            grads,
+            ("fcprojw", "fcprojb"),
+            l,
+            &mut dfch_gelu,
+            &dfcproj,
+            &acts.fch_gelu[n4.clone()],
+            4 * c,
+            c,
+            threads,
+        );
         dfch.fill(0.0);
         gelu::backward(&mut dfch, &acts.fch[n4.clone()], &dfch_gelu);
         dln.fill(0.0);
-        {
-            let (rw, rb) = (
-                sub(lay.range("fcw"), l, 4 * c * c),
-                sub(lay.range("fcb"), l, 4 * c),
-            );
-            let (gw, gb) = two(grads, rw, rb);
-            let wt = &w("fcw")[l * 4 * c * c..(l + 1) * 4 * c * c];
-            matmul::backward(
-                &mut dln,
-                gw,
-                gb,
-                &dfch,
-                &acts.ln2[nc.clone()],
-                wt,
-                c,
-                4 * c,
-                threads,
-            );
-        }
-        {
-            let (rw, rb) = (sub(lay.range("ln2w"), l, c), sub(lay.range("ln2b"), l, c));
-            let (gw, gb) = two(grads, rw, rb);
-            layernorm::backward(
-                &mut dres,
-                gw,
-                gb,
-                &dln,
-                &acts.residual2[nc.clone()],
-                &w("ln2w")[l * c..(l + 1) * c],
-                &acts.ln2_mean[l * n..(l + 1) * n],
-                &acts.ln2_rstd[l * n..(l + 1) * n],
-                c,
-                threads,
-            );
-        }
+        linear_backward(
+            p,
+            grads,
+            ("fcw", "fcb"),
+            l,
+            &mut dln,
+            &dfch,
+            &acts.ln2[nc.clone()],
+            c,
+            4 * c,
+            threads,
+        );
+        let rows = l * n..(l + 1) * n;
+        layernorm_backward(
+            p,
+            grads,
+            ("ln2w", "ln2b"),
+            l,
+            &mut dres,
+            &dln,
+            &acts.residual2[nc.clone()],
+            (&acts.ln2_mean[rows.clone()], &acts.ln2_rstd[rows]),
+            threads,
+        );
         // residual2 = residual + attproj.
         let mut dattproj = dres.clone();
         if let Some(d) = acts.dropout {
             d.apply(&mut dattproj, 1 + 2 * l as u64);
         }
         datty.fill(0.0);
-        {
-            let (rw, rb) = (
-                sub(lay.range("attprojw"), l, c * c),
-                sub(lay.range("attprojb"), l, c),
-            );
-            let (gw, gb) = two(grads, rw, rb);
-            let wt = &w("attprojw")[l * c * c..(l + 1) * c * c];
-            matmul::backward(
-                &mut datty,
-                gw,
-                gb,
-                &dattproj,
-                &acts.atty[nc.clone()],
-                wt,
-                c,
-                c,
-                threads,
-            );
-        }
+        linear_backward(
+            p,
+            grads,
+            ("attprojw", "attprojb"),
+            l,
+            &mut datty,
+            &dattproj,
+            &acts.atty[nc.clone()],
+            c,
+            c,
+            threads,
+        );
         dqkv.fill(0.0);
         attention::backward(
             &mut dqkv,
@@ -459,41 +434,30 @@ pub fn backward(p: &Params, acts: &Activations, grads: &mut [f32], scale: f32, t
             threads,
         );
         dln.fill(0.0);
-        {
-            let (rw, rb) = (
-                sub(lay.range("qkvw"), l, 3 * c * c),
-                sub(lay.range("qkvb"), l, 3 * c),
-            );
-            let (gw, gb) = two(grads, rw, rb);
-            let wt = &w("qkvw")[l * 3 * c * c..(l + 1) * 3 * c * c];
-            matmul::backward(
-                &mut dln,
-                gw,
-                gb,
-                &dqkv,
-                &acts.ln1[nc.clone()],
-                wt,
-                c,
-                3 * c,
-                threads,
-            );
-        }
-        {
-            let (rw, rb) = (sub(lay.range("ln1w"), l, c), sub(lay.range("ln1b"), l, c));
-            let (gw, gb) = two(grads, rw, rb);
-            layernorm::backward(
-                &mut dres,
-                gw,
-                gb,
-                &dln,
-                residual,
-                &w("ln1w")[l * c..(l + 1) * c],
-                &acts.ln1_mean[l * n..(l + 1) * n],
-                &acts.ln1_rstd[l * n..(l + 1) * n],
-                c,
-                threads,
-            );
-        }
+        linear_backward(
+            p,
+            grads,
+            ("qkvw", "qkvb"),
+            l,
+            &mut dln,
+            &dqkv,
+            &acts.ln1[nc.clone()],
+            c,
+            3 * c,
+            threads,
+        );
+        let rows = l * n..(l + 1) * n;
+        layernorm_backward(
+            p,
+            grads,
+            ("ln1w", "ln1b"),
+            l,
+            &mut dres,
+            &dln,
+            residual,
+            (&acts.ln1_mean[rows.clone()], &acts.ln1_rstd[rows]),
+            threads,
+        );
     }
     if let Some(d) = acts.dropout {
         d.apply(&mut dres, 0);
@@ -501,6 +465,48 @@ pub fn backward(p: &Params, acts: &Activations, grads: &mut [f32], scale: f32, t
     let (rte, rpe) = (lay.range("wte"), lay.range("wpe"));
     let (gte, gpe) = two(grads, rte, rpe);
     encoder::backward(gte, gpe, &dres, &acts.inputs, t, c);
+}
+
+/// Backward of block `l`'s linear map `names` = (weight, bias), `c_in` → `c_out`.
+#[allow(clippy::too_many_arguments)]
+fn linear_backward(
+    p: &Params,
+    grads: &mut [f32],
+    names: (&str, &str),
+    l: usize,
+    dinp: &mut [f32],
+    dout: &[f32],
+    inp: &[f32],
+    c_in: usize,
+    c_out: usize,
+    threads: usize,
+) {
+    let rw = sub(p.layout.range(names.0), l, c_in * c_out);
+    let rb = sub(p.layout.range(names.1), l, c_out);
+    let weight = &p.data[rw.clone()];
+    let (gw, gb) = two(grads, rw, rb);
+    matmul::backward(dinp, gw, gb, dout, inp, weight, c_in, c_out, threads);
+}
+
+/// Backward of block `l`'s LayerNorm `names` = (gain, bias), with its saved (mean, rstd).
+#[allow(clippy::too_many_arguments)]
+fn layernorm_backward(
+    p: &Params,
+    grads: &mut [f32],
+    names: (&str, &str),
+    l: usize,
+    dinp: &mut [f32],
+    dout: &[f32],
+    inp: &[f32],
+    (mean, rstd): (&[f32], &[f32]),
+    threads: usize,
+) {
+    let c = p.config.channels;
+    let rw = sub(p.layout.range(names.0), l, c);
+    let rb = sub(p.layout.range(names.1), l, c);
+    let weight = &p.data[rw.clone()];
+    let (gw, gb) = two(grads, rw, rb);
+    layernorm::backward(dinp, gw, gb, dout, inp, weight, mean, rstd, c, threads);
 }
 
 /// Layer `l`'s slice of a per-layer tensor with `per` values per layer.

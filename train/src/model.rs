@@ -113,6 +113,54 @@ impl GptConfig {
     }
 }
 
+/// A model named by a preset, with overrides: a config's `[model]` table, `harman train`'s
+/// flags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSpec {
+    /// `tiny`, `gpt2-124m`, `gpt2-350m`, `gpt2-774m`, `gpt2-1558m`.
+    pub preset: String,
+    /// The tokenizer's vocabulary (GPT-2's: 50257).
+    pub vocab_size: usize,
+    pub layers: Option<usize>,
+    pub heads: Option<usize>,
+    pub channels: Option<usize>,
+    pub max_seq_len: Option<usize>,
+}
+
+impl Default for ModelSpec {
+    fn default() -> Self {
+        ModelSpec {
+            preset: "tiny".into(),
+            vocab_size: 50257,
+            layers: None,
+            heads: None,
+            channels: None,
+            max_seq_len: None,
+        }
+    }
+}
+
+impl ModelSpec {
+    /// The checked config.
+    pub fn config(&self) -> Result<GptConfig, ConfigError> {
+        let mut c =
+            GptConfig::preset(&self.preset, self.vocab_size).ok_or_else(|| ConfigError {
+                field: "preset",
+                message: format!(
+                    "preset = {:?}: use tiny, gpt2-124m, gpt2-350m, gpt2-774m or gpt2-1558m",
+                    self.preset
+                ),
+            })?;
+        c.num_layers = self.layers.unwrap_or(c.num_layers);
+        c.num_heads = self.heads.unwrap_or(c.num_heads);
+        c.channels = self.channels.unwrap_or(c.channels);
+        c.max_seq_len = self.max_seq_len.unwrap_or(c.max_seq_len);
+        c.check()?;
+        Ok(c)
+    }
+}
+
 /// Names and shapes of the parameter tensors, in storage order (llm.c's).
 pub const TENSORS: [&str; 16] = [
     "wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb", "ln2w", "ln2b", "fcw",

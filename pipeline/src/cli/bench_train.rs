@@ -7,24 +7,14 @@ use super::Failure;
 use anyhow::anyhow;
 use harman_kernels::cpu::adamw::{self, AdamW};
 use harman_train::cpu::{self, Activations};
-use harman_train::model::{GptConfig, Params};
+use harman_train::model::Params;
 use harman_train::rng::Rng;
 use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct TrainBenchArgs {
-    /// Model preset: tiny, gpt2-124m, …
-    #[arg(long, default_value = "tiny")]
-    pub preset: String,
-    #[arg(long, default_value_t = 50257)]
-    pub vocab_size: usize,
-    /// Override the preset's layers / channels.
-    #[arg(long)]
-    pub layers: Option<usize>,
-    #[arg(long)]
-    pub channels: Option<usize>,
-    #[arg(long)]
-    pub heads: Option<usize>,
+    #[command(flatten)]
+    pub model: super::train::ModelArgs,
     /// Sequences per step.
     #[arg(long, default_value_t = 4)]
     pub batch: usize,
@@ -40,13 +30,13 @@ pub struct TrainBenchArgs {
 }
 
 pub fn bench_train(args: TrainBenchArgs) -> Result<(), Failure> {
-    let mut cfg = GptConfig::preset(&args.preset, args.vocab_size)
-        .ok_or_else(|| anyhow!("unknown preset {:?}", args.preset))?;
-    cfg.num_layers = args.layers.unwrap_or(cfg.num_layers);
-    cfg.channels = args.channels.unwrap_or(cfg.channels);
-    cfg.num_heads = args.heads.unwrap_or(cfg.num_heads);
-    cfg.max_seq_len = cfg.max_seq_len.max(args.seq);
-    cfg.check()
+    let mut spec = args.model.spec();
+    // Room for the benchmark's sequence length.
+    let preset_len = harman_train::model::GptConfig::preset(&spec.preset, spec.vocab_size)
+        .map_or(0, |c| c.max_seq_len);
+    spec.max_seq_len = Some(spec.max_seq_len.unwrap_or(preset_len).max(args.seq));
+    let cfg = spec
+        .config()
         .map_err(|e| anyhow!("{}: {}", e.field, e.message))?;
     let threads = args
         .threads

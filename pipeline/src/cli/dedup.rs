@@ -67,46 +67,15 @@ pub async fn dedup(args: DedupArgs, bars: bool) -> Result<(), Failure> {
     if args.s_curve {
         return Ok(());
     }
-    let cwd = std::env::current_dir()?;
-    let mut pipeline = toml::Table::new();
-    pipeline.insert("name".into(), "dedup".into());
-    pipeline.insert("output".into(), args.output.clone().into());
-    pipeline.insert("max_reject_fraction".into(), 1.0.into());
-    let mut input = toml::Table::new();
-    input.insert("kind".into(), "ingest".into());
-    input.insert(
-        "inputs".into(),
-        toml::Value::Array(args.inputs.iter().map(|s| s.clone().into()).collect()),
-    );
-    input.insert("id_field".into(), args.id_field.clone().into());
-    input.insert("text_field".into(), args.text_field.clone().into());
-    input.insert("ids_from_field".into(), true.into());
-    let mut text = toml::Table::new();
-    text.insert("kind".into(), "extract".into());
-    text.insert(
-        "depends_on".into(),
-        toml::Value::Array(vec!["input".into()]),
-    );
-    let mut fixes = toml::Table::new();
-    for fix in ["mojibake", "nfc", "emoji_to_text", "control_chars"] {
-        fixes.insert(fix.into(), false.into());
-    }
-    text.insert("fixes".into(), fixes.into());
     let mut dedup = options;
     dedup.insert("kind".into(), "dedup".into());
-    dedup.insert("depends_on".into(), toml::Value::Array(vec!["text".into()]));
-    let mut stages = toml::Table::new();
-    stages.insert("input".into(), input.into());
-    stages.insert("text".into(), text.into());
-    stages.insert("dedup".into(), dedup.into());
-    let mut root = toml::Table::new();
-    root.insert("pipeline".into(), pipeline.into());
-    root.insert("stages".into(), stages.into());
-    let config_text = toml::to_string(&root)?;
-    let config = crate::config::parse(
-        &config_text,
-        &cwd.join("harman-dedup.toml"),
-        &harman_stages::registry(),
+    let config = super::single_stage_config(
+        "dedup",
+        &args.inputs,
+        &args.id_field,
+        &args.text_field,
+        &args.output,
+        dedup,
     )?;
     let opts = RunOptions {
         output: Some(args.output.clone()),

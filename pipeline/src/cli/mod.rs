@@ -189,6 +189,59 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The pipeline a single-stage command (`harman dedup`, `harman tokenize`) runs: ingest the
+/// JSONL/Parquet `inputs` keeping their ids (`id_field`), pass `text_field` through
+/// unchanged (no text fixes), then the stage `stage` (a stage table with its `kind`), writing
+/// under `output`.
+pub(crate) fn single_stage_config(
+    name: &str,
+    inputs: &[String],
+    id_field: &str,
+    text_field: &str,
+    output: &str,
+    stage: toml::Table,
+) -> Result<crate::config::PipelineConfig, Failure> {
+    let mut input = toml::Table::new();
+    input.insert("kind".into(), "ingest".into());
+    input.insert(
+        "inputs".into(),
+        toml::Value::Array(inputs.iter().map(|s| s.clone().into()).collect()),
+    );
+    input.insert("id_field".into(), id_field.into());
+    input.insert("text_field".into(), text_field.into());
+    input.insert("ids_from_field".into(), true.into());
+    let mut text = toml::Table::new();
+    text.insert("kind".into(), "extract".into());
+    text.insert(
+        "depends_on".into(),
+        toml::Value::Array(vec!["input".into()]),
+    );
+    let mut fixes = toml::Table::new();
+    for fix in ["mojibake", "nfc", "emoji_to_text", "control_chars"] {
+        fixes.insert(fix.into(), false.into());
+    }
+    text.insert("fixes".into(), fixes.into());
+    let mut stage = stage;
+    stage.insert("depends_on".into(), toml::Value::Array(vec!["text".into()]));
+    let mut stages = toml::Table::new();
+    stages.insert("input".into(), input.into());
+    stages.insert("text".into(), text.into());
+    stages.insert(name.into(), stage.into());
+    let mut pipeline = toml::Table::new();
+    pipeline.insert("name".into(), name.into());
+    pipeline.insert("output".into(), output.into());
+    pipeline.insert("max_reject_fraction".into(), 1.0.into());
+    let mut root = toml::Table::new();
+    root.insert("pipeline".into(), pipeline.into());
+    root.insert("stages".into(), stages.into());
+    let cwd = std::env::current_dir()?;
+    Ok(crate::config::parse(
+        &toml::to_string(&root)?,
+        &cwd.join(format!("harman-{name}.toml")),
+        &harman_stages::registry(),
+    )?)
+}
+
 /// Load a config with the registry of this build, as the commands do.
 pub fn load_config(path: &std::path::Path) -> Result<crate::config::PipelineConfig, ConfigError> {
     crate::config::load(path, &harman_stages::registry())

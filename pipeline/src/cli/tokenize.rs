@@ -80,43 +80,14 @@ pub async fn tokenize(args: TokenizeArgs, bars: bool) -> Result<(), Failure> {
         .entry("tokenizer")
         .or_insert_with(|| args.tokenizer.clone().into());
     let cwd = std::env::current_dir()?;
-    let mut input = toml::Table::new();
-    input.insert("kind".into(), "ingest".into());
-    input.insert(
-        "inputs".into(),
-        toml::Value::Array(args.inputs.iter().map(|s| s.clone().into()).collect()),
-    );
-    input.insert("id_field".into(), args.id_field.clone().into());
-    input.insert("text_field".into(), args.text_field.clone().into());
-    input.insert("ids_from_field".into(), true.into());
-    let mut text = toml::Table::new();
-    text.insert("kind".into(), "extract".into());
-    text.insert(
-        "depends_on".into(),
-        toml::Value::Array(vec!["input".into()]),
-    );
-    let mut fixes = toml::Table::new();
-    for fix in ["mojibake", "nfc", "emoji_to_text", "control_chars"] {
-        fixes.insert(fix.into(), false.into());
-    }
-    text.insert("fixes".into(), fixes.into());
     options.insert("kind".into(), "tokenize".into());
-    options.insert("depends_on".into(), toml::Value::Array(vec!["text".into()]));
-    let mut stages = toml::Table::new();
-    stages.insert("input".into(), input.into());
-    stages.insert("text".into(), text.into());
-    stages.insert("tokenize".into(), options.into());
-    let mut pipeline = toml::Table::new();
-    pipeline.insert("name".into(), "tokenize".into());
-    pipeline.insert("output".into(), output.clone().into());
-    pipeline.insert("max_reject_fraction".into(), 1.0.into());
-    let mut root = toml::Table::new();
-    root.insert("pipeline".into(), pipeline.into());
-    root.insert("stages".into(), stages.into());
-    let config = crate::config::parse(
-        &toml::to_string(&root)?,
-        &cwd.join("harman-tokenize.toml"),
-        &harman_stages::registry(),
+    let config = super::single_stage_config(
+        "tokenize",
+        &args.inputs,
+        &args.id_field,
+        &args.text_field,
+        &output,
+        options,
     )?;
     let opts = RunOptions {
         output: Some(output),

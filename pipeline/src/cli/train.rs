@@ -7,7 +7,7 @@ use anyhow::{anyhow, Context};
 use harman_tokenizer::Tokenizer;
 use harman_train::checkpoint;
 use harman_train::generate::{self, Sampling};
-use harman_train::model::GptConfig;
+use harman_train::model::ModelSpec;
 use harman_train::trainer::{TrainOptions, Trainer};
 use std::path::{Path, PathBuf};
 
@@ -22,6 +22,27 @@ pub struct TrainArgs {
     /// Output folder: checkpoints (step_NNNNNNNN/, latest), log.jsonl, loss.svg.
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Training options as TOML (keys of TrainOptions: batch_size, seq_len,
+    /// total_batch_tokens, steps, weight_decay, grad_clip, val_every, val_batches,
+    /// checkpoint_every, seed, [schedule] lr/min_lr/warmup_steps/steps/decay).
+    #[arg(long, default_value = "")]
+    pub options: String,
+    /// Stop after this many steps of this invocation (resume later).
+    #[arg(long)]
+    pub stop_after: Option<u64>,
+    /// Start over even if the output folder has a checkpoint.
+    #[arg(long)]
+    pub no_resume: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// The model flags shared by `train` and `bench train`.
+#[derive(clap::Args, Debug)]
+pub struct ModelArgs {
     /// Model preset: tiny, gpt2-124m, gpt2-350m, gpt2-774m, gpt2-1558m.
     #[arg(long, default_value = "tiny")]
     pub preset: String,
@@ -37,20 +58,19 @@ pub struct TrainArgs {
     pub channels: Option<usize>,
     #[arg(long)]
     pub max_seq_len: Option<usize>,
-    /// Training options as TOML (keys of TrainOptions: batch_size, seq_len,
-    /// total_batch_tokens, steps, weight_decay, grad_clip, val_every, val_batches,
-    /// checkpoint_every, seed, [schedule] lr/min_lr/warmup_steps/steps/decay).
-    #[arg(long, default_value = "")]
-    pub options: String,
-    /// Stop after this many steps of this invocation (resume later).
-    #[arg(long)]
-    pub stop_after: Option<u64>,
-    /// Start over even if the output folder has a checkpoint.
-    #[arg(long)]
-    pub no_resume: bool,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+}
+
+impl ModelArgs {
+    pub fn spec(&self) -> ModelSpec {
+        ModelSpec {
+            preset: self.preset.clone(),
+            vocab_size: self.vocab_size,
+            layers: self.layers,
+            heads: self.heads,
+            channels: self.channels,
+            max_seq_len: self.max_seq_len,
+        }
+    }
 }
 
 /// Paths and globs (`*`, `?` in the file name) to a sorted list of files.
@@ -95,18 +115,10 @@ fn options_error(message: String) -> crate::config::ConfigError {
 }
 
 pub fn train(args: TrainArgs, bars: bool) -> Result<(), Failure> {
-    let mut cfg = GptConfig::preset(&args.preset, args.vocab_size).ok_or_else(|| {
-        options_error(format!(
-            "--preset {:?}: use tiny, gpt2-124m, gpt2-350m, gpt2-774m or gpt2-1558m",
-            args.preset
-        ))
-    })?;
-    cfg.num_layers = args.layers.unwrap_or(cfg.num_layers);
-    cfg.num_heads = args.heads.unwrap_or(cfg.num_heads);
-    cfg.channels = args.channels.unwrap_or(cfg.channels);
-    cfg.max_seq_len = args.max_seq_len.unwrap_or(cfg.max_seq_len);
-    cfg.check()
-        .map_err(|e| options_error(format!("model {}: {}", e.field, e.message)))?;
+    let cfg =
+        args.model.spec().config().map_err(|e| {
+            options_error(format!("--{}: {}", e.field.replace('_', "-"), e.message))
+        })?;
     let opts: TrainOptions = {
         let table: toml::Table = toml::from_str(&args.options)
             .map_err(|e| options_error(format!("not valid TOML: {}", e.message())))?;
