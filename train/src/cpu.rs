@@ -6,9 +6,9 @@
 use crate::model::{GptConfig, Params};
 use harman_kernels::cpu::{attention, dropout, encoder, gelu, layernorm, loss, matmul, residual};
 
-/// Dropout of one micro-step: probability `p` on the embeddings and on both residual
-/// branches of every block (GPT-2's `embd_pdrop` / `resid_pdrop`), masks keyed by
-/// (seed, step, micro-step, site).
+/// Dropout of one micro-step: probability `p` on the embeddings, the attention
+/// probabilities and both residual branches of every block (GPT-2's `embd_pdrop`,
+/// `attn_pdrop`, `resid_pdrop`), masks keyed by (seed, step, micro-step, site).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Dropout {
     pub p: f32,
@@ -25,6 +25,12 @@ impl Dropout {
             self.p,
             dropout::key(self.seed, self.step, self.micro, site),
         );
+    }
+
+    /// (p, key) of block `l`'s attention probabilities (site 1,000,000 + l).
+    fn attention(self, l: usize) -> (f32, u64) {
+        let site = 1_000_000 + l as u64;
+        (self.p, dropout::key(self.seed, self.step, self.micro, site))
     }
 }
 
@@ -207,6 +213,7 @@ pub fn forward(
             t,
             c,
             nh,
+            drop.map(|d| d.attention(l)),
             threads,
         );
         matmul::forward(
@@ -431,6 +438,7 @@ pub fn backward(p: &Params, acts: &Activations, grads: &mut [f32], scale: f32, t
             t,
             c,
             nh,
+            acts.dropout.map(|d| d.attention(l)),
             threads,
         );
         dln.fill(0.0);

@@ -33,7 +33,8 @@ pub struct TrainOptions {
     pub eps: f32,
     /// Clip the global gradient norm to this (0 = off).
     pub grad_clip: f32,
-    /// Dropout probability on the embeddings and the residual branches (0 = off).
+    /// Dropout probability on the embeddings, the attention probabilities and the residual
+    /// branches (0 = off).
     pub dropout: f32,
     /// Validation loss every this many steps (0 = never; always at the end when val data is given).
     pub val_every: u64,

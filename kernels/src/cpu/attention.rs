@@ -1,9 +1,17 @@
 //! Causal multi-head self-attention on a fused QKV input: `inp` `[B, T, 3C]` holds the
 //! queries, keys and values of NH heads of size HS = C/NH; `out` `[B, T, C]`. The softmax
 //! probabilities `att` `[B, NH, T, T]` are kept for the backward pass (the CUDA kernel will
-//! recompute them flash-attention style instead).
+//! recompute them flash-attention style instead). Optional dropout on the probabilities
+//! (`drop` = (p, key)): the values are weighted by the dropped probabilities, `att` keeps the
+//! undropped ones, and the mask is recomputed in the backward pass from the key.
 
-use super::par_blocks;
+use super::{dropout, par_blocks};
+
+/// Index of probability (b·h, t, t2) in the dropout mask.
+#[inline]
+fn mask_index(bh: usize, t: usize, ti: usize, t2: usize) -> u64 {
+    ((bh * t + ti) * t + t2) as u64
+}
 
 /// Forward. Work is split by (batch, head): each writes its own head's slice.
 #[allow(clippy::too_many_arguments)]
@@ -15,6 +23,7 @@ pub fn forward(
     t: usize,
     c: usize,
     nh: usize,
+    drop: Option<(f32, u64)>,
     threads: usize,
 ) {
     let hs = c / nh;
@@ -54,7 +63,10 @@ pub fn forward(
             o.fill(0.0);
             for t2 in 0..=ti {
                 let v = &inp[(bi * t + t2) * 3 * c + 2 * c + h * hs..][..hs];
-                let p = att_bh[ti * t + t2];
+                let mut p = att_bh[ti * t + t2];
+                if let Some((rate, key)) = drop {
+                    p *= dropout::factor(rate, key, mask_index(bh, t, ti, t2));
+                }
                 for (oi, vi) in o.iter_mut().zip(v) {
                     *oi += p * vi;
                 }
@@ -83,6 +95,7 @@ pub fn backward(
     t: usize,
     c: usize,
     nh: usize,
+    drop: Option<(f32, u64)>,
     threads: usize,
 ) {
     let hs = c / nh;
@@ -101,9 +114,12 @@ pub fn backward(
             // Through the weighted sum of values.
             for t2 in 0..=ti {
                 let v = &inp[(bi * t + t2) * 3 * c + 2 * c + h * hs..][..hs];
-                datt[t2] = v.iter().zip(d).map(|(a, b)| a * b).sum();
+                let keep = drop.map_or(1.0, |(rate, key)| {
+                    dropout::factor(rate, key, mask_index(bh, t, ti, t2))
+                });
+                datt[t2] = v.iter().zip(d).map(|(a, b)| a * b).sum::<f32>() * keep;
                 for (dvi, di) in dv[t2 * hs..(t2 + 1) * hs].iter_mut().zip(d) {
-                    *dvi += p[t2] * di;
+                    *dvi += p[t2] * keep * di;
                 }
             }
             // Through the softmax: dpre = p · (datt − Σ p·datt).
@@ -146,7 +162,7 @@ mod tests {
         let mut rng = Rng(5);
         let inp = rng.vec(b * t * 3 * c);
         let (mut out, mut att) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
-        forward(&mut out, &mut att, &inp, b, t, c, nh, 2);
+        forward(&mut out, &mut att, &inp, b, t, c, nh, None, 2);
         for row in att.chunks_exact(t).enumerate() {
             let ti = row.0 % t;
             assert!((row.1.iter().sum::<f32>() - 1.0).abs() < 1e-5);
@@ -164,18 +180,23 @@ mod tests {
 
     #[test]
     fn gradients_match_finite_differences() {
+        check(None);
+        check(Some((0.3, 77)));
+    }
+
+    fn check(drop: Option<(f32, u64)>) {
         let (b, t, c, nh) = (2, 4, 6, 2);
         let mut rng = Rng(6);
         let inp = rng.vec(b * t * 3 * c);
         let dout = rng.vec(b * t * c);
         let run = |x: &[f32]| {
             let (mut out, mut att) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
-            forward(&mut out, &mut att, x, b, t, c, nh, 2);
+            forward(&mut out, &mut att, x, b, t, c, nh, drop, 2);
             (out, att)
         };
         let (_, att) = run(&inp);
         let mut dinp = vec![0.0; inp.len()];
-        backward(&mut dinp, &dout, &inp, &att, b, t, c, nh, 3);
+        backward(&mut dinp, &dout, &inp, &att, b, t, c, nh, drop, 3);
         grad_check("qkv", &inp, &dinp, &dout, |x| run(x).0);
     }
 }

@@ -18,6 +18,19 @@ pub fn key(seed: u64, step: u64, micro: u64, site: u64) -> u64 {
     mix(mix(mix(seed, step), micro), site)
 }
 
+/// The factor element `i` is multiplied by: 0 (dropped) or 1/(1 − p).
+#[inline]
+pub fn factor(p: f32, key: u64, i: u64) -> f32 {
+    if p <= 0.0 {
+        return 1.0;
+    }
+    if mix(key, i) < (p as f64 * 2f64.powi(64)) as u64 {
+        0.0
+    } else {
+        1.0 / (1.0 - p)
+    }
+}
+
 /// Applies the mask in place (forward: to the values; backward: to their gradients).
 pub fn apply(x: &mut [f32], p: f32, key: u64) {
     if p <= 0.0 {
@@ -53,6 +66,10 @@ mod tests {
         let mut z = vec![1.0f32; 100_000];
         apply(&mut z, 0.1, key(1, 2, 1, 3));
         assert_ne!(x, z);
+        // `factor` is the same mask, element by element.
+        for (i, v) in x.iter().enumerate().take(1000) {
+            assert_eq!(*v, factor(0.1, key(1, 2, 0, 3), i as u64));
+        }
         let mut w = vec![2.0f32; 10];
         apply(&mut w, 0.0, 5);
         assert_eq!(w, vec![2.0; 10]);
