@@ -177,10 +177,12 @@ pub fn forward(
     let mut fcproj = vec![0f32; n * c];
     for l in 0..l_n {
         let nc = l * n * c..(l + 1) * n * c;
-        let residual: Vec<f32> = if l == 0 {
-            acts.encoded.clone()
+        // The block's input: the embeddings, or the previous block's output (disjoint fields
+        // of `acts`, borrowed in place).
+        let residual: &[f32] = if l == 0 {
+            &acts.encoded
         } else {
-            acts.residual3[(l - 1) * n * c..l * n * c].to_vec()
+            &acts.residual3[(l - 1) * n * c..l * n * c]
         };
         let (lw, lb) = (
             &w("ln1w")[l * c..(l + 1) * c],
@@ -190,7 +192,7 @@ pub fn forward(
             &mut acts.ln1[nc.clone()],
             &mut acts.ln1_mean[l * n..(l + 1) * n],
             &mut acts.ln1_rstd[l * n..(l + 1) * n],
-            &residual,
+            residual,
             lw,
             lb,
             c,
@@ -228,7 +230,7 @@ pub fn forward(
         if let Some(d) = drop {
             d.apply(&mut attproj, 1 + 2 * l as u64);
         }
-        residual::forward(&mut acts.residual2[nc.clone()], &residual, &attproj);
+        residual::forward(&mut acts.residual2[nc.clone()], residual, &attproj);
         let (lw, lb) = (
             &w("ln2w")[l * c..(l + 1) * c],
             &w("ln2b")[l * c..(l + 1) * c],
@@ -265,8 +267,11 @@ pub fn forward(
         if let Some(d) = drop {
             d.apply(&mut fcproj, 2 + 2 * l as u64);
         }
-        let r2 = acts.residual2[nc.clone()].to_vec();
-        residual::forward(&mut acts.residual3[nc], &r2, &fcproj);
+        residual::forward(
+            &mut acts.residual3[nc.clone()],
+            &acts.residual2[nc],
+            &fcproj,
+        );
     }
     let last = &acts.residual3[(l_n - 1) * n * c..l_n * n * c];
     layernorm::forward(
