@@ -308,19 +308,10 @@ impl StageRunner<'_> {
                     };
                     hashes.push((up.clone(), m.config_hash.clone()));
                     for out in &m.outputs {
-                        let loc = up_dir.join(&out.path);
                         let origin = self.origin(up, &out.path, &mut manifests).await?;
                         specs.push(ShardSpec {
                             recorded_url: format!("{up}/{}", out.path),
-                            input: ShardInput {
-                                index: specs.len(),
-                                url: loc.url.clone(),
-                                store: loc.store.clone(),
-                                path: loc.path.clone(),
-                                size: out.bytes,
-                                local_path: loc.local.clone(),
-                                origin,
-                            },
+                            input: part_input(&up_dir, specs.len(), out, origin),
                             identity: format!("sha256={}", out.sha256),
                             etag: None,
                             known_sha256: Some(out.sha256.clone()),
@@ -389,14 +380,11 @@ impl StageRunner<'_> {
 
         // A global stage's parts each depend on every input: a change anywhere reruns all.
         let inputs_identity = if stage.global() {
-            let mut h = Sha256::new();
-            for s in &shards {
-                h.update(s.recorded_url.as_bytes());
-                h.update([0]);
-                h.update(s.identity.as_bytes());
-                h.update([0]);
-            }
-            let all = hex::encode(h.finalize());
+            let all = digest(
+                shards
+                    .iter()
+                    .flat_map(|s| [s.recorded_url.as_str(), s.identity.as_str()]),
+            );
             for s in &mut shards {
                 s.identity = format!("{} inputs={}", s.identity, &all[..16]);
             }
@@ -464,18 +452,7 @@ impl StageRunner<'_> {
                 let parts = markers
                     .iter()
                     .enumerate()
-                    .map(|(index, m)| {
-                        let loc = self.dir.join(&m.output.path);
-                        ShardInput {
-                            index,
-                            url: loc.url.clone(),
-                            store: loc.store.clone(),
-                            path: loc.path.clone(),
-                            size: m.output.bytes,
-                            local_path: loc.local.clone(),
-                            origin: None,
-                        }
-                    })
+                    .map(|(index, m)| part_input(&self.dir, index, &m.output, None))
                     .collect();
                 let ids = markers.iter().map(|m| m.output.sha256.clone()).collect();
                 (parts, ids)
@@ -649,12 +626,7 @@ impl StageRunner<'_> {
         parts: Vec<ShardInput>,
         identities: &[String],
     ) -> Result<FinishMarker, ExecError> {
-        let mut h = Sha256::new();
-        for id in identities {
-            h.update(id.as_bytes());
-            h.update([0]);
-        }
-        let parts_identity = hex::encode(h.finalize());
+        let parts_identity = digest(identities.iter().map(String::as_str));
         let marker_loc = self.dir.join(FINISH_MARKER);
         let previous = read_marker::<FinishMarker>(&marker_loc).await?;
         if let Some(m) = &previous {
@@ -969,6 +941,36 @@ impl ShardJob {
             .await
             .map_err(os_err(&b.url))
     }
+}
+
+/// A stage output part (`out`, in the stage folder `dir`) as the input shard `index` of a
+/// reader of that folder.
+fn part_input(
+    dir: &Location,
+    index: usize,
+    out: &OutputEntry,
+    origin: Option<String>,
+) -> ShardInput {
+    let loc = dir.join(&out.path);
+    ShardInput {
+        index,
+        url: loc.url,
+        store: loc.store,
+        path: loc.path,
+        size: out.bytes,
+        local_path: loc.local,
+        origin,
+    }
+}
+
+/// sha256 (hex) of strings, each followed by a 0 byte: the identity of a list of inputs.
+fn digest<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    let mut h = Sha256::new();
+    for item in items {
+        h.update(item.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
 }
 
 /// A commit marker as pretty JSON.
