@@ -3,12 +3,11 @@
 //! their text through unchanged, dedup — like any config, so it resumes, is deterministic
 //! and writes manifests; the deduplicated rows and `clusters.parquet` are in `OUTPUT/dedup/`.
 
-use super::Failure;
+use super::{options_error, Failure};
 use crate::config::ConfigError;
 use crate::exec::{self, RunOptions};
 use crate::progress::Progress;
 use harman_stages::dedup::{DedupOptions, DedupStage};
-use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct DedupArgs {
@@ -37,15 +36,6 @@ pub struct DedupArgs {
     /// Print the S-curve of the banding and exit.
     #[arg(long)]
     pub s_curve: bool,
-}
-
-fn options_error(message: String, field: Option<String>) -> ConfigError {
-    ConfigError {
-        file: PathBuf::from("--options"),
-        line: None,
-        field,
-        message,
-    }
 }
 
 /// The stage options from `--options`, checked as the stage checks them.

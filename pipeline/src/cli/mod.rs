@@ -189,6 +189,32 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The error of a command's `--options` (TOML of a stage's keys), naming the field when
+/// known.
+pub(crate) fn options_error(message: String, field: Option<String>) -> ConfigError {
+    ConfigError {
+        file: PathBuf::from("--options"),
+        line: None,
+        field,
+        message,
+    }
+}
+
+/// The text of a file a stage wrote next to its manifest (e.g. `_model_plan.txt`), or None
+/// when it has none.
+pub(crate) async fn stage_file(stage_url: &str, name: &str) -> anyhow::Result<Option<String>> {
+    use object_store::ObjectStoreExt;
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let url = format!("{}/{name}", stage_url.trim_end_matches('/'));
+    let loc = crate::store::resolve(&url, &cwd)?;
+    let Ok(got) = loc.store.get(&loc.path).await else {
+        return Ok(None);
+    };
+    Ok(Some(
+        String::from_utf8_lossy(&got.bytes().await?).into_owned(),
+    ))
+}
+
 /// The pipeline a single-stage command (`harman dedup`, `harman tokenize`) runs: ingest the
 /// JSONL/Parquet `inputs` keeping their ids (`id_field`), pass `text_field` through
 /// unchanged (no text fixes), then the stage `stage` (a stage table with its `kind`), writing

@@ -3,7 +3,6 @@
 use super::{load_config, Failure};
 use crate::exec::{self, RunOptions};
 use crate::progress::Progress;
-use object_store::ObjectStoreExt;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
@@ -75,18 +74,8 @@ pub async fn run(args: RunArgs, bars: bool, json: bool) -> Result<(), Failure> {
     }
     // The Chinchilla plan of each tokenized dataset.
     for o in outcomes.iter().filter(|o| o.manifest.kind == "tokenize") {
-        let cwd = std::env::current_dir().unwrap_or_default();
-        let url = format!("{}/_model_plan.txt", o.url.trim_end_matches('/'));
-        if let Ok(loc) = crate::store::resolve(&url, &cwd) {
-            if let Ok(got) = loc.store.get(&loc.path).await {
-                if let Ok(bytes) = got.bytes().await {
-                    println!(
-                        "\n{}: {}",
-                        o.manifest.stage,
-                        String::from_utf8_lossy(&bytes)
-                    );
-                }
-            }
+        if let Ok(Some(plan)) = super::stage_file(&o.url, "_model_plan.txt").await {
+            println!("\n{}: {plan}", o.manifest.stage);
         }
     }
     Ok(())

@@ -5,8 +5,7 @@
 //! writes its `tokenizer.json`; `harman detokenize` prints a token shard's documents as text;
 //! `harman plan-model` prints the Chinchilla plan for a token or parameter count.
 
-use super::Failure;
-use crate::config::ConfigError;
+use super::{options_error, Failure};
 use crate::exec::{self, RunOptions};
 use crate::progress::Progress;
 use crate::store;
@@ -51,15 +50,6 @@ pub struct TokenizeArgs {
     pub force: bool,
 }
 
-fn options_error(message: String, field: Option<String>) -> ConfigError {
-    ConfigError {
-        file: PathBuf::from("--options"),
-        line: None,
-        field,
-        message,
-    }
-}
-
 pub async fn tokenize(args: TokenizeArgs, bars: bool) -> Result<(), Failure> {
     if let Some(path) = &args.text {
         if !args.ids {
@@ -79,7 +69,6 @@ pub async fn tokenize(args: TokenizeArgs, bars: bool) -> Result<(), Failure> {
     options
         .entry("tokenizer")
         .or_insert_with(|| args.tokenizer.clone().into());
-    let cwd = std::env::current_dir()?;
     options.insert("kind".into(), "tokenize".into());
     let config = super::single_stage_config(
         "tokenize",
@@ -103,10 +92,8 @@ pub async fn tokenize(args: TokenizeArgs, bars: bool) -> Result<(), Failure> {
                 println!("  {:<22} {:>14} {:>14} bytes", r.path, r.rows, r.bytes);
             }
         }
-        let plan = o.url.trim_end_matches('/').to_string() + "/_model_plan.txt";
-        let loc = store::resolve(&plan, &cwd)?;
-        if let Ok(got) = loc.store.get(&loc.path).await {
-            print!("{}", String::from_utf8_lossy(&got.bytes().await?));
+        if let Some(plan) = super::stage_file(&o.url, "_model_plan.txt").await? {
+            print!("{plan}");
         }
         println!("output {}", o.url);
     }

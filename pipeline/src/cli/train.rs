@@ -2,7 +2,7 @@
 //! resumable from its output folder), `harman generate` (sample from a checkpoint) and
 //! `harman export-hf` (a checkpoint in Hugging Face's GPT-2 layout).
 
-use super::Failure;
+use super::{options_error, Failure};
 use anyhow::{anyhow, Context};
 use harman_tokenizer::Tokenizer;
 use harman_train::checkpoint;
@@ -105,26 +105,19 @@ pub fn expand(patterns: &[String]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn options_error(message: String) -> crate::config::ConfigError {
-    crate::config::ConfigError {
-        file: PathBuf::from("--options"),
-        line: None,
-        field: None,
-        message,
-    }
-}
-
 pub fn train(args: TrainArgs, bars: bool) -> Result<(), Failure> {
-    let cfg =
-        args.model.spec().config().map_err(|e| {
-            options_error(format!("--{}: {}", e.field.replace('_', "-"), e.message))
-        })?;
+    let cfg = args.model.spec().config().map_err(|e| {
+        options_error(
+            format!("--{}: {}", e.field.replace('_', "-"), e.message),
+            None,
+        )
+    })?;
     let opts: TrainOptions = {
         let table: toml::Table = toml::from_str(&args.options)
-            .map_err(|e| options_error(format!("not valid TOML: {}", e.message())))?;
+            .map_err(|e| options_error(format!("not valid TOML: {}", e.message()), None))?;
         let json = serde_json::to_value(&table)?;
         let mut opts: TrainOptions = serde_path_to_error::deserialize(json)
-            .map_err(|e| options_error(format!("`{}`: {}", e.path(), e.inner())))?;
+            .map_err(|e| options_error(format!("`{}`: {}", e.path(), e.inner()), None))?;
         // The schedule spans the run unless given.
         if !table
             .get("schedule")
@@ -134,7 +127,7 @@ pub fn train(args: TrainArgs, bars: bool) -> Result<(), Failure> {
             opts.schedule.steps = opts.steps;
         }
         opts.check(&cfg)
-            .map_err(|e| options_error(format!("`{}`: {}", e.field, e.message)))?;
+            .map_err(|e| options_error(format!("`{}`: {}", e.field, e.message), None))?;
         opts
     };
     let threads = args
