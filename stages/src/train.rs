@@ -197,12 +197,9 @@ impl Stage for TrainStage {
         let run = tokio::task::spawn_blocking(move || {
             // Checkpoints of another configuration (the stage's options changed): start over.
             if let Some(ckpt) = harman_train::checkpoint::latest(&work) {
-                let state: Option<serde_json::Value> = std::fs::read(ckpt.join("state.json"))
-                    .ok()
-                    .and_then(|b| serde_json::from_slice(&b).ok());
-                let same = state.is_some_and(|s| {
-                    serde_json::to_value(&opts).ok().as_ref() == Some(&s["options"])
-                        && serde_json::to_value(config).ok().as_ref() == Some(&s["config"])
+                let options = serde_json::to_value(&opts).map_err(|e| e.to_string())?;
+                let same = harman_train::checkpoint::read_state(&ckpt).is_ok_and(|state| {
+                    harman_train::trainer::resume_mismatch(&state, &config, &options).is_none()
                 });
                 if !same {
                     tracing::info!(folder = %work.display(), "checkpoints of other options; training from the start");

@@ -198,11 +198,15 @@ fn gather(
     Ok(data)
 }
 
+/// The `state.json` of a checkpoint folder.
+pub fn read_state(ckpt: &Path) -> Result<TrainState, CheckpointError> {
+    let sp = ckpt.join("state.json");
+    serde_json::from_slice(&std::fs::read(&sp).map_err(io(&sp))?).map_err(|e| format_err(&sp, e))
+}
+
 /// Reads a checkpoint folder (weights only when `optimizer.safetensors` is absent: moments 0).
 pub fn load(ckpt: &Path) -> Result<Loaded, CheckpointError> {
-    let sp = ckpt.join("state.json");
-    let state: TrainState = serde_json::from_slice(&std::fs::read(&sp).map_err(io(&sp))?)
-        .map_err(|e| format_err(&sp, e))?;
+    let state = read_state(ckpt)?;
     let layout = ParamLayout::new(&state.config);
     let mp = ckpt.join("model.safetensors");
     let data = gather(&mp, &layout, &read_tensors(&mp)?, "")?;

@@ -186,6 +186,28 @@ pub struct Trainer {
     log_timings: bool,
 }
 
+/// Why a checkpoint's state cannot continue a run of `config` with `options` (the
+/// options as JSON), or None when it can.
+pub fn resume_mismatch(
+    state: &TrainState,
+    config: &GptConfig,
+    options: &serde_json::Value,
+) -> Option<String> {
+    if state.config != *config {
+        return Some(format!(
+            "its model is {:?}, this run's is {config:?}",
+            state.config
+        ));
+    }
+    if state.options != *options {
+        return Some(
+            "it was trained with other options; use another output folder or the same options"
+                .into(),
+        );
+    }
+    None
+}
+
 /// Global L2 norm of the gradients (summed in f64, in order).
 pub fn grad_norm(grads: &[f32]) -> f32 {
     grads
@@ -246,20 +268,11 @@ impl Trainer {
         if resume {
             if let Some(ckpt) = checkpoint::latest(out) {
                 let loaded = checkpoint::load(&ckpt)?;
-                let resume_err = |message: String| TrainError::Resume {
-                    checkpoint: ckpt.display().to_string(),
-                    message,
-                };
-                if loaded.state.config != config {
-                    return Err(resume_err(format!(
-                        "its model is {:?}, this run's is {config:?}",
-                        loaded.state.config
-                    )));
-                }
-                if loaded.state.options != options {
-                    return Err(resume_err(
-                        "it was trained with other options; use another output folder or the same options".into(),
-                    ));
+                if let Some(message) = resume_mismatch(&loaded.state, &config, &options) {
+                    return Err(TrainError::Resume {
+                        checkpoint: ckpt.display().to_string(),
+                        message,
+                    });
                 }
                 t.params = loaded.params;
                 t.m = loaded.m;
