@@ -2090,6 +2090,31 @@ fn train_on_tokenized_shards_resumes_bit_for_bit() {
         serde_json::from_slice(&std::fs::read(hf.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["n_layer"], 1);
     assert_eq!(config["vocab_size"], 50257);
+    // llm.c's checkpoint format: its header, then exactly the checkpoint's parameters.
+    let llmc = dir.path().join("gpt2_124M.bin");
+    ok(harman(&[
+        "export-llmc",
+        "--checkpoint",
+        straight.to_str().unwrap(),
+        "--out",
+        llmc.to_str().unwrap(),
+    ]));
+    let bytes = std::fs::read(&llmc).unwrap();
+    let word = |i: usize| i32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap());
+    assert_eq!(
+        (word(0), word(1)),
+        (20240326, 3),
+        "llm.c's magic and version"
+    );
+    assert_eq!((word(3), word(4), word(7)), (50257, 1, 50304));
+    let saved =
+        harman_train::checkpoint::load(&harman_train::checkpoint::latest(&straight).unwrap())
+            .unwrap();
+    let params: Vec<f32> = bytes[1024..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(params, saved.params.data);
     // A bad option names its field.
     let o = harman(&[
         "train",

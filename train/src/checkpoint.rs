@@ -3,7 +3,7 @@
 //! `v.<name>`) and `state.json` (step, data position, RNG state, model config, the training
 //! options); written into a temporary folder and renamed, so a checkpoint is complete or
 //! absent. Also the Hugging Face GPT-2 layout (`config.json` + `model.safetensors`) that
-//! `transformers`' `GPT2LMHeadModel` loads.
+//! `transformers`' `GPT2LMHeadModel` loads, and llm.c's `gpt2_124M.bin` (fp32, version 3).
 
 use crate::data::Position;
 use crate::model::{GptConfig, ParamLayout, Params};
@@ -490,6 +490,109 @@ pub fn import_hf(dir: &Path) -> Result<Params, CheckpointError> {
     })
 }
 
+/// llm.c's checkpoint magic (`gpt2_124M.bin`: 256 int32 header, then fp32 parameters).
+pub const LLMC_MAGIC: i32 = 20240326;
+/// llm.c's fp32 checkpoint version.
+pub const LLMC_VERSION: i32 = 3;
+
+/// Writes the parameters as llm.c's `gpt2_124M.bin` (`train_gpt2.c` reads it): a header of
+/// 256 int32 — magic, version 3, max_seq_len, vocab_size, num_layers, num_heads, channels,
+/// padded_vocab_size — then every parameter as little-endian fp32 in llm.c's order, which is
+/// harman's own ([`ParamLayout`]). Written to a temporary name and renamed.
+pub fn export_llmc(params: &Params, out: &Path) -> Result<(), CheckpointError> {
+    let c = &params.config;
+    let mut header = [0i32; 256];
+    header[0] = LLMC_MAGIC;
+    header[1] = LLMC_VERSION;
+    let sizes = [
+        c.max_seq_len,
+        c.vocab_size,
+        c.num_layers,
+        c.num_heads,
+        c.channels,
+        c.padded_vocab_size,
+    ];
+    for (i, v) in sizes.into_iter().enumerate() {
+        header[i + 2] =
+            i32::try_from(v).map_err(|_| format_err(out, "a model size exceeds int32"))?;
+    }
+    let mut bytes = Vec::with_capacity(1024 + params.data.len() * 4);
+    for v in header {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in &params.data {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    let tmp = out.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, out).map_err(io(out))
+}
+
+/// Reads an llm.c fp32 checkpoint (see [`export_llmc`]); the header's sizes must make a
+/// valid config and the file must hold exactly its parameters.
+pub fn import_llmc(path: &Path) -> Result<Params, CheckpointError> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    if bytes.len() < 1024 {
+        return Err(format_err(path, "shorter than llm.c's 1,024-byte header"));
+    }
+    let word = |i: usize| {
+        i32::from_le_bytes([
+            bytes[4 * i],
+            bytes[4 * i + 1],
+            bytes[4 * i + 2],
+            bytes[4 * i + 3],
+        ])
+    };
+    if word(0) != LLMC_MAGIC {
+        return Err(format_err(
+            path,
+            format!("magic {} is not llm.c's {LLMC_MAGIC}", word(0)),
+        ));
+    }
+    if word(1) != LLMC_VERSION {
+        return Err(format_err(
+            path,
+            format!(
+                "version {} (only the fp32 version {LLMC_VERSION} is read)",
+                word(1)
+            ),
+        ));
+    }
+    let size = |i: usize, field: &str| {
+        usize::try_from(word(i)).map_err(|_| format_err(path, format!("negative {field}")))
+    };
+    let config = GptConfig {
+        max_seq_len: size(2, "max_seq_len")?,
+        vocab_size: size(3, "vocab_size")?,
+        num_layers: size(4, "num_layers")?,
+        num_heads: size(5, "num_heads")?,
+        channels: size(6, "channels")?,
+        padded_vocab_size: size(7, "padded_vocab_size")?,
+    };
+    config.check().map_err(|e| format_err(path, e))?;
+    let layout = ParamLayout::new(&config);
+    let body = &bytes[1024..];
+    if body.len() != layout.total * 4 {
+        return Err(format_err(
+            path,
+            format!(
+                "{} parameter bytes after the header, the config needs {}",
+                body.len(),
+                layout.total * 4
+            ),
+        ));
+    }
+    let data = body
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok(Params {
+        config,
+        layout,
+        data,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,6 +636,15 @@ mod tests {
         let ours = &p.tensor("fcw")[128 * 32..];
         assert_eq!(w[5 * 128 + 7], ours[7 * 32 + 5]);
         assert_eq!(hf["transformer.wte.weight"].0, vec![100, 32]);
+        let llmc = dir.join("model.bin");
+        export_llmc(&p, &llmc).unwrap();
+        assert_eq!(import_llmc(&llmc).unwrap(), p, "llm.c's format is exact");
+        let bytes = std::fs::read(&llmc).unwrap();
+        assert_eq!(bytes.len(), 1024 + 4 * p.data.len());
+        assert_eq!(&bytes[..8], &[0xc6, 0xd7, 0x34, 0x01, 3, 0, 0, 0]);
+        std::fs::write(&llmc, &bytes[..bytes.len() - 4]).unwrap();
+        let err = import_llmc(&llmc).unwrap_err().to_string();
+        assert!(err.contains("parameter bytes"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

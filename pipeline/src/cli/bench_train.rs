@@ -27,6 +27,10 @@ pub struct TrainBenchArgs {
     /// Threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Also write the initial model in llm.c's format (gpt2_124M.bin), so llm.c's
+    /// train_gpt2.c can time the same model (scripts/bench_llmc.sh).
+    #[arg(long)]
+    pub export_llmc: Option<std::path::PathBuf>,
 }
 
 pub fn bench_train(args: TrainBenchArgs) -> Result<(), Failure> {
@@ -43,6 +47,10 @@ pub fn bench_train(args: TrainBenchArgs) -> Result<(), Failure> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let (b, t) = (args.batch, args.seq);
     let mut params = Params::init(cfg, 0);
+    if let Some(path) = &args.export_llmc {
+        harman_train::checkpoint::export_llmc(&params, path)?;
+        println!("wrote {} (llm.c checkpoint of this model)", path.display());
+    }
     let mut rng = Rng::new(1);
     let tokens: Vec<u32> = (0..b * t + 1)
         .map(|_| (rng.next_u64() % cfg.vocab_size as u64) as u32)

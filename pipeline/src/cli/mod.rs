@@ -90,6 +90,8 @@ pub enum Command {
     Generate(train::GenerateArgs),
     /// Write a checkpoint in Hugging Face's GPT-2 layout (config.json + model.safetensors).
     ExportHf(train::ExportArgs),
+    /// Write a checkpoint in llm.c's format (the gpt2_124M.bin that train_gpt2.c reads).
+    ExportLlmc(train::ExportLlmcArgs),
     /// Measure throughput (and extraction quality).
     Bench(bench::BenchArgs),
 }
@@ -173,6 +175,7 @@ pub fn main() -> ExitCode {
             Command::Train(args) => train::train(args, bars),
             Command::Generate(args) => train::generate(args),
             Command::ExportHf(args) => train::export_hf(args),
+            Command::ExportLlmc(args) => train::export_llmc(args),
             Command::Bench(args) => bench::bench(args).await,
         }
     });

@@ -1,6 +1,7 @@
 //! The training commands: `harman train` (a GPT model on llm.c token shards, CPU backend,
 //! resumable from its output folder), `harman generate` (sample from a checkpoint) and
-//! `harman export-hf` (a checkpoint in Hugging Face's GPT-2 layout).
+//! `harman export-hf` (a checkpoint in Hugging Face's GPT-2 layout) and `harman export-llmc`
+//! (llm.c's `gpt2_124M.bin` format).
 
 use super::{options_error, Failure};
 use anyhow::{anyhow, Context};
@@ -289,6 +290,29 @@ pub fn export_hf(args: ExportArgs) -> Result<(), Failure> {
     println!(
         "wrote {} (GPT2LMHeadModel: config.json, model.safetensors) from {}",
         args.out.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExportLlmcArgs {
+    /// A checkpoint (step_NNNNNNNN/) or a training output folder (its latest).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The file to write (llm.c reads it as gpt2_124M.bin).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn export_llmc(args: ExportLlmcArgs) -> Result<(), Failure> {
+    let dir = checkpoint_dir(&args.checkpoint)?;
+    let loaded = checkpoint::load(&dir)?;
+    checkpoint::export_llmc(&loaded.params, &args.out)?;
+    println!(
+        "wrote {} (llm.c fp32 checkpoint, version {}) from {}",
+        args.out.display(),
+        checkpoint::LLMC_VERSION,
         dir.display()
     );
     Ok(())
