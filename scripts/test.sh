@@ -4,6 +4,9 @@
 #     read from and write to s3:// on 127.0.0.1 (each test starts its own server on a free port);
 #   - Hugging Face `tokenizers` (PyPI) into the same virtualenv, for the test that loads a
 #     tokenizer.json harman trained and compares its ids with harman's;
+#   - NVRTC 13.0 (PyPI's nvidia-cuda-nvrtc, no GPU needed), so the test that compiles every
+#     CUDA kernel for sm_90 with spills as errors runs here (HARMAN_REQUIRE_NVRTC=1 makes its
+#     absence a failure, not a skip);
 #   - then `cargo test` over the whole workspace (unit tests + end-to-end tests of the binary).
 # Extra arguments go to cargo test (e.g. `scripts/test.sh s3` runs the tests matching "s3").
 set -euo pipefail
@@ -24,6 +27,13 @@ if ! "$VENV/bin/python" -c 'import tokenizers' >/dev/null 2>&1; then
   echo "installing tokenizers into $VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check 'tokenizers==0.23.3'
 fi
+if ! "$VENV/bin/python" -c 'import nvidia.cu13' >/dev/null 2>&1; then
+  echo "installing NVRTC 13.0 into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps 'nvidia-cuda-nvrtc==13.0.88'
+fi
+CU13="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nvidia/cu13"
+export LD_LIBRARY_PATH="$CU13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export HARMAN_REQUIRE_NVRTC=1
 export HARMAN_MOTO_SERVER="$VENV/bin/moto_server"
 export HARMAN_TEST_PYTHON="$VENV/bin/python"
 

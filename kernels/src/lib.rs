@@ -8,3 +8,4 @@
 //! count.
 
 pub mod cpu;
+pub mod cuda;

@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod cpu;
+pub mod cuda;
 pub mod data;
 pub mod generate;
 pub mod model;

@@ -6,6 +6,7 @@
 
 use crate::checkpoint::{self, TrainState};
 use crate::cpu::{self, Activations};
+use crate::cuda::GpuModel;
 use crate::data::DataLoader;
 use crate::model::{GptConfig, ParamLayout, Params};
 use crate::schedule::Schedule;
@@ -167,6 +168,30 @@ pub enum TrainError {
     Io(String),
     #[error("resuming {checkpoint}: {message}")]
     Resume { checkpoint: String, message: String },
+    #[error("CUDA backend: {0}")]
+    Gpu(#[from] harman_kernels::cuda::GpuError),
+}
+
+/// Where the passes run: `auto` (the GPU when one is usable, else the CPU), `cpu`, `cuda`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Device, String> {
+        match s {
+            "auto" => Ok(Device::Auto),
+            "cpu" => Ok(Device::Cpu),
+            "cuda" | "gpu" => Ok(Device::Cuda),
+            _ => Err(format!("device {s:?}: use auto, cpu or cuda")),
+        }
+    }
 }
 
 /// Everything a run needs.
@@ -184,6 +209,9 @@ pub struct Trainer {
     threads: usize,
     /// Whether log.jsonl records ms and tokens/s (off where outputs must be byte-identical).
     log_timings: bool,
+    /// The model on the GPU when the CUDA backend runs it (the host copy is then refreshed
+    /// only for checkpoints).
+    gpu: Option<GpuModel>,
 }
 
 /// Why a checkpoint's state cannot continue a run of `config` with `options` (the
@@ -261,6 +289,7 @@ impl Trainer {
             rng: 0,
             threads,
             log_timings: true,
+            gpu: None,
         };
         t.m = vec![0.0; t.params.data.len()];
         t.v = vec![0.0; t.params.data.len()];
@@ -290,6 +319,53 @@ impl Trainer {
         self.step
     }
 
+    /// Moves the run to `device`; returns a line saying where it runs (and, for `auto`
+    /// without a usable GPU, why the CPU). `cuda` without a GPU is an error.
+    pub fn set_device(&mut self, device: Device) -> Result<String, TrainError> {
+        if let Some(gpu) = self.gpu.take() {
+            gpu.download(&mut self.params, &mut self.m, &mut self.v)?;
+        }
+        let why_not = match device {
+            Device::Cpu => return Ok(format!("CPU backend, {} threads", self.threads)),
+            Device::Cuda => None,
+            Device::Auto => harman_kernels::cuda::probe().err(),
+        };
+        if let Some(why) = why_not {
+            return Ok(format!(
+                "CPU backend, {} threads (no GPU: {why})",
+                self.threads
+            ));
+        }
+        if self.opts.dropout > 0.0 {
+            let message = "dropout runs on the CPU backend only (set dropout = 0 or --device cpu)";
+            if device == Device::Auto {
+                return Ok(format!("CPU backend, {} threads ({message})", self.threads));
+            }
+            return Err(TrainError::Options(OptionsError {
+                field: "dropout",
+                message: message.into(),
+            }));
+        }
+        match GpuModel::new(
+            &self.params,
+            &self.m,
+            &self.v,
+            self.opts.batch_size,
+            self.opts.seq_len,
+        ) {
+            Ok(gpu) => {
+                let line = format!("CUDA backend on {} ({})", gpu.gpu.name, gpu.gpu.arch);
+                self.gpu = Some(gpu);
+                Ok(line)
+            }
+            Err(e) if device == Device::Auto => Ok(format!(
+                "CPU backend, {} threads (the GPU could not be used: {e})",
+                self.threads
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Leaves the timings (ms, tokens/s) out of `log.jsonl`, so the log is the same on
     /// every run (the DAG's train stage, whose outputs are compared byte for byte).
     pub fn without_logged_timings(mut self) -> Self {
@@ -304,8 +380,15 @@ impl Trainer {
             return Ok(None);
         };
         val.reset();
-        let mut acts = Activations::new(&self.params.config, b, t);
         let mut sum = 0f64;
+        if let Some(gpu) = self.gpu.as_mut() {
+            for _ in 0..self.opts.val_batches.max(1) {
+                let (x, y) = val.next_batch()?;
+                sum += gpu.forward(&x, &y, 0.0)? as f64;
+            }
+            return Ok(Some((sum / self.opts.val_batches.max(1) as f64) as f32));
+        }
+        let mut acts = Activations::new(&self.params.config, b, t);
         for _ in 0..self.opts.val_batches.max(1) {
             let (x, y) = val.next_batch()?;
             sum += cpu::forward(&self.params, &mut acts, &x, Some(&y), self.threads)? as f64;
@@ -313,8 +396,11 @@ impl Trainer {
         Ok(Some((sum / self.opts.val_batches.max(1) as f64) as f32))
     }
 
-    /// Saves a checkpoint of the current state.
-    pub fn save(&self) -> Result<PathBuf, TrainError> {
+    /// Saves a checkpoint of the current state (from the GPU when the model is there).
+    pub fn save(&mut self) -> Result<PathBuf, TrainError> {
+        if let Some(gpu) = &self.gpu {
+            gpu.download(&mut self.params, &mut self.m, &mut self.v)?;
+        }
         let state = TrainState {
             step: self.step,
             data: self.train.position(),
@@ -330,6 +416,59 @@ impl Trainer {
             &self.v,
             &state,
         )?)
+    }
+
+    /// One optimizer step on the CPU backend: `accum` micro-batches forward and backward,
+    /// clipping, AdamW. Returns (mean loss, gradient norm before clipping).
+    fn cpu_step(
+        &mut self,
+        acts: &mut Activations,
+        grads: &mut [f32],
+        accum: usize,
+        h: &AdamW,
+    ) -> Result<(f64, f32), TrainError> {
+        grads.fill(0.0);
+        let mut loss = 0f64;
+        for micro in 0..accum {
+            acts.dropout = (self.opts.dropout > 0.0).then_some(cpu::Dropout {
+                p: self.opts.dropout,
+                seed: self.opts.seed,
+                step: self.step,
+                micro: micro as u64,
+            });
+            let (x, y) = self.train.next_batch()?;
+            loss +=
+                cpu::forward(&self.params, acts, &x, Some(&y), self.threads)? as f64 / accum as f64;
+            cpu::backward(&self.params, acts, grads, 1.0 / accum as f32, self.threads);
+        }
+        let norm = grad_norm(grads);
+        if self.opts.grad_clip > 0.0 && norm > self.opts.grad_clip {
+            let s = self.opts.grad_clip / norm;
+            for g in grads.iter_mut() {
+                *g *= s;
+            }
+        }
+        let layout: &ParamLayout = &self.params.layout;
+        for (name, _, _) in &layout.tensors {
+            let r = layout.range(name);
+            let hp = AdamW {
+                weight_decay: if ParamLayout::decayed(name) {
+                    h.weight_decay
+                } else {
+                    0.0
+                },
+                ..*h
+            };
+            adamw::update(
+                &mut self.params.data[r.clone()],
+                &grads[r.clone()],
+                &mut self.m[r.clone()],
+                &mut self.v[r],
+                &hp,
+                self.step as u32 + 1,
+            );
+        }
+        Ok((loss, norm))
     }
 
     /// Trains until `opts.steps` (or `stop_after` more steps), calling `on_step` after each;
@@ -362,58 +501,35 @@ impl Trainer {
             } else {
                 None
             };
-            grads.fill(0.0);
-            let mut loss = 0f64;
-            for micro in 0..accum {
-                acts.dropout = (self.opts.dropout > 0.0).then_some(cpu::Dropout {
-                    p: self.opts.dropout,
-                    seed: self.opts.seed,
-                    step: self.step,
-                    micro: micro as u64,
-                });
-                let (x, y) = self.train.next_batch()?;
-                loss += cpu::forward(&self.params, &mut acts, &x, Some(&y), self.threads)? as f64
-                    / accum as f64;
-                cpu::backward(
-                    &self.params,
-                    &acts,
-                    &mut grads,
-                    1.0 / accum as f32,
-                    self.threads,
-                );
-            }
-            let norm = grad_norm(&grads);
-            if self.opts.grad_clip > 0.0 && norm > self.opts.grad_clip {
-                let s = self.opts.grad_clip / norm;
-                for g in &mut grads {
-                    *g *= s;
-                }
-            }
             let lr = self.opts.schedule.lr_at(self.step);
-            self.step += 1;
-            let layout: &ParamLayout = &self.params.layout;
-            for (name, _, _) in &layout.tensors {
-                let r = layout.range(name);
-                let h = AdamW {
-                    lr,
-                    beta1: self.opts.beta1,
-                    beta2: self.opts.beta2,
-                    eps: self.opts.eps,
-                    weight_decay: if ParamLayout::decayed(name) {
-                        self.opts.weight_decay
-                    } else {
-                        0.0
-                    },
+            let adamw = AdamW {
+                lr,
+                beta1: self.opts.beta1,
+                beta2: self.opts.beta2,
+                eps: self.opts.eps,
+                weight_decay: self.opts.weight_decay,
+            };
+            let (loss, norm) = if let Some(gpu) = self.gpu.as_mut() {
+                gpu.zero_grads()?;
+                let mut loss = 0f64;
+                let dloss = 1.0 / (accum * b * t) as f32;
+                for _ in 0..accum {
+                    let (x, y) = self.train.next_batch()?;
+                    loss += gpu.forward(&x, &y, dloss)? as f64 / accum as f64;
+                    gpu.backward()?;
+                }
+                let norm = gpu.grad_norm()?;
+                let scale = if self.opts.grad_clip > 0.0 && norm > self.opts.grad_clip {
+                    self.opts.grad_clip / norm
+                } else {
+                    1.0
                 };
-                adamw::update(
-                    &mut self.params.data[r.clone()],
-                    &grads[r.clone()],
-                    &mut self.m[r.clone()],
-                    &mut self.v[r],
-                    &h,
-                    self.step as u32,
-                );
-            }
+                gpu.update(&adamw, self.step as u32 + 1, scale)?;
+                (loss, norm)
+            } else {
+                self.cpu_step(&mut acts, &mut grads, accum, &adamw)?
+            };
+            self.step += 1;
             self.tokens += (accum * b * t) as u64;
             let ms = started.elapsed().as_secs_f64() * 1e3;
             let entry = StepLog {

@@ -1,6 +1,7 @@
-//! `harman bench train`: training throughput of the CPU backend on synthetic batches (random
-//! token ids; speed does not depend on the values): a warm-up step, then the median of timed
-//! steps (forward, backward, AdamW), as tokens/s, ms per step and the split between passes.
+//! `harman bench train`: training throughput on synthetic batches (random token ids; speed
+//! does not depend on the values): a warm-up step, then the median of timed steps (forward,
+//! backward, AdamW), as tokens/s and ms per step — on the CPU with the split between passes,
+//! on the GPU (`--device cuda`, or `auto` where one is usable) with MFU and device memory.
 
 use super::bench::median;
 use super::Failure;
@@ -31,6 +32,12 @@ pub struct TrainBenchArgs {
     /// train_gpt2.c can time the same model (scripts/bench_llmc.sh).
     #[arg(long)]
     pub export_llmc: Option<std::path::PathBuf>,
+    /// auto (the GPU when usable), cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: harman_train::trainer::Device,
+    /// Peak bf16 dense TFLOP/s of the GPU, for MFU (H100/H200 SXM: 989).
+    #[arg(long, default_value_t = 989.0)]
+    pub peak_tflops: f64,
 }
 
 pub fn bench_train(args: TrainBenchArgs) -> Result<(), Failure> {
@@ -56,6 +63,15 @@ pub fn bench_train(args: TrainBenchArgs) -> Result<(), Failure> {
         .map(|_| (rng.next_u64() % cfg.vocab_size as u64) as u32)
         .collect();
     let (x, y) = (&tokens[..b * t], &tokens[1..]);
+    use harman_train::trainer::Device;
+    let on_gpu = match args.device {
+        Device::Cpu => false,
+        Device::Cuda => true,
+        Device::Auto => harman_kernels::cuda::probe().is_ok(),
+    };
+    if on_gpu {
+        return bench_gpu(&params, x, y, b, t, args.steps, args.peak_tflops);
+    }
     let mut acts = Activations::new(&cfg, b, t);
     let mut grads = vec![0f32; params.data.len()];
     let (mut m, mut v) = (vec![0f32; grads.len()], vec![0f32; grads.len()]);
@@ -100,6 +116,71 @@ pub fn bench_train(args: TrainBenchArgs) -> Result<(), Failure> {
         step_s * 1e3,
         median(fwd) * 1e3,
         median(bwd) * 1e3
+    );
+    Ok(())
+}
+
+/// The GPU run of the benchmark: same model and batch, bf16 kernels + cuBLAS.
+fn bench_gpu(
+    params: &Params,
+    x: &[u32],
+    y: &[u32],
+    b: usize,
+    t: usize,
+    steps: usize,
+    peak_tflops: f64,
+) -> Result<(), Failure> {
+    let cfg = params.config;
+    let zeros = vec![0f32; params.data.len()];
+    let started = Instant::now();
+    let mut gpu = harman_train::cuda::GpuModel::new(params, &zeros, &zeros, b, t)
+        .map_err(|e| anyhow!("{e}"))?;
+    let setup = started.elapsed().as_secs_f64();
+    let h = AdamW::default();
+    let dloss = 1.0 / (b * t) as f32;
+    let mut total = Vec::new();
+    let mut loss = 0.0;
+    let mut used = 0;
+    for step in 0..=steps {
+        let t0 = Instant::now();
+        let step_result = (|| {
+            gpu.zero_grads()?;
+            let l = gpu.forward(x, y, dloss)?;
+            gpu.backward()?;
+            let norm = gpu.grad_norm()?;
+            let scale = if norm > 1.0 { 1.0 / norm } else { 1.0 };
+            gpu.update(&h, step as u32 + 1, scale)?;
+            gpu.gpu.synchronize()?;
+            Ok::<f32, harman_kernels::cuda::GpuError>(l)
+        })();
+        loss = step_result.map_err(|e| anyhow!("{e}"))?;
+        if step > 0 {
+            total.push(t0.elapsed().as_secs_f64());
+        }
+        used = used.max(gpu.memory_used().map_err(|e| anyhow!("{e}"))?);
+    }
+    let step_s = median(total);
+    let tok_s = (b * t) as f64 / step_s;
+    let (l, c) = (cfg.num_layers as f64, cfg.channels as f64);
+    // Training FLOPs per token as PaLM counts them (and ../shared/anchors/torch_gpt2_bench.py).
+    let flops_per_token = 6.0 * cfg.num_parameters() as f64 + 12.0 * l * c * t as f64;
+    let mfu = tok_s * flops_per_token / (peak_tflops * 1e12);
+    println!(
+        "model {} layers × {} channels, {} heads, vocabulary {} (padded {}): {:.1}M parameters; B={b} T={t}, CUDA on {} ({}), kernels ready in {setup:.1} s",
+        cfg.num_layers,
+        cfg.channels,
+        cfg.num_heads,
+        cfg.vocab_size,
+        cfg.padded_vocab_size,
+        cfg.num_parameters() as f64 / 1e6,
+        gpu.gpu.name,
+        gpu.gpu.arch,
+    );
+    println!(
+        "{tok_s:.0} tokens/s  ({:.1} ms/step; MFU {:.1}% of {peak_tflops} TFLOP/s; GPU memory in use {:.2} GiB; loss {loss:.3})",
+        step_s * 1e3,
+        mfu * 100.0,
+        used as f64 / (1u64 << 30) as f64
     );
     Ok(())
 }

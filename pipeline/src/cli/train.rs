@@ -39,6 +39,9 @@ pub struct TrainArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Where to train: auto (the GPU when one is usable, else the CPU), cpu or cuda.
+    #[arg(long, default_value = "auto")]
+    pub device: harman_train::trainer::Device,
 }
 
 /// The model flags shared by `train` and `bench train`.
@@ -145,6 +148,7 @@ pub fn train(args: TrainArgs, bars: bool) -> Result<(), Failure> {
         !args.no_resume,
         threads,
     )?;
+    eprintln!("{}", trainer.set_device(args.device)?);
     eprintln!(
         "model: {} layers, {} heads, {} channels, {} positions, vocabulary {} (padded {}): {} parameters; \
          {} tokens per step; from step {}",

@@ -1,0 +1,141 @@
+// LayerNorm (eps 1e-5), fused with the residual add before it. One warp per row; the row's
+// statistics are summed in fp32 in a fixed lane order. The weight and bias gradients are
+// column sums over rows: each block sums a fixed chunk of rows into `partial`, and
+// `sum_partials` adds the chunks in order (no atomics, so results repeat bit for bit).
+
+#define LN_EPS 1e-5f
+
+// x = a (+ b when b is not null; the sum is stored to `residual` as bf16), then
+// out = (x - mean) * rstd * weight + bias; mean and rstd saved per row.
+extern "C" __global__ void residual_layernorm_forward(bf16* residual, bf16* out, float* mean,
+                                                      float* rstd, const bf16* a,
+                                                      const bf16* b, const bf16* weight,
+                                                      const bf16* bias, int n, int c) {
+    const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= n) {
+        return;
+    }
+    const bf16* xa = a + (i64)row * c;
+    bf16* xr = residual + (i64)row * c;
+    float s = 0.0f;
+    if (b != 0) {
+        const bf16* xb = b + (i64)row * c;
+        for (int i = lane; i < c; i += 32) {
+            const bf16 x = f2bf(bf2f(xa[i]) + bf2f(xb[i]));
+            xr[i] = x;
+            s += bf2f(x);
+        }
+        __syncwarp();
+        xa = xr;
+    } else {
+        for (int i = lane; i < c; i += 32) {
+            s += bf2f(xa[i]);
+        }
+    }
+    const float m = warp_sum(s) / c;
+    float v = 0.0f;
+    for (int i = lane; i < c; i += 32) {
+        const float d = bf2f(xa[i]) - m;
+        v += d * d;
+    }
+    const float r = rsqrtf(warp_sum(v) / c + LN_EPS);
+    bf16* o = out + (i64)row * c;
+    for (int i = lane; i < c; i += 32) {
+        o[i] = f2bf((bf2f(xa[i]) - m) * r * bf2f(weight[i]) + bf2f(bias[i]));
+    }
+    if (lane == 0) {
+        mean[row] = m;
+        rstd[row] = r;
+    }
+}
+
+// dinp (+)= rstd * (w*dout - mean(w*dout) - norm * mean(w*dout*norm)); `accumulate` adds to
+// dinp (the residual stream's gradient) instead of overwriting it.
+extern "C" __global__ void layernorm_backward_input(bf16* dinp, const bf16* dout,
+                                                    const bf16* inp, const bf16* weight,
+                                                    const float* mean, const float* rstd,
+                                                    int n, int c, int accumulate) {
+    const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= n) {
+        return;
+    }
+    const bf16* dy = dout + (i64)row * c;
+    const bf16* x = inp + (i64)row * c;
+    bf16* dx = dinp + (i64)row * c;
+    const float m = mean[row];
+    const float r = rstd[row];
+    float s1 = 0.0f;
+    float s2 = 0.0f;
+    for (int i = lane; i < c; i += 32) {
+        const float norm = (bf2f(x[i]) - m) * r;
+        const float g = bf2f(weight[i]) * bf2f(dy[i]);
+        s1 += g;
+        s2 += g * norm;
+    }
+    s1 = warp_sum(s1) / c;
+    s2 = warp_sum(s2) / c;
+    for (int i = lane; i < c; i += 32) {
+        const float norm = (bf2f(x[i]) - m) * r;
+        const float g = bf2f(weight[i]) * bf2f(dy[i]);
+        float d = (g - s1 - norm * s2) * r;
+        if (accumulate) {
+            d += bf2f(dx[i]);
+        }
+        dx[i] = f2bf(d);
+    }
+}
+
+// partial[chunk, 0:c] = Σ norm*dout, partial[chunk, c:2c] = Σ dout over the chunk's rows.
+// Grid (ceil(c / blockDim.x), chunks).
+extern "C" __global__ void layernorm_backward_params(float* partial, const bf16* dout,
+                                                     const bf16* inp, const float* mean,
+                                                     const float* rstd, int n, int c,
+                                                     int rows_per_chunk) {
+    const int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch >= c) {
+        return;
+    }
+    const int from = blockIdx.y * rows_per_chunk;
+    const int to = min(n, from + rows_per_chunk);
+    float dw = 0.0f;
+    float db = 0.0f;
+    for (int row = from; row < to; row++) {
+        const float dy = bf2f(dout[(i64)row * c + ch]);
+        dw += (bf2f(inp[(i64)row * c + ch]) - mean[row]) * rstd[row] * dy;
+        db += dy;
+    }
+    partial[(i64)blockIdx.y * 2 * c + ch] = dw;
+    partial[(i64)blockIdx.y * 2 * c + c + ch] = db;
+}
+
+// partial[chunk, 0:c] = Σ x over the chunk's rows (a bias gradient).
+extern "C" __global__ void column_sums(float* partial, const bf16* x, int n, int c,
+                                       int rows_per_chunk) {
+    const int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch >= c) {
+        return;
+    }
+    const int from = blockIdx.y * rows_per_chunk;
+    const int to = min(n, from + rows_per_chunk);
+    float s = 0.0f;
+    for (int row = from; row < to; row++) {
+        s += bf2f(x[(i64)row * c + ch]);
+    }
+    partial[(i64)blockIdx.y * c + ch] = s;
+}
+
+// dst[i] += Σ_k partial[k * stride + i], k = 0 .. chunks-1 in order.
+extern "C" __global__ void sum_partials(float* dst, const float* partial, int chunks,
+                                        int stride, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) {
+        return;
+    }
+    float s = 0.0f;
+    for (int k = 0; k < chunks; k++) {
+        s += partial[(i64)k * stride + i];
+    }
+    dst[i] += s;
+}

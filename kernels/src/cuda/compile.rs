@@ -1,0 +1,239 @@
+//! Run-time compilation of the CUDA kernels (`kernels/cuda/*.cu`, embedded with
+//! `include_str!`) by NVRTC through cudarc, with the compiled PTX cached on disk under a key
+//! of the source, the architecture and the options; and [`check_all`], which compiles every
+//! kernel for `sm_90` with register spills as errors (CI runs it with NVRTC from PyPI, no GPU
+//! needed).
+
+use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+
+/// Prepended to every kernel file: bf16 helpers and fixed-order reductions.
+pub const COMMON: &str = include_str!("../../cuda/common.cuh");
+
+/// One kernel file: its name and source.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelFile {
+    pub name: &'static str,
+    pub source: &'static str,
+    /// The kernels (extern "C" names) it defines.
+    pub kernels: &'static [&'static str],
+}
+
+pub const ENCODER: KernelFile = KernelFile {
+    name: "encoder",
+    source: include_str!("../../cuda/encoder.cu"),
+    kernels: &[
+        "encoder_forward",
+        "encoder_backward_wpe",
+        "encoder_backward_wte",
+    ],
+};
+pub const LAYERNORM: KernelFile = KernelFile {
+    name: "layernorm",
+    source: include_str!("../../cuda/layernorm.cu"),
+    kernels: &[
+        "residual_layernorm_forward",
+        "layernorm_backward_input",
+        "layernorm_backward_params",
+        "column_sums",
+        "sum_partials",
+    ],
+};
+pub const GELU: KernelFile = KernelFile {
+    name: "gelu",
+    source: include_str!("../../cuda/gelu.cu"),
+    kernels: &["gelu_forward", "gelu_backward"],
+};
+pub const CLASSIFIER: KernelFile = KernelFile {
+    name: "classifier",
+    source: include_str!("../../cuda/classifier.cu"),
+    kernels: &["fused_classifier"],
+};
+pub const OPTIMIZER: KernelFile = KernelFile {
+    name: "optimizer",
+    source: include_str!("../../cuda/optimizer.cu"),
+    kernels: &[
+        "adamw",
+        "sum_squares",
+        "sum_all",
+        "cast_to_bf16",
+        "cast_to_f32",
+        "add_bias",
+    ],
+};
+pub const ATTENTION: KernelFile = KernelFile {
+    name: "attention",
+    source: include_str!("../../cuda/attention.cu"),
+    kernels: &[
+        "attention_forward",
+        "attention_backward_d",
+        "attention_backward_dkdv",
+        "attention_backward_dq",
+    ],
+};
+
+/// Every kernel file.
+pub const FILES: [KernelFile; 6] = [ENCODER, LAYERNORM, GELU, CLASSIFIER, OPTIMIZER, ATTENTION];
+
+/// Head sizes the attention kernels are built for (a compile-time constant in them; each
+/// backward thread holds two head-size vectors in registers, so 128 would spill).
+pub const HEAD_SIZES: [usize; 2] = [32, 64];
+
+/// Why a kernel did not compile.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("NVRTC is not installed (libnvrtc not found): {0}")]
+    NoNvrtc(String),
+    #[error("kernels/cuda/{file}.cu ({arch}, {defines}): {log}")]
+    Failed {
+        file: &'static str,
+        arch: String,
+        defines: String,
+        log: String,
+    },
+}
+
+/// Whether libnvrtc can be loaded (cudarc panics on use otherwise).
+pub fn nvrtc_present() -> bool {
+    // SAFETY: only probes for the shared library.
+    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+}
+
+/// The compiler options for `arch` (e.g. "sm_90"); `strict` makes spills errors.
+fn options(arch: &'static str, defines: &[String], strict: bool) -> CompileOptions {
+    let mut options: Vec<String> = vec!["--std=c++17".into()];
+    options.extend(defines.iter().map(|d| format!("-D{d}")));
+    if strict {
+        options.push("--ptxas-options=--warn-on-spills".into());
+        options.push("--ptxas-options=--warning-as-error".into());
+    }
+    CompileOptions {
+        arch: Some(arch),
+        options,
+        ..Default::default()
+    }
+}
+
+/// The source NVRTC sees: the common helpers, then the file.
+pub fn full_source(file: &KernelFile) -> String {
+    format!("{COMMON}\n{}", file.source)
+}
+
+/// Compiles one file for `arch` with `-D` defines (e.g. "HS=64").
+pub fn compile(
+    file: &KernelFile,
+    arch: &'static str,
+    defines: &[String],
+    strict: bool,
+) -> Result<Ptx, CompileError> {
+    if !nvrtc_present() {
+        return Err(CompileError::NoNvrtc(
+            "set LD_LIBRARY_PATH to the folder of libnvrtc.so (scripts/nvrtc-env.sh)".into(),
+        ));
+    }
+    compile_ptx_with_opts(full_source(file), options(arch, defines, strict)).map_err(|e| {
+        CompileError::Failed {
+            file: file.name,
+            arch: arch.to_string(),
+            defines: defines.join(" "),
+            log: match e {
+                cudarc::nvrtc::CompileError::CompileError { log, .. } => {
+                    log.to_string_lossy().into_owned()
+                }
+                other => other.to_string(),
+            },
+        }
+    })
+}
+
+/// Where compiled PTX is cached: `$HARMAN_KERNEL_CACHE`, else `$XDG_CACHE_HOME/harman/kernels`,
+/// else `~/.cache/harman/kernels`.
+pub fn cache_dir() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("HARMAN_KERNEL_CACHE") {
+        return Some(PathBuf::from(p));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("harman").join("kernels"))
+}
+
+/// The cache key: sha256 of the source, arch, options and NVRTC's version.
+fn cache_key(file: &KernelFile, arch: &str, defines: &[String]) -> String {
+    let mut h = Sha256::new();
+    h.update(full_source(file).as_bytes());
+    h.update([0]);
+    h.update(arch.as_bytes());
+    for d in defines {
+        h.update([0]);
+        h.update(d.as_bytes());
+    }
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: two out-parameters; only called once NVRTC is known to load.
+    unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+    h.update(format!("nvrtc {major}.{minor}").as_bytes());
+    format!("{}-{}", file.name, &hex::encode(h.finalize())[..24])
+}
+
+/// PTX for `file`, from the disk cache when it holds this exact build, else compiled (and
+/// stored; a cache that cannot be written is skipped).
+pub fn cached(
+    file: &KernelFile,
+    arch: &'static str,
+    defines: &[String],
+) -> Result<Ptx, CompileError> {
+    let path = cache_dir().map(|d| d.join(format!("{}.ptx", cache_key(file, arch, defines))));
+    if let Some(p) = &path {
+        if let Ok(src) = std::fs::read_to_string(p) {
+            return Ok(Ptx::from_src(src));
+        }
+    }
+    let ptx = compile(file, arch, defines, false)?;
+    if let Some(p) = &path {
+        let text = ptx.to_src();
+        if let Some(dir) = p.parent() {
+            let tmp = p.with_extension(format!("tmp{}", std::process::id()));
+            let _ = std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(&tmp, text))
+                .and_then(|()| std::fs::rename(&tmp, p));
+        }
+    }
+    Ok(ptx)
+}
+
+/// The defines each file is built with (attention once per supported head size).
+pub fn variants(file: &KernelFile) -> Vec<Vec<String>> {
+    if file.name == ATTENTION.name {
+        HEAD_SIZES
+            .iter()
+            .map(|hs| vec![format!("HS={hs}")])
+            .collect()
+    } else {
+        vec![Vec::new()]
+    }
+}
+
+/// Compiles every kernel file (every variant) for `arch` with spills as errors; returns the
+/// (file, defines, PTX bytes) built.
+pub fn check_all(arch: &'static str) -> Result<Vec<(String, String, usize)>, CompileError> {
+    let mut built = Vec::new();
+    for file in FILES {
+        for defines in variants(&file) {
+            let ptx = compile(&file, arch, &defines, true)?;
+            let text = ptx.to_src();
+            for k in file.kernels {
+                if !text.contains(&format!(".entry {k}(")) {
+                    return Err(CompileError::Failed {
+                        file: file.name,
+                        arch: arch.to_string(),
+                        defines: defines.join(" "),
+                        log: format!("kernel {k} missing from the PTX"),
+                    });
+                }
+            }
+            built.push((file.name.to_string(), defines.join(" "), text.len()));
+        }
+    }
+    Ok(built)
+}

@@ -1,0 +1,213 @@
+//! The CUDA backend's device layer: finding a GPU (every entry guarded, since cudarc panics
+//! when libcuda or libnvrtc is absent), one context and stream, the kernels of
+//! `kernels/cuda/*.cu` compiled by NVRTC ([`compile`]) and loaded, cuBLAS for the GEMMs,
+//! device buffers addressed by raw pointers, and one typed launcher per kernel ([`Gpu`]'s
+//! methods in `ops.rs`). bf16 values are `u16` words on the host (`half::bf16` bits).
+
+pub mod compile;
+mod ops;
+pub use ops::Scratch;
+
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Why the GPU path cannot run or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("no usable CUDA GPU: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Compile(#[from] compile::CompileError),
+    #[error("CUDA driver: {0}")]
+    Driver(#[from] cudarc::driver::DriverError),
+    #[error("cuBLAS: {0:?}")]
+    Blas(cudarc::cublas::result::CublasError),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl From<cudarc::cublas::result::CublasError> for GpuError {
+    fn from(e: cudarc::cublas::result::CublasError) -> Self {
+        GpuError::Blas(e)
+    }
+}
+
+/// Whether a GPU can be used here, or why not (no libcuda, no libnvrtc, no device).
+pub fn probe() -> Result<(), String> {
+    // SAFETY: only probe for the shared libraries.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err("libcuda not found (no NVIDIA driver on this machine)".into());
+    }
+    if !compile::nvrtc_present() {
+        return Err("libnvrtc not found (put the CUDA toolkit's lib64 on LD_LIBRARY_PATH)".into());
+    }
+    match CudaContext::device_count() {
+        Ok(n) if n > 0 => Ok(()),
+        Ok(_) => Err("the driver reports no CUDA device".into()),
+        Err(e) => Err(format!("the driver did not start: {e}")),
+    }
+}
+
+/// A device buffer: its allocation and raw address.
+pub struct Buf<T> {
+    slice: CudaSlice<T>,
+    ptr: u64,
+}
+
+impl<T> Buf<T> {
+    /// The device address of element `i`.
+    pub fn at(&self, i: usize) -> u64 {
+        self.ptr + (i * std::mem::size_of::<T>()) as u64
+    }
+
+    pub fn ptr(&self) -> u64 {
+        self.ptr
+    }
+
+    pub fn len(&self) -> usize {
+        self.slice.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slice.len() == 0
+    }
+}
+
+/// The architecture name NVRTC compiles for, from the compute capability.
+fn arch_name(cc: (i32, i32)) -> Option<&'static str> {
+    Some(match cc {
+        (7, 0) => "sm_70",
+        (7, 5) => "sm_75",
+        (8, 0) => "sm_80",
+        (8, 6) => "sm_86",
+        (8, 9) => "sm_89",
+        (9, 0) => "sm_90",
+        (10, 0) => "sm_100",
+        (12, 0) => "sm_120",
+        _ => return None,
+    })
+}
+
+/// One GPU: context, stream, cuBLAS handle and the loaded kernels.
+pub struct Gpu {
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    blas: CudaBlas,
+    functions: HashMap<&'static str, CudaFunction>,
+    /// The head size the attention kernels were built for.
+    pub head_size: usize,
+    pub arch: &'static str,
+    pub name: String,
+}
+
+impl Gpu {
+    /// Device 0 with every kernel loaded (attention for `head_size`).
+    pub fn new(head_size: usize) -> Result<Gpu, GpuError> {
+        probe().map_err(GpuError::Unavailable)?;
+        if !compile::HEAD_SIZES.contains(&head_size) {
+            return Err(GpuError::Unsupported(format!(
+                "head size {head_size}: the CUDA attention kernels are built for {:?}",
+                compile::HEAD_SIZES
+            )));
+        }
+        let ctx = CudaContext::new(0)?;
+        // One stream: cudarc's cross-stream event tracking is not needed.
+        // SAFETY: nothing here uses a second stream.
+        unsafe { ctx.disable_event_tracking() };
+        let cc = ctx.compute_capability()?;
+        let arch = arch_name(cc).ok_or_else(|| {
+            GpuError::Unsupported(format!("compute capability {}.{}", cc.0, cc.1))
+        })?;
+        let stream = ctx.default_stream();
+        let blas = CudaBlas::new(stream.clone())?;
+        let mut functions = HashMap::new();
+        for file in compile::FILES {
+            let defines = if file.name == compile::ATTENTION.name {
+                vec![format!("HS={head_size}")]
+            } else {
+                Vec::new()
+            };
+            let module = ctx.load_module(compile::cached(&file, arch, &defines)?)?;
+            for &k in file.kernels {
+                functions.insert(k, module.load_function(k)?);
+            }
+        }
+        let name = ctx.name().unwrap_or_else(|_| "CUDA device".into());
+        Ok(Gpu {
+            ctx,
+            stream,
+            blas,
+            functions,
+            head_size,
+            arch,
+            name,
+        })
+    }
+
+    fn function(&self, name: &str) -> &CudaFunction {
+        &self.functions[name]
+    }
+
+    /// A zeroed buffer of `n` elements.
+    pub fn alloc<T: DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+        &self,
+        n: usize,
+    ) -> Result<Buf<T>, GpuError> {
+        let slice = self.stream.alloc_zeros::<T>(n.max(1))?;
+        let ptr = slice.device_ptr(&self.stream).0;
+        Ok(Buf { slice, ptr })
+    }
+
+    /// A buffer holding `data`.
+    pub fn upload<T: DeviceRepr>(&self, data: &[T]) -> Result<Buf<T>, GpuError> {
+        let slice = self.stream.clone_htod(data)?;
+        let ptr = slice.device_ptr(&self.stream).0;
+        Ok(Buf { slice, ptr })
+    }
+
+    /// Overwrites the start of `buf` with `data`.
+    pub fn write<T: DeviceRepr>(&self, buf: &mut Buf<T>, data: &[T]) -> Result<(), GpuError> {
+        let mut view = buf.slice.slice_mut(0..data.len());
+        self.stream.memcpy_htod(data, &mut view)?;
+        Ok(())
+    }
+
+    /// The buffer's contents.
+    pub fn download<T: DeviceRepr>(&self, buf: &Buf<T>) -> Result<Vec<T>, GpuError> {
+        Ok(self.stream.clone_dtoh(&buf.slice)?)
+    }
+
+    /// Zeroes the buffer.
+    pub fn zero<T: DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+        &self,
+        buf: &mut Buf<T>,
+    ) -> Result<(), GpuError> {
+        self.stream.memset_zeros(&mut buf.slice)?;
+        Ok(())
+    }
+
+    pub fn synchronize(&self) -> Result<(), GpuError> {
+        Ok(self.stream.synchronize()?)
+    }
+
+    /// (free, total) device memory in bytes.
+    pub fn memory(&self) -> Result<(usize, usize), GpuError> {
+        Ok(self.ctx.mem_get_info()?)
+    }
+}
+
+/// fp32 → bf16 bits (round to nearest even), as the kernels round.
+pub fn to_bf16(x: &[f32]) -> Vec<u16> {
+    x.iter()
+        .map(|&v| half::bf16::from_f32(v).to_bits())
+        .collect()
+}
+
+/// bf16 bits → fp32.
+pub fn from_bf16(x: &[u16]) -> Vec<f32> {
+    x.iter()
+        .map(|&v| half::bf16::from_bits(v).to_f32())
+        .collect()
+}

@@ -1,0 +1,618 @@
+//! One launcher per kernel of `kernels/cuda/*.cu` and the cuBLAS GEMMs, on raw device
+//! addresses (`u64`, from [`Buf::at`]). Shapes as the CPU reference: rows N = B·T, row-major
+//! `[N, C]` activations, `[OC, C]` weights. bf16 buffers are `u16`, fp32 `f32`, ids `i32`.
+
+use super::{Buf, Gpu, GpuError};
+use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
+use std::ffi::c_void;
+
+/// A kernel argument: a device address, an int, a 64-bit int or a float.
+#[derive(Debug, Clone, Copy)]
+enum Arg {
+    P(u64),
+    I(i32),
+    L(i64),
+    F(f32),
+}
+use Arg::{F, I, L, P};
+
+const THREADS: u32 = 256;
+/// Rows per chunk of the column sums (bias and LayerNorm parameter gradients).
+const COLUMN_CHUNKS: usize = 128;
+/// Blocks of the sum-of-squares pass (fixed, so the sum's order is too).
+const NORM_BLOCKS: usize = 512;
+
+fn blocks(n: usize, per: u32) -> u32 {
+    n.div_ceil(per as usize).max(1) as u32
+}
+
+fn int(v: usize) -> Result<i32, GpuError> {
+    i32::try_from(v).map_err(|_| GpuError::Unsupported(format!("{v} exceeds a 32-bit size")))
+}
+
+/// The rows per chunk and the chunk count for column sums over `n` rows.
+fn chunking(n: usize) -> (usize, usize) {
+    let per = n.div_ceil(COLUMN_CHUNKS).max(1);
+    (per, n.div_ceil(per).max(1))
+}
+
+/// Scratch space the backward launchers need (column-sum partials, sums of squares).
+pub struct Scratch {
+    pub partial: Buf<f32>,
+    pub total: Buf<f32>,
+}
+
+impl Gpu {
+    fn launch(
+        &self,
+        name: &str,
+        grid: (u32, u32, u32),
+        block: u32,
+        args: &[Arg],
+    ) -> Result<(), GpuError> {
+        let mut slots: Vec<u64> = args
+            .iter()
+            .map(|a| match *a {
+                P(p) => p,
+                I(i) => i as u32 as u64,
+                L(l) => l as u64,
+                F(f) => f.to_bits() as u64,
+            })
+            .collect();
+        let mut ptrs: Vec<*mut c_void> = slots
+            .iter_mut()
+            .map(|s| s as *mut u64 as *mut c_void)
+            .collect();
+        let f = self.function(name);
+        // SAFETY: each slot holds one argument in its low bytes (little-endian), in the
+        // kernel's parameter order; the addresses are live device buffers of the right size
+        // (the callers' contract).
+        unsafe {
+            cudarc::driver::result::launch_kernel(
+                f.cu_function(),
+                grid,
+                (block, 1, 1),
+                0,
+                self.stream.cu_stream(),
+                &mut ptrs,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Scratch sized for rows of up to `max_cols` columns.
+    pub fn scratch(&self, max_cols: usize) -> Result<Scratch, GpuError> {
+        Ok(Scratch {
+            partial: self.alloc((COLUMN_CHUNKS * 2 * max_cols).max(NORM_BLOCKS))?,
+            total: self.alloc(1)?,
+        })
+    }
+
+    /// out[n, c] = wte[tokens] + wpe[t].
+    #[allow(clippy::too_many_arguments)]
+    pub fn encoder_forward(
+        &self,
+        out: u64,
+        tokens: u64,
+        wte: u64,
+        wpe: u64,
+        n: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<(), GpuError> {
+        self.launch(
+            "encoder_forward",
+            (blocks(n * c, THREADS), 1, 1),
+            THREADS,
+            &[
+                P(out),
+                P(tokens),
+                P(wte),
+                P(wpe),
+                I(int(n)?),
+                I(int(t)?),
+                I(int(c)?),
+            ],
+        )
+    }
+
+    /// dwte[token] += Σ dout over the token's rows, dwpe[t] += Σ_b dout[b, t]; `tokens` are
+    /// the batch's ids on the host (the per-token row lists are built here).
+    #[allow(clippy::too_many_arguments)]
+    pub fn encoder_backward(
+        &self,
+        dwte: u64,
+        dwpe: u64,
+        dout: u64,
+        tokens: &[u32],
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<(), GpuError> {
+        self.launch(
+            "encoder_backward_wpe",
+            (blocks(t * c, THREADS), 1, 1),
+            THREADS,
+            &[P(dwpe), P(dout), I(int(b)?), I(int(t)?), I(int(c)?)],
+        )?;
+        let mut order: Vec<u32> = (0..tokens.len() as u32).collect();
+        order.sort_by_key(|&i| (tokens[i as usize], i));
+        let (mut token_of, mut offsets) = (Vec::new(), Vec::new());
+        for (k, &row) in order.iter().enumerate() {
+            let tok = tokens[row as usize];
+            if token_of.last() != Some(&(tok as i32)) {
+                token_of.push(tok as i32);
+                offsets.push(k as i32);
+            }
+        }
+        offsets.push(order.len() as i32);
+        let positions: Vec<i32> = order.iter().map(|&r| r as i32).collect();
+        let tok = self.upload(&token_of)?;
+        let off = self.upload(&offsets)?;
+        let pos = self.upload(&positions)?;
+        self.launch(
+            "encoder_backward_wte",
+            (token_of.len() as u32, 1, 1),
+            THREADS,
+            &[
+                P(dwte),
+                P(dout),
+                P(tok.ptr()),
+                P(off.ptr()),
+                P(pos.ptr()),
+                I(int(c)?),
+            ],
+        )?;
+        // The index buffers are freed when the stream reaches this point.
+        self.synchronize()
+    }
+
+    /// residual = a + b (when `b` is Some), out = LayerNorm(residual or a); mean, rstd saved.
+    #[allow(clippy::too_many_arguments)]
+    pub fn residual_layernorm_forward(
+        &self,
+        residual: u64,
+        out: u64,
+        mean: u64,
+        rstd: u64,
+        a: u64,
+        b: Option<u64>,
+        weight: u64,
+        bias: u64,
+        n: usize,
+        c: usize,
+    ) -> Result<(), GpuError> {
+        self.launch(
+            "residual_layernorm_forward",
+            (blocks(n, 4), 1, 1),
+            128,
+            &[
+                P(residual),
+                P(out),
+                P(mean),
+                P(rstd),
+                P(a),
+                P(b.unwrap_or(0)),
+                P(weight),
+                P(bias),
+                I(int(n)?),
+                I(int(c)?),
+            ],
+        )
+    }
+
+    /// dinp (+)= LayerNorm backward; dweight += Σ norm·dout, dbias += Σ dout (fp32).
+    #[allow(clippy::too_many_arguments)]
+    pub fn layernorm_backward(
+        &self,
+        scratch: &Scratch,
+        dinp: u64,
+        dweight: u64,
+        dbias: u64,
+        dout: u64,
+        inp: u64,
+        weight: u64,
+        mean: u64,
+        rstd: u64,
+        n: usize,
+        c: usize,
+        accumulate: bool,
+    ) -> Result<(), GpuError> {
+        let (per, chunks) = chunking(n);
+        self.launch(
+            "layernorm_backward_params",
+            (blocks(c, THREADS), chunks as u32, 1),
+            THREADS,
+            &[
+                P(scratch.partial.ptr()),
+                P(dout),
+                P(inp),
+                P(mean),
+                P(rstd),
+                I(int(n)?),
+                I(int(c)?),
+                I(int(per)?),
+            ],
+        )?;
+        for (dst, offset) in [(dweight, 0), (dbias, c)] {
+            self.launch(
+                "sum_partials",
+                (blocks(c, THREADS), 1, 1),
+                THREADS,
+                &[
+                    P(dst),
+                    P(scratch.partial.at(offset)),
+                    I(int(chunks)?),
+                    I(int(2 * c)?),
+                    I(int(c)?),
+                ],
+            )?;
+        }
+        self.launch(
+            "layernorm_backward_input",
+            (blocks(n, 4), 1, 1),
+            128,
+            &[
+                P(dinp),
+                P(dout),
+                P(inp),
+                P(weight),
+                P(mean),
+                P(rstd),
+                I(int(n)?),
+                I(int(c)?),
+                I(accumulate as i32),
+            ],
+        )
+    }
+
+    /// dbias += Σ_rows x (x: bf16 [n, c]).
+    pub fn bias_backward(
+        &self,
+        scratch: &Scratch,
+        dbias: u64,
+        x: u64,
+        n: usize,
+        c: usize,
+    ) -> Result<(), GpuError> {
+        let (per, chunks) = chunking(n);
+        self.launch(
+            "column_sums",
+            (blocks(c, THREADS), chunks as u32, 1),
+            THREADS,
+            &[
+                P(scratch.partial.ptr()),
+                P(x),
+                I(int(n)?),
+                I(int(c)?),
+                I(int(per)?),
+            ],
+        )?;
+        self.launch(
+            "sum_partials",
+            (blocks(c, THREADS), 1, 1),
+            THREADS,
+            &[
+                P(dbias),
+                P(scratch.partial.ptr()),
+                I(int(chunks)?),
+                I(int(c)?),
+                I(int(c)?),
+            ],
+        )
+    }
+
+    /// cuBLAS GEMM in column-major terms: C[m, n] = alpha·op(A)·op(B) + beta·C, A and B
+    /// bf16, C bf16 or fp32 (`c_f32`), fp32 accumulation.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        trans_a: bool,
+        trans_b: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: u64,
+        lda: usize,
+        b: u64,
+        ldb: usize,
+        c: u64,
+        ldc: usize,
+        c_f32: bool,
+        beta: f32,
+    ) -> Result<(), GpuError> {
+        let op = |t: bool| {
+            if t {
+                cublasOperation_t::CUBLAS_OP_T
+            } else {
+                cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        let alpha = 1.0f32;
+        let c_type = if c_f32 {
+            cudaDataType::CUDA_R_32F
+        } else {
+            cudaDataType::CUDA_R_16BF
+        };
+        // SAFETY: the addresses are device buffers holding the shapes described by
+        // (m, n, k, ld*), which the callers derive from the same sizes they allocated.
+        unsafe {
+            cudarc::cublas::result::gemm_ex(
+                *self.blas.handle(),
+                op(trans_a),
+                op(trans_b),
+                int(m)?,
+                int(n)?,
+                int(k)?,
+                &alpha as *const f32 as *const c_void,
+                a as *const c_void,
+                cudaDataType::CUDA_R_16BF,
+                int(lda)?,
+                b as *const c_void,
+                cudaDataType::CUDA_R_16BF,
+                int(ldb)?,
+                &beta as *const f32 as *const c_void,
+                c as *mut c_void,
+                c_type,
+                int(ldc)?,
+                cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// out[n, oc] = inp[n, c] · weight[oc, c]ᵀ (+ bias), bf16.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_forward(
+        &self,
+        out: u64,
+        inp: u64,
+        weight: u64,
+        bias: Option<u64>,
+        n: usize,
+        c: usize,
+        oc: usize,
+    ) -> Result<(), GpuError> {
+        self.gemm(
+            true, false, oc, n, c, weight, c, inp, c, out, oc, false, 0.0,
+        )?;
+        if let Some(bias) = bias {
+            self.launch(
+                "add_bias",
+                (blocks(n * oc, THREADS), 1, 1),
+                THREADS,
+                &[P(out), P(bias), L(n as i64), I(int(oc)?)],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// dinp (+)= dout · weight (bf16), dweight += doutᵀ · inp (fp32), dbias += Σ dout.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_backward(
+        &self,
+        scratch: &Scratch,
+        dinp: u64,
+        dweight: u64,
+        dbias: Option<u64>,
+        dout: u64,
+        inp: u64,
+        weight: u64,
+        n: usize,
+        c: usize,
+        oc: usize,
+        accumulate: bool,
+    ) -> Result<(), GpuError> {
+        let beta = if accumulate { 1.0 } else { 0.0 };
+        self.gemm(
+            false, false, c, n, oc, weight, c, dout, oc, dinp, c, false, beta,
+        )?;
+        self.gemm(
+            false, true, c, oc, n, inp, c, dout, oc, dweight, c, true, 1.0,
+        )?;
+        if let Some(dbias) = dbias {
+            self.bias_backward(scratch, dbias, dout, n, oc)?;
+        }
+        Ok(())
+    }
+
+    fn attention_grid(&self, b: usize, t: usize, nh: usize) -> (u32, u32, u32) {
+        (blocks(t, 64), (b * nh) as u32, 1)
+    }
+
+    /// out[b, t, C] and lse[b, h, t] from qkv[b, t, 3C] (causal, no T×T buffer).
+    pub fn attention_forward(
+        &self,
+        out: u64,
+        lse: u64,
+        qkv: u64,
+        b: usize,
+        t: usize,
+        nh: usize,
+    ) -> Result<(), GpuError> {
+        self.launch(
+            "attention_forward",
+            self.attention_grid(b, t, nh),
+            64,
+            &[P(out), P(lse), P(qkv), I(int(t)?), I(int(nh)?)],
+        )
+    }
+
+    /// dqkv (overwritten) from dout, the forward's qkv, out and lse; `dsum` holds b·nh·t
+    /// floats of scratch.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_backward(
+        &self,
+        dqkv: u64,
+        dsum: u64,
+        dout: u64,
+        qkv: u64,
+        out: u64,
+        lse: u64,
+        b: usize,
+        t: usize,
+        nh: usize,
+    ) -> Result<(), GpuError> {
+        self.launch(
+            "attention_backward_d",
+            (blocks(b * nh * t, THREADS), 1, 1),
+            THREADS,
+            &[
+                P(dsum),
+                P(dout),
+                P(out),
+                I(int(b)?),
+                I(int(t)?),
+                I(int(nh)?),
+            ],
+        )?;
+        let args = [
+            P(dqkv),
+            P(qkv),
+            P(dout),
+            P(lse),
+            P(dsum),
+            I(int(t)?),
+            I(int(nh)?),
+        ];
+        self.launch(
+            "attention_backward_dkdv",
+            self.attention_grid(b, t, nh),
+            64,
+            &args,
+        )?;
+        self.launch(
+            "attention_backward_dq",
+            self.attention_grid(b, t, nh),
+            64,
+            &args,
+        )
+    }
+
+    pub fn gelu_forward(&self, out: u64, inp: u64, n: usize) -> Result<(), GpuError> {
+        self.launch(
+            "gelu_forward",
+            (blocks(n, THREADS), 1, 1),
+            THREADS,
+            &[P(out), P(inp), L(n as i64)],
+        )
+    }
+
+    /// dinp = gelu'(inp)·dout (dinp may be dout).
+    pub fn gelu_backward(&self, dinp: u64, inp: u64, dout: u64, n: usize) -> Result<(), GpuError> {
+        self.launch(
+            "gelu_backward",
+            (blocks(n, THREADS), 1, 1),
+            THREADS,
+            &[P(dinp), P(inp), P(dout), L(n as i64)],
+        )
+    }
+
+    /// losses[row] = cross-entropy of softmax(logits[row, :v]); when dloss != 0 the logits
+    /// become their gradient (softmax − onehot)·dloss, padded columns 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn fused_classifier(
+        &self,
+        logits: u64,
+        losses: u64,
+        targets: u64,
+        n: usize,
+        v: usize,
+        vp: usize,
+        dloss: f32,
+    ) -> Result<(), GpuError> {
+        self.launch(
+            "fused_classifier",
+            (n as u32, 1, 1),
+            1024,
+            &[
+                P(logits),
+                P(losses),
+                P(targets),
+                I(int(v)?),
+                I(int(vp)?),
+                F(dloss),
+            ],
+        )
+    }
+
+    /// AdamW at step `t` (from 1) over n values: fp32 master and moments, the bf16 copy
+    /// rewritten, gradients scaled by `grad_scale` first.
+    #[allow(clippy::too_many_arguments)]
+    pub fn adamw(
+        &self,
+        master: u64,
+        params: u64,
+        grads: u64,
+        m: u64,
+        v: u64,
+        n: usize,
+        h: &crate::cpu::adamw::AdamW,
+        t: u32,
+        grad_scale: f32,
+    ) -> Result<(), GpuError> {
+        let c1 = 1.0 - h.beta1.powi(t as i32);
+        let c2 = 1.0 - h.beta2.powi(t as i32);
+        self.launch(
+            "adamw",
+            (blocks(n, THREADS), 1, 1),
+            THREADS,
+            &[
+                P(master),
+                P(params),
+                P(grads),
+                P(m),
+                P(v),
+                L(n as i64),
+                F(h.lr),
+                F(h.beta1),
+                F(h.beta2),
+                F(h.eps),
+                F(h.weight_decay),
+                F(c1),
+                F(c2),
+                F(grad_scale),
+            ],
+        )
+    }
+
+    /// Σ x² over n fp32 values (fixed grid and order; waits for the result).
+    pub fn sum_squares(&self, scratch: &Scratch, x: u64, n: usize) -> Result<f32, GpuError> {
+        self.launch(
+            "sum_squares",
+            (NORM_BLOCKS as u32, 1, 1),
+            THREADS,
+            &[P(scratch.partial.ptr()), P(x), L(n as i64)],
+        )?;
+        self.launch(
+            "sum_all",
+            (1, 1, 1),
+            1024,
+            &[
+                P(scratch.total.ptr()),
+                P(scratch.partial.ptr()),
+                I(NORM_BLOCKS as i32),
+            ],
+        )?;
+        Ok(self.download(&scratch.total)?[0])
+    }
+
+    pub fn cast_to_bf16(&self, out: u64, inp: u64, n: usize) -> Result<(), GpuError> {
+        self.launch(
+            "cast_to_bf16",
+            (blocks(n, THREADS), 1, 1),
+            THREADS,
+            &[P(out), P(inp), L(n as i64)],
+        )
+    }
+
+    pub fn cast_to_f32(&self, out: u64, inp: u64, n: usize) -> Result<(), GpuError> {
+        self.launch(
+            "cast_to_f32",
+            (blocks(n, THREADS), 1, 1),
+            THREADS,
+            &[P(out), P(inp), L(n as i64)],
+        )
+    }
+}

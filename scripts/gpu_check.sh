@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The GPU checks, run on a machine with an NVIDIA GPU (a lent H100/H200) from binaries built
+# elsewhere: `bash scripts/gpu_check.sh DIR` where DIR holds `harman` (or harman.xz), the
+# test binaries `cuda_ops`, `cuda` (train) and `nvrtc`, and torch_gpt2_bench.py. Runs every
+# kernel test and the training tests against the CPU reference, then the GPT-2 124M
+# benchmark (B=32, T=1024) next to PyTorch's (torch.compile and eager) in the same call, and
+# prints a short table last. scripts/gpu_pack.sh builds DIR.
+set -uo pipefail
+dir=${1:?usage: gpu_check.sh DIR}
+cd "$dir"
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/nvidia/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export HARMAN_KERNEL_CACHE=/tmp/harman-kernels
+out=${OUT:-/tmp}
+[ -f harman.xz ] && xz -d -T0 -f harman.xz
+chmod +x harman cuda_ops cuda nvrtc 2>/dev/null
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+status=0
+for t in nvrtc cuda_ops cuda; do
+    echo "== test $t"
+    if ! ./$t --test-threads=1 --nocapture 2>&1 | tee "$out/test_$t.log" | grep -E "^test |relative error|step |loss cpu|panicked|assert"; then
+        status=1
+    fi
+    grep -q "test result: ok" "$out/test_$t.log" || status=1
+done
+echo "== bench"
+./harman bench train --device cuda --preset tiny --batch 4 --seq 64 --steps 5 2>&1 | tee "$out/bench_tiny.log"
+./harman bench train --device cuda --preset gpt2-124m --batch 32 --seq 1024 --steps ${STEPS:-10} 2>&1 | tee "$out/bench_124m.log"
+if [ -f torch_gpt2_bench.py ]; then
+    COMPILE=1 B=32 STEPS=${TORCH_STEPS:-30} timeout 300 python3 torch_gpt2_bench.py 2>&1 | tail -2 | tee "$out/torch_compile.log"
+    COMPILE=0 B=32 STEPS=${TORCH_STEPS:-30} timeout 120 python3 torch_gpt2_bench.py 2>&1 | tail -2 | tee "$out/torch_eager.log"
+fi
+echo "== summary"
+echo "tests: $([ $status = 0 ] && echo all passed || echo FAILURES)"
+grep -h "tokens/s" "$out"/bench_*.log
+grep -h "tok/s\|tokens/s" "$out"/torch_*.log 2>/dev/null
+exit $status

@@ -1,0 +1,528 @@
+//! The CUDA backend of the GPT model: parameters as fp32 master weights plus the bf16 copy
+//! the passes read, fp32 parameter gradients and AdamW moments, bf16 activations and
+//! activation gradients; forward and backward through the hand-written kernels and cuBLAS of
+//! `harman_kernels::cuda`, in the CPU backend's op order ([`crate::cpu`]). The trainer moves
+//! a model here with [`GpuModel::new`] and back with [`GpuModel::download`], so checkpoints
+//! are the same files on either device.
+
+use crate::model::{GptConfig, ParamLayout, Params};
+use harman_kernels::cpu::adamw::AdamW;
+use harman_kernels::cuda::{Buf, Gpu, GpuError, Scratch};
+
+/// Per-layer activations saved for the backward pass, each `[L, N, width]` in one buffer.
+struct Acts {
+    encoded: Buf<u16>,
+    ln1: Buf<u16>,
+    ln1_mean: Buf<f32>,
+    ln1_rstd: Buf<f32>,
+    qkv: Buf<u16>,
+    atty: Buf<u16>,
+    lse: Buf<f32>,
+    residual2: Buf<u16>,
+    ln2: Buf<u16>,
+    ln2_mean: Buf<f32>,
+    ln2_rstd: Buf<f32>,
+    fch: Buf<u16>,
+    fch_gelu: Buf<u16>,
+    residual3: Buf<u16>,
+    lnf: Buf<u16>,
+    lnf_mean: Buf<f32>,
+    lnf_rstd: Buf<f32>,
+    logits: Buf<u16>,
+    losses: Buf<f32>,
+    /// The projections' outputs before their residual add (transient).
+    proj: Buf<u16>,
+    // Gradients of activations (transient, reused by every layer).
+    dres: Buf<u16>,
+    dbuf: Buf<u16>,
+    dqkv: Buf<u16>,
+    dfch: Buf<u16>,
+    dsum: Buf<f32>,
+}
+
+/// A model, its optimizer state and its activations on the GPU, for batches of B×T.
+pub struct GpuModel {
+    pub gpu: Gpu,
+    pub config: GptConfig,
+    layout: ParamLayout,
+    b: usize,
+    t: usize,
+    master: Buf<f32>,
+    params: Buf<u16>,
+    grads: Buf<f32>,
+    m: Buf<f32>,
+    v: Buf<f32>,
+    acts: Acts,
+    scratch: Scratch,
+    tokens: Buf<i32>,
+    targets: Buf<i32>,
+    /// The last forward pass's input ids (the encoder's backward groups rows by token).
+    last_tokens: Vec<u32>,
+}
+
+impl GpuModel {
+    /// Uploads `params` (and AdamW's `m`, `v`) and allocates activations for B×T batches.
+    pub fn new(
+        params: &Params,
+        m: &[f32],
+        v: &[f32],
+        b: usize,
+        t: usize,
+    ) -> Result<GpuModel, GpuError> {
+        let cfg = params.config;
+        let gpu = Gpu::new(cfg.head_size())?;
+        let (l, c, n) = (cfg.num_layers, cfg.channels, b * t);
+        let nh = cfg.num_heads;
+        let total = params.data.len();
+        let master = gpu.upload(&params.data)?;
+        let bf: Buf<u16> = gpu.alloc(total)?;
+        gpu.cast_to_bf16(bf.ptr(), master.ptr(), total)?;
+        let acts = Acts {
+            encoded: gpu.alloc(n * c)?,
+            ln1: gpu.alloc(l * n * c)?,
+            ln1_mean: gpu.alloc(l * n)?,
+            ln1_rstd: gpu.alloc(l * n)?,
+            qkv: gpu.alloc(l * n * 3 * c)?,
+            atty: gpu.alloc(l * n * c)?,
+            lse: gpu.alloc(l * b * nh * t)?,
+            residual2: gpu.alloc(l * n * c)?,
+            ln2: gpu.alloc(l * n * c)?,
+            ln2_mean: gpu.alloc(l * n)?,
+            ln2_rstd: gpu.alloc(l * n)?,
+            fch: gpu.alloc(l * n * 4 * c)?,
+            fch_gelu: gpu.alloc(l * n * 4 * c)?,
+            residual3: gpu.alloc(l * n * c)?,
+            lnf: gpu.alloc(n * c)?,
+            lnf_mean: gpu.alloc(n)?,
+            lnf_rstd: gpu.alloc(n)?,
+            logits: gpu.alloc(n * cfg.padded_vocab_size)?,
+            losses: gpu.alloc(n)?,
+            proj: gpu.alloc(n * c)?,
+            dres: gpu.alloc(n * c)?,
+            dbuf: gpu.alloc(n * c)?,
+            dqkv: gpu.alloc(n * 3 * c)?,
+            dfch: gpu.alloc(n * 4 * c)?,
+            dsum: gpu.alloc(b * nh * t)?,
+        };
+        let scratch = gpu.scratch(4 * c)?;
+        let model = GpuModel {
+            config: cfg,
+            layout: params.layout.clone(),
+            b,
+            t,
+            grads: gpu.alloc(total)?,
+            m: gpu.upload(m)?,
+            v: gpu.upload(v)?,
+            master,
+            params: bf,
+            acts,
+            scratch,
+            tokens: gpu.alloc(n)?,
+            targets: gpu.alloc(n)?,
+            last_tokens: Vec::new(),
+            gpu,
+        };
+        model.gpu.synchronize()?;
+        Ok(model)
+    }
+
+    /// Address of layer `l`'s slice of parameter tensor `name` in the bf16 copy.
+    fn p(&self, name: &str, l: usize) -> u64 {
+        let r = self.layout.range(name);
+        let per = (r.end - r.start) / self.layers_of(name);
+        self.params.at(r.start + l * per)
+    }
+
+    /// Address of layer `l`'s slice of the gradient of `name`.
+    fn g(&self, name: &str, l: usize) -> u64 {
+        let r = self.layout.range(name);
+        let per = (r.end - r.start) / self.layers_of(name);
+        self.grads.at(r.start + l * per)
+    }
+
+    fn layers_of(&self, name: &str) -> usize {
+        match name {
+            "wte" | "wpe" | "lnfw" | "lnfb" => 1,
+            _ => self.config.num_layers,
+        }
+    }
+
+    /// Forward pass over one batch; returns the mean loss. With `dloss` != 0 the logits are
+    /// replaced by their gradient scaled by `dloss` (per position), ready for [`backward`].
+    ///
+    /// [`backward`]: GpuModel::backward
+    pub fn forward(&mut self, x: &[u32], y: &[u32], dloss: f32) -> Result<f32, GpuError> {
+        let cfg = self.config;
+        let (l_n, c, nh) = (cfg.num_layers, cfg.channels, cfg.num_heads);
+        let (b, t) = (self.b, self.t);
+        let n = b * t;
+        if x.len() != n || y.len() != n {
+            return Err(GpuError::Unsupported(format!(
+                "a batch of {} ids for a model allocated for {b}×{t}",
+                x.len()
+            )));
+        }
+        let xi: Vec<i32> = x.iter().map(|&v| v as i32).collect();
+        let yi: Vec<i32> = y.iter().map(|&v| v as i32).collect();
+        self.gpu.write(&mut self.tokens, &xi)?;
+        self.gpu.write(&mut self.targets, &yi)?;
+        self.last_tokens = x.to_vec();
+        let g = &self.gpu;
+        let a = &self.acts;
+        g.encoder_forward(
+            a.encoded.ptr(),
+            self.tokens.ptr(),
+            self.p("wte", 0),
+            self.p("wpe", 0),
+            n,
+            t,
+            c,
+        )?;
+        g.residual_layernorm_forward(
+            0,
+            a.ln1.ptr(),
+            a.ln1_mean.ptr(),
+            a.ln1_rstd.ptr(),
+            a.encoded.ptr(),
+            None,
+            self.p("ln1w", 0),
+            self.p("ln1b", 0),
+            n,
+            c,
+        )?;
+        for l in 0..l_n {
+            let res_in = if l == 0 {
+                a.encoded.ptr()
+            } else {
+                a.residual3.at((l - 1) * n * c)
+            };
+            let qkv = a.qkv.at(l * n * 3 * c);
+            let atty = a.atty.at(l * n * c);
+            g.matmul_forward(
+                qkv,
+                a.ln1.at(l * n * c),
+                self.p("qkvw", l),
+                Some(self.p("qkvb", l)),
+                n,
+                c,
+                3 * c,
+            )?;
+            g.attention_forward(atty, a.lse.at(l * b * nh * t), qkv, b, t, nh)?;
+            g.matmul_forward(
+                a.proj.ptr(),
+                atty,
+                self.p("attprojw", l),
+                Some(self.p("attprojb", l)),
+                n,
+                c,
+                c,
+            )?;
+            g.residual_layernorm_forward(
+                a.residual2.at(l * n * c),
+                a.ln2.at(l * n * c),
+                a.ln2_mean.at(l * n),
+                a.ln2_rstd.at(l * n),
+                res_in,
+                Some(a.proj.ptr()),
+                self.p("ln2w", l),
+                self.p("ln2b", l),
+                n,
+                c,
+            )?;
+            let fch = a.fch.at(l * n * 4 * c);
+            let fch_gelu = a.fch_gelu.at(l * n * 4 * c);
+            g.matmul_forward(
+                fch,
+                a.ln2.at(l * n * c),
+                self.p("fcw", l),
+                Some(self.p("fcb", l)),
+                n,
+                c,
+                4 * c,
+            )?;
+            g.gelu_forward(fch_gelu, fch, n * 4 * c)?;
+            g.matmul_forward(
+                a.proj.ptr(),
+                fch_gelu,
+                self.p("fcprojw", l),
+                Some(self.p("fcprojb", l)),
+                n,
+                4 * c,
+                c,
+            )?;
+            let (out, mean, rstd, w, bias) = if l + 1 < l_n {
+                (
+                    a.ln1.at((l + 1) * n * c),
+                    a.ln1_mean.at((l + 1) * n),
+                    a.ln1_rstd.at((l + 1) * n),
+                    self.p("ln1w", l + 1),
+                    self.p("ln1b", l + 1),
+                )
+            } else {
+                (
+                    a.lnf.ptr(),
+                    a.lnf_mean.ptr(),
+                    a.lnf_rstd.ptr(),
+                    self.p("lnfw", 0),
+                    self.p("lnfb", 0),
+                )
+            };
+            g.residual_layernorm_forward(
+                a.residual3.at(l * n * c),
+                out,
+                mean,
+                rstd,
+                a.residual2.at(l * n * c),
+                Some(a.proj.ptr()),
+                w,
+                bias,
+                n,
+                c,
+            )?;
+        }
+        g.matmul_forward(
+            a.logits.ptr(),
+            a.lnf.ptr(),
+            self.p("wte", 0),
+            None,
+            n,
+            c,
+            cfg.padded_vocab_size,
+        )?;
+        g.fused_classifier(
+            a.logits.ptr(),
+            a.losses.ptr(),
+            self.targets.ptr(),
+            n,
+            cfg.vocab_size,
+            cfg.padded_vocab_size,
+            dloss,
+        )?;
+        let losses = g.download(&a.losses)?;
+        Ok((losses.iter().map(|&v| v as f64).sum::<f64>() / n as f64) as f32)
+    }
+
+    /// Backward pass of the last forward (which must have had dloss != 0): adds the
+    /// parameter gradients into the gradient buffer.
+    pub fn backward(&mut self) -> Result<(), GpuError> {
+        let cfg = self.config;
+        let (l_n, c, nh) = (cfg.num_layers, cfg.channels, cfg.num_heads);
+        let (b, t) = (self.b, self.t);
+        let n = b * t;
+        let g = &self.gpu;
+        let a = &self.acts;
+        let s = &self.scratch;
+        g.matmul_backward(
+            s,
+            a.dbuf.ptr(),
+            self.g("wte", 0),
+            None,
+            a.logits.ptr(),
+            a.lnf.ptr(),
+            self.p("wte", 0),
+            n,
+            c,
+            cfg.padded_vocab_size,
+            false,
+        )?;
+        g.layernorm_backward(
+            s,
+            a.dres.ptr(),
+            self.g("lnfw", 0),
+            self.g("lnfb", 0),
+            a.dbuf.ptr(),
+            a.residual3.at((l_n - 1) * n * c),
+            self.p("lnfw", 0),
+            a.lnf_mean.ptr(),
+            a.lnf_rstd.ptr(),
+            n,
+            c,
+            false,
+        )?;
+        for l in (0..l_n).rev() {
+            let res_in = if l == 0 {
+                a.encoded.ptr()
+            } else {
+                a.residual3.at((l - 1) * n * c)
+            };
+            g.matmul_backward(
+                s,
+                a.dfch.ptr(),
+                self.g("fcprojw", l),
+                Some(self.g("fcprojb", l)),
+                a.dres.ptr(),
+                a.fch_gelu.at(l * n * 4 * c),
+                self.p("fcprojw", l),
+                n,
+                4 * c,
+                c,
+                false,
+            )?;
+            g.gelu_backward(
+                a.dfch.ptr(),
+                a.fch.at(l * n * 4 * c),
+                a.dfch.ptr(),
+                n * 4 * c,
+            )?;
+            g.matmul_backward(
+                s,
+                a.dbuf.ptr(),
+                self.g("fcw", l),
+                Some(self.g("fcb", l)),
+                a.dfch.ptr(),
+                a.ln2.at(l * n * c),
+                self.p("fcw", l),
+                n,
+                c,
+                4 * c,
+                false,
+            )?;
+            g.layernorm_backward(
+                s,
+                a.dres.ptr(),
+                self.g("ln2w", l),
+                self.g("ln2b", l),
+                a.dbuf.ptr(),
+                a.residual2.at(l * n * c),
+                self.p("ln2w", l),
+                a.ln2_mean.at(l * n),
+                a.ln2_rstd.at(l * n),
+                n,
+                c,
+                true,
+            )?;
+            g.matmul_backward(
+                s,
+                a.dbuf.ptr(),
+                self.g("attprojw", l),
+                Some(self.g("attprojb", l)),
+                a.dres.ptr(),
+                a.atty.at(l * n * c),
+                self.p("attprojw", l),
+                n,
+                c,
+                c,
+                false,
+            )?;
+            g.attention_backward(
+                a.dqkv.ptr(),
+                a.dsum.ptr(),
+                a.dbuf.ptr(),
+                a.qkv.at(l * n * 3 * c),
+                a.atty.at(l * n * c),
+                a.lse.at(l * b * nh * t),
+                b,
+                t,
+                nh,
+            )?;
+            g.matmul_backward(
+                s,
+                a.dbuf.ptr(),
+                self.g("qkvw", l),
+                Some(self.g("qkvb", l)),
+                a.dqkv.ptr(),
+                a.ln1.at(l * n * c),
+                self.p("qkvw", l),
+                n,
+                c,
+                3 * c,
+                false,
+            )?;
+            g.layernorm_backward(
+                s,
+                a.dres.ptr(),
+                self.g("ln1w", l),
+                self.g("ln1b", l),
+                a.dbuf.ptr(),
+                res_in,
+                self.p("ln1w", l),
+                a.ln1_mean.at(l * n),
+                a.ln1_rstd.at(l * n),
+                n,
+                c,
+                true,
+            )?;
+        }
+        g.encoder_backward(
+            self.g("wte", 0),
+            self.g("wpe", 0),
+            a.dres.ptr(),
+            &self.last_tokens,
+            b,
+            t,
+            c,
+        )
+    }
+
+    pub fn zero_grads(&mut self) -> Result<(), GpuError> {
+        self.gpu.zero(&mut self.grads)
+    }
+
+    /// The gradients' global L2 norm.
+    pub fn grad_norm(&self) -> Result<f32, GpuError> {
+        let n = self.grads.len();
+        Ok(self
+            .gpu
+            .sum_squares(&self.scratch, self.grads.ptr(), n)?
+            .sqrt())
+    }
+
+    /// AdamW step `t` (from 1) on every tensor (decay on matrices and embeddings only, as
+    /// [`ParamLayout::decayed`]), gradients scaled by `grad_scale` (clipping).
+    pub fn update(&mut self, h: &AdamW, t: u32, grad_scale: f32) -> Result<(), GpuError> {
+        for (name, _, _) in &self.layout.tensors {
+            let r = self.layout.range(name);
+            let hp = AdamW {
+                weight_decay: if ParamLayout::decayed(name) {
+                    h.weight_decay
+                } else {
+                    0.0
+                },
+                ..*h
+            };
+            self.gpu.adamw(
+                self.master.at(r.start),
+                self.params.at(r.start),
+                self.grads.at(r.start),
+                self.m.at(r.start),
+                self.v.at(r.start),
+                r.end - r.start,
+                &hp,
+                t,
+                grad_scale,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The fp32 master weights and the moments, back on the host.
+    pub fn download(
+        &self,
+        params: &mut Params,
+        m: &mut Vec<f32>,
+        v: &mut Vec<f32>,
+    ) -> Result<(), GpuError> {
+        params.data = self.gpu.download(&self.master)?;
+        *m = self.gpu.download(&self.m)?;
+        *v = self.gpu.download(&self.v)?;
+        Ok(())
+    }
+
+    /// The parameter gradients (fp32), for tests.
+    pub fn gradients(&self) -> Result<Vec<f32>, GpuError> {
+        self.gpu.download(&self.grads)
+    }
+
+    /// The logits (or, after a forward with dloss != 0, their gradient) as fp32, for tests.
+    pub fn logits(&self) -> Result<Vec<f32>, GpuError> {
+        Ok(harman_kernels::cuda::from_bf16(
+            &self.gpu.download(&self.acts.logits)?,
+        ))
+    }
+
+    /// Peak-free device memory in use now, in bytes.
+    pub fn memory_used(&self) -> Result<usize, GpuError> {
+        let (free, total) = self.gpu.memory()?;
+        Ok(total - free)
+    }
+}
