@@ -171,6 +171,30 @@ fn quickstart_ingests_the_samples_with_manifests() {
         "3",
     ]));
     assert!(!g.stdout.is_empty());
+    // The eval stage: the tiny model scored on held-out shards and the bundled tasks.
+    let eval = manifest(&out.join("eval"));
+    assert_eq!(eval["counters"]["items.hellaswag"], 8);
+    assert_eq!(eval["counters"]["items.lambada"], 8);
+    assert_eq!(eval["counters"]["tokens.val"], 2048);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("eval/eval.json")).unwrap()).unwrap();
+    assert_eq!(report["step"], 10);
+    let hs = &report["multiple_choice"]["hellaswag"];
+    assert_eq!(hs["items"], 8);
+    assert_eq!(hs["chance"], 0.25);
+    let val_loss = report["intrinsic"]["val"]["loss"].as_f64().unwrap();
+    assert!(val_loss > 5.0 && val_loss < 11.5, "{val_loss}");
+    let results = read_parquet(&out.join("eval/results.parquet"));
+    assert_eq!(
+        results.num_rows() as u64,
+        eval["counters"]["metrics"].as_u64().unwrap()
+    );
+    let md = std::fs::read_to_string(out.join("eval/report.md")).unwrap();
+    assert!(
+        md.contains("| hellaswag acc_norm |")
+            && md.contains("![training and validation loss](loss.svg)")
+    );
+    assert!(out.join("eval/loss.svg").exists());
     let verify = ok(harman(&["verify", out.to_str().unwrap()]));
     assert!(String::from_utf8_lossy(&verify.stdout).contains("all outputs match"));
     let inspect = ok(harman(&[
@@ -1053,7 +1077,7 @@ fn json_logs_for_schedulers() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(summary.len(), 7, "{stdout}");
+    assert_eq!(summary.len(), 8, "{stdout}");
     let pile = summary.iter().find(|v| v["stage"] == "pile").unwrap();
     assert_eq!(
         pile["rows"],
@@ -2115,6 +2139,86 @@ fn train_on_tokenized_shards_resumes_bit_for_bit() {
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
         .collect();
     assert_eq!(params, saved.params.data);
+    // harman eval on that checkpoint: deterministic at any thread count, compared side by side.
+    let data = repo().join("tests/data/eval");
+    let eval_run = |out: &Path, threads: &str| {
+        ok(harman(&[
+            "eval",
+            "--checkpoint",
+            straight.to_str().unwrap(),
+            "--val",
+            &val_glob,
+            "--hellaswag",
+            data.join("hellaswag_sample.jsonl").to_str().unwrap(),
+            "--lambada",
+            data.join("lambada_sample.jsonl").to_str().unwrap(),
+            "--mc",
+            &format!("arc={}", data.join("mc_sample.jsonl").display()),
+            "--text",
+            &format!("books={}", data.join("lambada_sample.jsonl").display()),
+            "--limit",
+            "4",
+            "--options",
+            "max_tokens = 512\nprompts = [\"Hello\"]\nmax_new_tokens = 4",
+            "--threads",
+            threads,
+            "--out",
+            out.to_str().unwrap(),
+        ]))
+    };
+    let (e1, e2) = (dir.path().join("e1"), dir.path().join("e2"));
+    let printed = String::from_utf8_lossy(&eval_run(&e1, "1").stdout).into_owned();
+    assert!(
+        printed.contains("hellaswag acc_norm") && printed.contains("(chance 0.2500)"),
+        "{printed}"
+    );
+    eval_run(&e2, "2");
+    let j1 = std::fs::read(e1.join("eval.json")).unwrap();
+    assert_eq!(
+        j1,
+        std::fs::read(e2.join("eval.json")).unwrap(),
+        "1 vs 2 threads"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&j1).unwrap();
+    assert_eq!(report["multiple_choice"]["arc"]["items"], 4);
+    assert_eq!(report["lambada"]["items"], 4);
+    assert_eq!(report["intrinsic"]["val"]["tokens"], 512);
+    assert!(
+        report["intrinsic"]["books"]["bits_per_byte"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert_eq!(report["generations"][0]["prompt"], "Hello");
+    assert!(e1.join("report.md").exists() && e1.join("loss.svg").exists());
+    let cmp = ok(harman(&[
+        "eval",
+        "compare",
+        e1.to_str().unwrap(),
+        e2.to_str().unwrap(),
+    ]));
+    let table = String::from_utf8_lossy(&cmp.stdout);
+    assert!(
+        table.lines().any(|l| l.starts_with("| arc acc |")),
+        "{table}"
+    );
+    let o = harman(&[
+        "eval",
+        "--checkpoint",
+        straight.to_str().unwrap(),
+        "--mc",
+        "arc.jsonl",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("NAME=PATH"), "{}", text(&o));
+    let o = harman(&[
+        "eval",
+        "--checkpoint",
+        straight.to_str().unwrap(),
+        "--hellaswag",
+        "/no/such.jsonl",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     // A bad option names its field.
     let o = harman(&[
         "train",

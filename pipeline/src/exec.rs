@@ -307,8 +307,16 @@ impl StageRunner<'_> {
                         });
                     };
                     hashes.push((up.clone(), m.config_hash.clone()));
-                    for out in &m.outputs {
-                        let origin = self.origin(up, &out.path, &mut manifests).await?;
+                    // A stage without parts (train) hands on the files of its whole-output
+                    // step (the checkpoint, its log) instead.
+                    let whole = m.outputs.is_empty();
+                    let listed = if whole { &m.reports } else { &m.outputs };
+                    for out in listed {
+                        let origin = if whole {
+                            None
+                        } else {
+                            self.origin(up, &out.path, &mut manifests).await?
+                        };
                         specs.push(ShardSpec {
                             recorded_url: format!("{up}/{}", out.path),
                             input: part_input(&up_dir, specs.len(), out, origin),

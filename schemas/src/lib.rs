@@ -4,6 +4,7 @@
 
 mod clusters;
 mod documents;
+mod eval_results;
 mod filtered;
 mod rejects;
 mod text;
@@ -13,6 +14,7 @@ mod validate;
 
 pub use clusters::{clusters_schema, CLUSTERS_TABLE, CLUSTERS_VERSION};
 pub use documents::{documents_schema, DOCUMENTS_TABLE, DOCUMENTS_VERSION};
+pub use eval_results::{eval_results_schema, EVAL_RESULTS_TABLE, EVAL_RESULTS_VERSION};
 pub use filtered::{annotation_fields, filtered_schema, FILTERED_TABLE, FILTERED_VERSION};
 pub use rejects::{rejects_schema, RejectReason, REJECTS_TABLE, REJECTS_VERSION};
 pub use text::{text_schema, TEXT_TABLE, TEXT_VERSION};
@@ -76,6 +78,11 @@ pub fn all_tables() -> Vec<TableSchema> {
             name: TRAIN_LOG_TABLE,
             version: TRAIN_LOG_VERSION,
             schema: train_log_schema(),
+        },
+        TableSchema {
+            name: EVAL_RESULTS_TABLE,
+            version: EVAL_RESULTS_VERSION,
+            schema: eval_results_schema(),
         },
         TableSchema {
             name: REJECTS_TABLE,

@@ -2,6 +2,7 @@
 //! The pipeline crate finds stages through [`registry`] and never names one itself.
 
 pub mod dedup;
+pub mod eval;
 pub mod extract;
 pub mod filter;
 pub mod ingest;
@@ -27,5 +28,6 @@ pub fn registry() -> StageRegistry {
     r.register(dedup::KIND, dedup::DedupStage::factory);
     r.register(tokenize::KIND, tokenize::TokenizeStage::factory);
     r.register(train::KIND, train::TrainStage::factory);
+    r.register(eval::KIND, eval::EvalStage::factory);
     r
 }

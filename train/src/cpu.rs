@@ -68,6 +68,11 @@ pub struct Activations {
 }
 
 impl Activations {
+    /// The final LayerNorm's output `[B, T, C]` of the last pass (the output head's input).
+    pub fn hidden(&self) -> &[f32] {
+        &self.lnf
+    }
+
     pub fn new(cfg: &GptConfig, b: usize, t: usize) -> Activations {
         let (l, c, nh, vp) = (
             cfg.num_layers,
@@ -151,23 +156,42 @@ pub fn forward(
     targets: Option<&[u32]>,
     threads: usize,
 ) -> Result<f32, BatchError> {
+    let (b, t) = (acts.b, acts.t);
+    if let Some(tg) = targets {
+        check(&p.config, tg, b, t)?;
+    }
+    forward_hidden(p, acts, inputs, threads)?;
+    let cfg = &p.config;
+    let (c, v, vp, n) = (cfg.channels, cfg.vocab_size, cfg.padded_vocab_size, b * t);
+    acts.targets = targets.map(<[u32]>::to_vec).unwrap_or_default();
+    let mut logits = vec![0f32; n * vp];
+    matmul::forward(&mut logits, &acts.lnf, p.tensor("wte"), &[], c, vp, threads);
+    loss::softmax_forward(&mut acts.probs, &logits, v, vp, threads);
+    match targets {
+        Some(tg) => {
+            loss::crossentropy_forward(&mut acts.losses, &acts.probs, tg, vp);
+            Ok(acts.losses.iter().map(|&x| x as f64).sum::<f64>() as f32 / n as f32)
+        }
+        None => Ok(f32::NAN),
+    }
+}
+
+/// The forward pass up to the final LayerNorm (no output head): [`Activations::hidden`]
+/// then holds each position's `[C]` vector, for callers that need the logits of a few
+/// positions only (evaluation).
+pub fn forward_hidden(
+    p: &Params,
+    acts: &mut Activations,
+    inputs: &[u32],
+    threads: usize,
+) -> Result<(), BatchError> {
     let cfg = &p.config;
     let (b, t) = (acts.b, acts.t);
     check(cfg, inputs, b, t)?;
-    if let Some(tg) = targets {
-        check(cfg, tg, b, t)?;
-    }
-    let (l_n, c, nh, v, vp) = (
-        cfg.num_layers,
-        cfg.channels,
-        cfg.num_heads,
-        cfg.vocab_size,
-        cfg.padded_vocab_size,
-    );
+    let (l_n, c, nh) = (cfg.num_layers, cfg.channels, cfg.num_heads);
     let n = b * t;
     let w = |name: &str| p.tensor(name);
     acts.inputs = inputs.to_vec();
-    acts.targets = targets.map(<[u32]>::to_vec).unwrap_or_default();
     encoder::forward(&mut acts.encoded, inputs, w("wte"), w("wpe"), t, c);
     let drop = acts.dropout;
     if let Some(d) = drop {
@@ -283,16 +307,7 @@ pub fn forward(
         w("lnfb"),
         c,
     );
-    let mut logits = vec![0f32; n * vp];
-    matmul::forward(&mut logits, &acts.lnf, w("wte"), &[], c, vp, threads);
-    loss::softmax_forward(&mut acts.probs, &logits, v, vp, threads);
-    match targets {
-        Some(tg) => {
-            loss::crossentropy_forward(&mut acts.losses, &acts.probs, tg, vp);
-            Ok(acts.losses.iter().map(|&x| x as f64).sum::<f64>() as f32 / n as f32)
-        }
-        None => Ok(f32::NAN),
-    }
+    Ok(())
 }
 
 /// Backward pass of the last [`forward`] (which must have had targets): adds the gradient

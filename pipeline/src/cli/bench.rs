@@ -81,6 +81,8 @@ pub enum BenchWhat {
     Tokenize(super::bench_tokenize::TokenizeBenchArgs),
     /// Training throughput of the CPU backend (tokens/s) on synthetic batches.
     Train(super::bench_train::TrainBenchArgs),
+    /// Log-likelihood scoring throughput (HellaSwag items) of the eval stage.
+    Eval(super::bench_eval::EvalBenchArgs),
     /// The filter stage's annotation (language, quality rules, PII, bad words, toxicity)
     /// on a `text` table part or folder: documents/s and MB/s on one core.
     Filter {
@@ -123,6 +125,7 @@ pub async fn bench(args: BenchArgs) -> Result<(), Failure> {
         BenchWhat::Dedup(args) => super::bench_dedup::bench_dedup(args).await,
         BenchWhat::Tokenize(args) => super::bench_tokenize::bench_tokenize(args),
         BenchWhat::Train(args) => super::bench_train::bench_train(args),
+        BenchWhat::Eval(args) => super::bench_eval::bench_eval(args),
     }
 }
 

@@ -6,10 +6,12 @@
 
 mod bench;
 mod bench_dedup;
+mod bench_eval;
 mod bench_tokenize;
 mod bench_train;
 mod classify;
 mod dedup;
+mod eval;
 mod extract;
 mod inspect;
 mod labeled;
@@ -90,6 +92,9 @@ pub enum Command {
     Generate(train::GenerateArgs),
     /// Write a checkpoint in Hugging Face's GPT-2 layout (config.json + model.safetensors).
     ExportHf(train::ExportArgs),
+    /// Evaluate a checkpoint (loss, perplexity, bits per byte, HellaSwag, LAMBADA, multiple
+    /// choice) into eval.json + report.md; `harman eval compare RUN…` for several runs.
+    Eval(eval::EvalArgs),
     /// Write a checkpoint in llm.c's format (the gpt2_124M.bin that train_gpt2.c reads).
     ExportLlmc(train::ExportLlmcArgs),
     /// Measure throughput (and extraction quality).
@@ -176,6 +181,7 @@ pub fn main() -> ExitCode {
             Command::Generate(args) => train::generate(args),
             Command::ExportHf(args) => train::export_hf(args),
             Command::ExportLlmc(args) => train::export_llmc(args),
+            Command::Eval(args) => eval::eval(args),
             Command::Bench(args) => bench::bench(args).await,
         }
     });

@@ -213,9 +213,13 @@ pub fn train(args: TrainArgs, bars: bool) -> Result<(), Failure> {
 }
 
 /// A checkpoint folder, or a training output folder (its latest checkpoint).
-fn checkpoint_dir(path: &Path) -> anyhow::Result<PathBuf> {
+pub fn checkpoint_dir(path: &Path) -> anyhow::Result<PathBuf> {
     if path.join("state.json").exists() {
         return Ok(path.to_path_buf());
+    }
+    // A DAG train stage's folder holds its final checkpoint in checkpoint/.
+    if path.join("checkpoint").join("state.json").exists() {
+        return Ok(path.join("checkpoint"));
     }
     checkpoint::latest(path).ok_or_else(|| {
         anyhow!(

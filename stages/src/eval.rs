@@ -1,0 +1,308 @@
+//! The `eval` stage, the DAG's last node: the final checkpoint of its upstream `train` stage
+//! evaluated (harman-eval, CPU) on the held-out shards of its upstream `tokenize` stage and on
+//! the datasets its options name (HellaSwag, LAMBADA, generic multiple-choice JSONL, raw
+//! text). It has no parts: its whole-output step writes `eval.json` (the report),
+//! `report.md` (the human summary with the loss curve and sample generations), `loss.svg`
+//! and `results.parquet` (the `eval_results` table). Everything is computed on the CPU in a
+//! fixed order, so reruns are byte-identical.
+
+use crate::report::ShardReport;
+use crate::stage::{
+    FinishContext, Finished, OptionError, ShardInput, Stage, StageContext, StageError, StageInputs,
+};
+use arrow::array::{Float64Array, RecordBatch, StringArray, UInt64Array};
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::prelude::{DataFrame, SessionContext};
+use harman_eval::run::{evaluate, EvalSpec};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const KIND: &str = "eval";
+
+/// The `eval` stage.
+#[derive(Debug)]
+pub struct EvalStage {
+    /// The options as given (paths as written, so the config hash does not depend on where
+    /// the config lives).
+    given: EvalSpec,
+    /// The same with paths resolved against the config's folder.
+    spec: EvalSpec,
+    /// sha256 of every dataset file (so that new data means a new evaluation).
+    files: BTreeMap<String, String>,
+    tokenizer: String,
+    schema: SchemaRef,
+}
+
+impl EvalStage {
+    pub fn factory(
+        options: &serde_json::Value,
+        context: &StageContext,
+    ) -> Result<Arc<dyn Stage>, OptionError> {
+        let mut options = options.clone();
+        let tokenizer = match options.as_object_mut().and_then(|o| o.remove("tokenizer")) {
+            Some(serde_json::Value::String(t)) => t,
+            Some(_) => {
+                return Err(OptionError::field(
+                    "tokenizer",
+                    "`gpt2` or the path of a tokenizer.json",
+                ))
+            }
+            None => "gpt2".to_string(),
+        };
+        let given: EvalSpec = OptionError::parse(&options)?;
+        let spec = given.resolved(|p| context.resolve(&p.to_string_lossy()));
+        let mut files = BTreeMap::new();
+        for (name, path) in spec.files() {
+            let bytes = std::fs::read(&path).map_err(|e| {
+                OptionError::field(
+                    name.split('.').next().unwrap_or(&name),
+                    format!("{name}: cannot read {}: {e}", path.display()),
+                )
+            })?;
+            files.insert(name, hex::encode(Sha256::digest(&bytes)));
+        }
+        let tokenizer = if tokenizer == "gpt2" {
+            tokenizer
+        } else {
+            context.resolve(&tokenizer).display().to_string()
+        };
+        Ok(Arc::new(EvalStage {
+            given,
+            spec,
+            files,
+            tokenizer,
+            schema: Arc::new(harman_schemas::eval_results_schema()),
+        }))
+    }
+}
+
+/// The local path of the input whose path ends with `suffix`.
+fn input_ending(parts: &[ShardInput], suffix: &str) -> Option<PathBuf> {
+    parts
+        .iter()
+        .find(|p| p.path.as_ref().ends_with(suffix))
+        .and_then(|p| p.local_path.clone())
+}
+
+/// `val_*.bin` next to the upstream token parts.
+fn val_shards(parts: &[ShardInput]) -> Result<Vec<PathBuf>, StageError> {
+    let Some(dir) = parts
+        .iter()
+        .find(|p| p.path.as_ref().ends_with(".parquet") && p.path.as_ref().contains("part-"))
+        .and_then(|p| p.local_path.as_ref())
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+    else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| StageError::Input(format!("cannot list {}: {e}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy())
+                .is_some_and(|n| n.starts_with("val_") && n.ends_with(".bin"))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn results_batch(
+    schema: &SchemaRef,
+    report: &harman_eval::report::EvalReport,
+) -> Result<RecordBatch, StageError> {
+    let rows = report.table();
+    Ok(RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(UInt64Array::from(vec![report.step; rows.len()])),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.0.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2))),
+            Arc::new(Float64Array::from(
+                rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+            )),
+            Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.4))),
+        ],
+    )?)
+}
+
+#[async_trait]
+impl Stage for EvalStage {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn output_table(&self) -> &'static str {
+        harman_schemas::EVAL_RESULTS_TABLE
+    }
+
+    fn output_schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::json!({ "spec": self.given, "files": self.files, "tokenizer": self.tokenizer })
+    }
+
+    fn inputs(&self) -> StageInputs {
+        StageInputs::Upstream
+    }
+
+    async fn plan_shard(
+        &self,
+        _ctx: &SessionContext,
+        shard: &ShardInput,
+        _report: Arc<ShardReport>,
+    ) -> Result<DataFrame, StageError> {
+        Err(StageError::Input(format!(
+            "the eval stage has no parts (asked for {})",
+            shard.url
+        )))
+    }
+
+    fn per_shard(&self) -> bool {
+        false
+    }
+
+    fn finishes(&self) -> bool {
+        true
+    }
+
+    async fn finish(&self, ctx: FinishContext) -> Result<Finished, StageError> {
+        let ckpt = input_ending(&ctx.parts, "checkpoint/model.safetensors")
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .ok_or_else(|| {
+                StageError::Input(
+                    "no checkpoint among the inputs: an eval stage depends on a train stage \
+                     (and, for held-out loss, the tokenize stage before it), with local outputs"
+                        .into(),
+                )
+            })?;
+        let log = input_ending(&ctx.parts, "log.jsonl");
+        let val = val_shards(&ctx.parts)?;
+        let (spec, tokenizer, threads) = (self.spec.clone(), self.tokenizer.clone(), ctx.threads);
+        let run_name = ctx
+            .parts
+            .iter()
+            .find(|p| p.path.as_ref().ends_with("checkpoint/model.safetensors"))
+            .and_then(|p| p.path.as_ref().split('/').rev().nth(2).map(str::to_string))
+            .unwrap_or_else(|| "model".into());
+        let work = std::env::temp_dir().join(format!(
+            "harman-eval-{}-{}",
+            &ctx.config_hash[..16.min(ctx.config_hash.len())],
+            std::process::id()
+        ));
+        let job = tokio::task::spawn_blocking(move || {
+            let loaded = harman_train::checkpoint::load(&ckpt).map_err(|e| e.to_string())?;
+            let tok = harman_tokenizer::Tokenizer::load(&tokenizer).map_err(|e| e.to_string())?;
+            let report = evaluate(
+                &loaded.params,
+                &tok,
+                &spec,
+                &val,
+                &run_name,
+                loaded.state.step,
+                threads,
+            )
+            .map_err(|e| e.to_string())?;
+            let svg = match &log {
+                Some(log) => {
+                    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+                    harman_train::trainer::write_plot(log, &work.join("loss.svg"))
+                        .map_err(|e| e.to_string())?;
+                    let bytes = std::fs::read(work.join("loss.svg")).map_err(|e| e.to_string())?;
+                    let _ = std::fs::remove_dir_all(&work);
+                    Some(bytes)
+                }
+                None => None,
+            };
+            Ok::<_, String>((report, svg))
+        });
+        let (report, svg) = job
+            .await
+            .map_err(|e| StageError::Input(format!("evaluation failed: {e}")))?
+            .map_err(StageError::Input)?;
+        let mut finished = Finished::default();
+        let mut json = serde_json::to_vec_pretty(&report.summary())
+            .map_err(|e| StageError::Input(e.to_string()))?;
+        json.push(b'\n');
+        finished.files.push(ctx.put("eval.json", json, 0).await?);
+        let md = report.markdown(svg.as_ref().map(|_| "loss.svg"));
+        finished
+            .files
+            .push(ctx.put("report.md", md.into_bytes(), 0).await?);
+        if let Some(svg) = svg {
+            finished.files.push(ctx.put("loss.svg", svg, 0).await?);
+        }
+        let batch = results_batch(&self.schema, &report)?;
+        let rows = batch.num_rows() as u64;
+        let mut parquet_bytes = Vec::new();
+        {
+            let props = parquet::file::properties::WriterProperties::builder()
+                .set_created_by("harman".into())
+                .build();
+            let mut w = parquet::arrow::ArrowWriter::try_new(
+                &mut parquet_bytes,
+                self.schema.clone(),
+                Some(props),
+            )
+            .map_err(|e| StageError::Input(format!("results.parquet: {e}")))?;
+            w.write(&batch)
+                .and_then(|_| w.close().map(|_| ()))
+                .map_err(|e| StageError::Input(format!("results.parquet: {e}")))?;
+        }
+        finished
+            .files
+            .push(ctx.put("results.parquet", parquet_bytes, rows).await?);
+        finished.counters.insert("metrics".into(), rows);
+        for (name, m) in &report.multiple_choice {
+            finished
+                .counters
+                .insert(format!("items.{name}"), m.items as u64);
+        }
+        if let Some(l) = &report.lambada {
+            finished
+                .counters
+                .insert("items.lambada".into(), l.items as u64);
+        }
+        for (name, m) in &report.intrinsic {
+            finished.counters.insert(format!("tokens.{name}"), m.tokens);
+        }
+        Ok(finished)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_name_the_field() {
+        let bad = |json: serde_json::Value| {
+            EvalStage::factory(&json, &StageContext::default())
+                .err()
+                .and_then(|e| e.field)
+        };
+        assert_eq!(
+            bad(serde_json::json!({"tasks": 1})).as_deref(),
+            Some("tasks")
+        );
+        assert_eq!(
+            bad(serde_json::json!({"hellaswag": "/no/such/file.jsonl"})).as_deref(),
+            Some("hellaswag")
+        );
+        assert_eq!(
+            bad(serde_json::json!({"multiple_choice": {"arc": "/no/such.jsonl"}})).as_deref(),
+            Some("multiple_choice")
+        );
+        assert!(
+            EvalStage::factory(&serde_json::json!({"limit": 5}), &StageContext::default()).is_ok()
+        );
+    }
+}
