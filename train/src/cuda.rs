@@ -472,14 +472,7 @@ impl GpuModel {
     pub fn update(&mut self, h: &AdamW, t: u32, grad_scale: f32) -> Result<(), GpuError> {
         for (name, _, _) in &self.layout.tensors {
             let r = self.layout.range(name);
-            let hp = AdamW {
-                weight_decay: if ParamLayout::decayed(name) {
-                    h.weight_decay
-                } else {
-                    0.0
-                },
-                ..*h
-            };
+            let hp = ParamLayout::adamw_for(name, h);
             self.gpu.adamw(
                 self.master.at(r.start),
                 self.params.at(r.start),

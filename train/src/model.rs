@@ -4,6 +4,7 @@
 //! ([`ParamLayout`]), so the optimizer, checkpoints and the CUDA backend see one array.
 
 use crate::rng::Rng;
+use harman_kernels::cpu::adamw::AdamW;
 use serde::{Deserialize, Serialize};
 
 /// Model shape.
@@ -234,6 +235,19 @@ impl ParamLayout {
             name,
             "wte" | "wpe" | "qkvw" | "attprojw" | "fcw" | "fcprojw"
         )
+    }
+
+    /// AdamW's hyperparameters for tensor `name`: `h`, without weight decay where the
+    /// tensor is not [`decayed`](ParamLayout::decayed).
+    pub fn adamw_for(name: &str, h: &AdamW) -> AdamW {
+        AdamW {
+            weight_decay: if ParamLayout::decayed(name) {
+                h.weight_decay
+            } else {
+                0.0
+            },
+            ..*h
+        }
     }
 }
 

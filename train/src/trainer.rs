@@ -451,14 +451,7 @@ impl Trainer {
         let layout: &ParamLayout = &self.params.layout;
         for (name, _, _) in &layout.tensors {
             let r = layout.range(name);
-            let hp = AdamW {
-                weight_decay: if ParamLayout::decayed(name) {
-                    h.weight_decay
-                } else {
-                    0.0
-                },
-                ..*h
-            };
+            let hp = ParamLayout::adamw_for(name, h);
             adamw::update(
                 &mut self.params.data[r.clone()],
                 &grads[r.clone()],
