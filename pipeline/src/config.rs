@@ -459,7 +459,7 @@ mod tests {
         let e = parse_str(text).unwrap_err();
         assert!(
             e.message
-                .contains("known kinds: dedup, extract, filter, ingest"),
+                .contains("known kinds: dedup, eval, extract, filter, ingest"),
             "{e}"
         );
 
