@@ -21,6 +21,11 @@ for t in nvrtc cuda_ops cuda; do
         status=1
     fi
     grep -q "test result: ok" "$out/test_$t.log" || status=1
+    # On a GPU machine a skipped GPU test is a failure, not a pass.
+    if grep -q "skipped: " "$out/test_$t.log"; then
+        echo "$t: tests skipped (no usable GPU or NVRTC?)"
+        status=1
+    fi
 done
 echo "== bench"
 ./harman bench train --device cuda --preset tiny --batch 4 --seq 64 --steps 5 2>&1 | tee "$out/bench_tiny.log"
