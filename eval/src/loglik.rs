@@ -170,11 +170,11 @@ impl Scorer<'_> {
     }
 }
 
-/// Index of the largest value (the first of equals).
-fn argmax(xs: &[f32]) -> usize {
+/// Index of the largest value (the first of equals, as numpy's and torch's argmax).
+pub fn argmax<T: PartialOrd>(xs: &[T]) -> usize {
     let mut best = 0;
-    for (i, &v) in xs.iter().enumerate() {
-        if v > xs[best] {
+    for (i, v) in xs.iter().enumerate() {
+        if *v > xs[best] {
             best = i;
         }
     }

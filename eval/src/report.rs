@@ -98,6 +98,25 @@ impl EvalReport {
         rows
     }
 
+    /// The files an evaluation writes: `eval.json` (the [`summary`](EvalReport::summary)),
+    /// `report.md`, and `loss.svg` drawn from the training log's text when there is one.
+    pub fn files(&self, training_log: Option<&str>) -> Vec<(&'static str, Vec<u8>)> {
+        let mut json = serde_json::to_vec_pretty(&self.summary()).unwrap_or_default();
+        json.push(b'\n');
+        let svg = training_log.map(harman_train::trainer::loss_svg);
+        let mut files = vec![
+            ("eval.json", json),
+            (
+                "report.md",
+                self.markdown(svg.as_ref().map(|_| "loss.svg")).into_bytes(),
+            ),
+        ];
+        if let Some(svg) = svg {
+            files.push(("loss.svg", svg.into_bytes()));
+        }
+        files
+    }
+
     /// The Markdown summary; `loss_svg` names the loss curve image beside it, if any.
     pub fn markdown(&self, loss_svg: Option<&str>) -> String {
         let mut s = String::new();

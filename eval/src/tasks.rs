@@ -13,7 +13,7 @@
 //!   `Question: {question}\nAnswer:`), scored like HellaSwag — ARC-, MMLU- or TruthfulQA-style
 //!   sets as JSONL run without code changes.
 
-use crate::loglik::{Request, Scorer};
+use crate::loglik::{argmax, Request, Scorer};
 use crate::{input_err, EvalError};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Read};
@@ -134,7 +134,8 @@ pub fn hellaswag(path: &Path, limit: Option<usize>) -> Result<Vec<Choice>, EvalE
         .enumerate()
         .map(|(i, v)| {
             let endings = strings(field(v, "endings", path, i + 1)?, path, i + 1)?;
-            let context = match v.get("ctx_a") {
+            // The original release: activity label + ctx_a + capitalized ctx_b, cleaned.
+            let (context, choices) = match v.get("ctx_a") {
                 Some(a) => {
                     let b = v["ctx_b"].as_str().unwrap_or("");
                     let mut cap = b.chars();
@@ -143,20 +144,21 @@ pub fn hellaswag(path: &Path, limit: Option<usize>) -> Result<Vec<Choice>, EvalE
                         None => String::new(),
                     };
                     let ctx = format!("{} {b}", a.as_str().unwrap_or(""));
-                    hellaswag_preprocess(&format!(
-                        "{}: {ctx}",
-                        v["activity_label"].as_str().unwrap_or("")
-                    ))
+                    (
+                        hellaswag_preprocess(&format!(
+                            "{}: {ctx}",
+                            v["activity_label"].as_str().unwrap_or("")
+                        )),
+                        endings.iter().map(|e| hellaswag_preprocess(e)).collect(),
+                    )
                 }
-                None => field(v, "ctx", path, i + 1)?
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            };
-            let choices: Vec<String> = if v.get("ctx_a").is_some() {
-                endings.iter().map(|e| hellaswag_preprocess(e)).collect()
-            } else {
-                endings
+                None => (
+                    field(v, "ctx", path, i + 1)?
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    endings,
+                ),
             };
             let answer = index(field(v, "label", path, i + 1)?, choices.len(), &choices)
                 .ok_or_else(|| input_err(path, format!("item {}: bad label", i + 1)))?;
@@ -232,8 +234,8 @@ pub fn score_choices(scorer: &Scorer, items: &[Choice]) -> Result<McResult, Eval
             .zip(&it.choices)
             .map(|(l, c)| l / c.chars().count().max(1) as f64)
             .collect();
-        acc += usize::from(first_max(&ll) == it.answer);
-        acc_norm += usize::from(first_max(&norm) == it.answer);
+        acc += usize::from(argmax(&ll) == it.answer);
+        acc_norm += usize::from(argmax(&norm) == it.answer);
         chance += 1.0 / it.choices.len() as f64;
         lls.push(ll);
     }
@@ -245,17 +247,6 @@ pub fn score_choices(scorer: &Scorer, items: &[Choice]) -> Result<McResult, Eval
         chance: chance / n,
         lls,
     })
-}
-
-/// Index of the first largest value (numpy's argmax).
-fn first_max(xs: &[f64]) -> usize {
-    let mut best = 0;
-    for (i, &v) in xs.iter().enumerate() {
-        if v > xs[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 /// LAMBADA requests: (everything before the last space, " " + the last word).
@@ -303,6 +294,31 @@ mod tests {
             "Roof shingle removal: A man is on a roof.. Tips"
         );
         assert_eq!(hellaswag_preprocess("  a  b "), "a b");
+    }
+
+    #[test]
+    fn bad_lines_are_reported_with_file_and_line() {
+        let dir = std::env::temp_dir().join(format!("harman-tasks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("mc.jsonl");
+        std::fs::write(
+            &p,
+            "{\"question\": \"q\", \"choices\": [\"a\", \"b\"], \"answer\": 1}\n{not json\n",
+        )
+        .unwrap();
+        let err = multiple_choice(&p, None).unwrap_err().to_string();
+        assert!(err.contains("mc.jsonl") && err.contains("line 2"), "{err}");
+        std::fs::write(
+            &p,
+            "{\"question\": \"q\", \"choices\": [\"a\", \"b\"], \"answer\": 5}\n",
+        )
+        .unwrap();
+        let err = multiple_choice(&p, None).unwrap_err().to_string();
+        assert!(err.contains("item 1") && err.contains("answer"), "{err}");
+        std::fs::write(&p, "{\"text\": \"oneword\"}\n").unwrap();
+        let err = lambada(&p, None).unwrap_err().to_string();
+        assert!(err.contains("item 1"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

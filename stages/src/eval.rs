@@ -175,7 +175,12 @@ impl Stage for EvalStage {
     }
 
     async fn finish(&self, ctx: FinishContext) -> Result<Finished, StageError> {
-        let ckpt = input_ending(&ctx.parts, "checkpoint/model.safetensors")
+        let ckpt_part = ctx
+            .parts
+            .iter()
+            .find(|p| p.path.as_ref().ends_with("checkpoint/model.safetensors"));
+        let ckpt = ckpt_part
+            .and_then(|p| p.local_path.as_ref())
             .and_then(|p| p.parent().map(Path::to_path_buf))
             .ok_or_else(|| {
                 StageError::Input(
@@ -184,20 +189,13 @@ impl Stage for EvalStage {
                         .into(),
                 )
             })?;
+        // The train stage's name: the folder above its checkpoint/.
+        let run_name = ckpt_part
+            .and_then(|p| p.path.as_ref().split('/').rev().nth(2).map(str::to_string))
+            .unwrap_or_else(|| "model".into());
         let log = input_ending(&ctx.parts, "log.jsonl");
         let val = val_shards(&ctx.parts)?;
         let (spec, tokenizer, threads) = (self.spec.clone(), self.tokenizer.clone(), ctx.threads);
-        let run_name = ctx
-            .parts
-            .iter()
-            .find(|p| p.path.as_ref().ends_with("checkpoint/model.safetensors"))
-            .and_then(|p| p.path.as_ref().split('/').rev().nth(2).map(str::to_string))
-            .unwrap_or_else(|| "model".into());
-        let work = std::env::temp_dir().join(format!(
-            "harman-eval-{}-{}",
-            &ctx.config_hash[..16.min(ctx.config_hash.len())],
-            std::process::id()
-        ));
         let job = tokio::task::spawn_blocking(move || {
             let loaded = harman_train::checkpoint::load(&ckpt).map_err(|e| e.to_string())?;
             let tok = harman_tokenizer::Tokenizer::load(&tokenizer).map_err(|e| e.to_string())?;
@@ -211,34 +209,21 @@ impl Stage for EvalStage {
                 threads,
             )
             .map_err(|e| e.to_string())?;
-            let svg = match &log {
-                Some(log) => {
-                    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
-                    harman_train::trainer::write_plot(log, &work.join("loss.svg"))
-                        .map_err(|e| e.to_string())?;
-                    let bytes = std::fs::read(work.join("loss.svg")).map_err(|e| e.to_string())?;
-                    let _ = std::fs::remove_dir_all(&work);
-                    Some(bytes)
+            let log = match &log {
+                Some(p) => {
+                    Some(std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?)
                 }
                 None => None,
             };
-            Ok::<_, String>((report, svg))
+            Ok::<_, String>((report, log))
         });
-        let (report, svg) = job
+        let (report, log) = job
             .await
             .map_err(|e| StageError::Input(format!("evaluation failed: {e}")))?
             .map_err(StageError::Input)?;
         let mut finished = Finished::default();
-        let mut json = serde_json::to_vec_pretty(&report.summary())
-            .map_err(|e| StageError::Input(e.to_string()))?;
-        json.push(b'\n');
-        finished.files.push(ctx.put("eval.json", json, 0).await?);
-        let md = report.markdown(svg.as_ref().map(|_| "loss.svg"));
-        finished
-            .files
-            .push(ctx.put("report.md", md.into_bytes(), 0).await?);
-        if let Some(svg) = svg {
-            finished.files.push(ctx.put("loss.svg", svg, 0).await?);
+        for (name, bytes) in report.files(log.as_deref()) {
+            finished.files.push(ctx.put(name, bytes, 0).await?);
         }
         let batch = results_batch(&self.schema, &report)?;
         let rows = batch.num_rows() as u64;

@@ -236,6 +236,16 @@ pub fn resume_mismatch(
     None
 }
 
+/// The factor clipping scales the gradients by: `clip / norm` when a clip is set
+/// (`clip > 0`) and the norm exceeds it, else 1.
+pub fn clip_scale(norm: f32, clip: f32) -> f32 {
+    if clip > 0.0 && norm > clip {
+        clip / norm
+    } else {
+        1.0
+    }
+}
+
 /// Global L2 norm of the gradients (summed in f64, in order).
 pub fn grad_norm(grads: &[f32]) -> f32 {
     grads
@@ -442,8 +452,8 @@ impl Trainer {
             cpu::backward(&self.params, acts, grads, 1.0 / accum as f32, self.threads);
         }
         let norm = grad_norm(grads);
-        if self.opts.grad_clip > 0.0 && norm > self.opts.grad_clip {
-            let s = self.opts.grad_clip / norm;
+        let s = clip_scale(norm, self.opts.grad_clip);
+        if s < 1.0 {
             for g in grads.iter_mut() {
                 *g *= s;
             }
@@ -512,11 +522,7 @@ impl Trainer {
                     gpu.backward()?;
                 }
                 let norm = gpu.grad_norm()?;
-                let scale = if self.opts.grad_clip > 0.0 && norm > self.opts.grad_clip {
-                    self.opts.grad_clip / norm
-                } else {
-                    1.0
-                };
+                let scale = clip_scale(norm, self.opts.grad_clip);
                 gpu.update(&adamw, self.step as u32 + 1, scale)?;
                 (loss, norm)
             } else {
@@ -568,6 +574,13 @@ impl Trainer {
 pub fn write_plot(log: &Path, svg: &Path) -> Result<(), TrainError> {
     let text = std::fs::read_to_string(log)
         .map_err(|e| TrainError::Io(format!("{}: {e}", log.display())))?;
+    std::fs::write(svg, loss_svg(&text))
+        .map_err(|e| TrainError::Io(format!("{}: {e}", svg.display())))
+}
+
+/// The SVG line plot of train (and validation) loss against step of a JSONL training log's
+/// text.
+pub fn loss_svg(text: &str) -> String {
     let (mut train, mut val) = (Vec::new(), Vec::new());
     for line in text.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -604,7 +617,7 @@ pub fn write_plot(log: &Path, svg: &Path) -> Result<(), TrainError> {
             p.join(" ")
         )
     };
-    let svg_text = format!(
+    format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <line x1=\"{pad}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"black\"/><line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{b}\" stroke=\"black\"/>\n\
@@ -616,8 +629,7 @@ pub fn write_plot(log: &Path, svg: &Path) -> Result<(), TrainError> {
         b = h - pad,
         r = w - pad,
         lb = h - pad + 20.0,
-    );
-    std::fs::write(svg, svg_text).map_err(|e| TrainError::Io(format!("{}: {e}", svg.display())))
+    )
 }
 
 #[cfg(test)]

@@ -157,18 +157,12 @@ pub fn eval(args: EvalArgs) -> Result<(), Failure> {
     std::fs::create_dir_all(&out)?;
     let log = [ckpt_arg.join("log.jsonl"), dir.join("../log.jsonl")]
         .into_iter()
-        .find(|p| p.exists());
-    let svg = match &log {
-        Some(log) => {
-            harman_train::trainer::write_plot(log, &out.join("loss.svg"))?;
-            Some("loss.svg")
-        }
-        None => None,
-    };
-    let mut json = serde_json::to_vec_pretty(&report.summary())?;
-    json.push(b'\n');
-    std::fs::write(out.join("eval.json"), json)?;
-    std::fs::write(out.join("report.md"), report.markdown(svg))?;
+        .find(|p| p.exists())
+        .map(std::fs::read_to_string)
+        .transpose()?;
+    for (name, bytes) in report.files(log.as_deref()) {
+        std::fs::write(out.join(name), bytes)?;
+    }
     for (name, v, chance) in report.rows() {
         match chance {
             Some(c) => println!("{name:32} {v:10.4}   (chance {c:.4})"),
