@@ -15,15 +15,16 @@
 #define BWD_TILE 32
 #define ROW (HS + 2)  // bf16 row stride of per-thread rows in shared memory (conflict-free)
 
-// Loads rows [first, first + rows) of one head's q/k/v part (column offset `col`) as fp32
-// into tile[rows][HS]; rows past T are zero.
-__device__ __forceinline__ void load_tile(float* tile, const bf16* qkv, int b, int first,
-                                          int rows, int t_len, int c, int col) {
+// Loads rows [first, first + rows) of one head's slice (columns col .. col + HS) of a
+// [B, T, stride] tensor — qkv (stride 3C) or the attention output's gradient (stride C) —
+// as fp32 into tile[rows][HS]; rows past T are zero.
+__device__ __forceinline__ void load_tile(float* tile, const bf16* src, int b, int first,
+                                          int rows, int t_len, int stride, int col) {
     for (int e = threadIdx.x; e < rows * HS; e += blockDim.x) {
         const int r = e / HS;
         const int d = e % HS;
         const int t = first + r;
-        tile[e] = t < t_len ? bf2f(qkv[((i64)b * t_len + t) * 3 * c + col + d]) : 0.0f;
+        tile[e] = t < t_len ? bf2f(src[((i64)b * t_len + t) * stride + col + d]) : 0.0f;
     }
 }
 
@@ -54,8 +55,8 @@ extern "C" __global__ void __launch_bounds__(TILE) attention_forward(
     float l = 0.0f;
     for (int kt = 0; kt <= (int)blockIdx.x; kt++) {
         __syncthreads();
-        load_tile(ks, qkv, b, kt * TILE, TILE, t_len, c, c + h * HS);
-        load_tile(vs, qkv, b, kt * TILE, TILE, t_len, c, 2 * c + h * HS);
+        load_tile(ks, qkv, b, kt * TILE, TILE, t_len, 3 * c, c + h * HS);
+        load_tile(vs, qkv, b, kt * TILE, TILE, t_len, 3 * c, 2 * c + h * HS);
         __syncthreads();
         if (qi < t_len) {
             const int last = min(TILE - 1, qi - kt * TILE);
@@ -152,11 +153,8 @@ extern "C" __global__ void __launch_bounds__(TILE) attention_backward_dkdv(
     const i64 stat = ((i64)b * nh + h) * t_len;
     for (int first = blockIdx.x * TILE; first < t_len; first += BWD_TILE) {
         __syncthreads();
-        load_tile(qs, qkv, b, first, BWD_TILE, t_len, c, h * HS);
-        for (int e = threadIdx.x; e < BWD_TILE * HS; e += blockDim.x) {
-            const int t = first + e / HS;
-            dos[e] = t < t_len ? bf2f(dout[((i64)b * t_len + t) * c + h * HS + e % HS]) : 0.0f;
-        }
+        load_tile(qs, qkv, b, first, BWD_TILE, t_len, 3 * c, h * HS);
+        load_tile(dos, dout, b, first, BWD_TILE, t_len, c, h * HS);
         for (int r = threadIdx.x; r < BWD_TILE; r += blockDim.x) {
             const int t = first + r;
             ls[r] = t < t_len ? lse[stat + t] : 0.0f;
@@ -227,8 +225,8 @@ extern "C" __global__ void __launch_bounds__(TILE) attention_backward_dq(
     const int end = min(t_len, (int)(blockIdx.x + 1) * TILE);
     for (int first = 0; first < end; first += BWD_TILE) {
         __syncthreads();
-        load_tile(ks, qkv, b, first, BWD_TILE, t_len, c, c + h * HS);
-        load_tile(vs, qkv, b, first, BWD_TILE, t_len, c, 2 * c + h * HS);
+        load_tile(ks, qkv, b, first, BWD_TILE, t_len, 3 * c, c + h * HS);
+        load_tile(vs, qkv, b, first, BWD_TILE, t_len, 3 * c, 2 * c + h * HS);
         __syncthreads();
         if (!valid) {
             continue;

@@ -126,18 +126,20 @@ impl GpuModel {
         Ok(model)
     }
 
+    /// Offset of layer `l`'s slice of parameter tensor `name` in the flat layout.
+    fn offset(&self, name: &str, l: usize) -> usize {
+        let r = self.layout.range(name);
+        r.start + l * (r.end - r.start) / self.layers_of(name)
+    }
+
     /// Address of layer `l`'s slice of parameter tensor `name` in the bf16 copy.
     fn p(&self, name: &str, l: usize) -> u64 {
-        let r = self.layout.range(name);
-        let per = (r.end - r.start) / self.layers_of(name);
-        self.params.at(r.start + l * per)
+        self.params.at(self.offset(name, l))
     }
 
     /// Address of layer `l`'s slice of the gradient of `name`.
     fn g(&self, name: &str, l: usize) -> u64 {
-        let r = self.layout.range(name);
-        let per = (r.end - r.start) / self.layers_of(name);
-        self.grads.at(r.start + l * per)
+        self.grads.at(self.offset(name, l))
     }
 
     fn layers_of(&self, name: &str) -> usize {

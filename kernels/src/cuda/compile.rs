@@ -202,16 +202,21 @@ pub fn cached(
     Ok(ptx)
 }
 
-/// The defines each file is built with (attention once per supported head size).
-pub fn variants(file: &KernelFile) -> Vec<Vec<String>> {
+/// The defines `file` is built with for a model of head size `head_size` (only the
+/// attention kernels depend on it).
+pub fn defines(file: &KernelFile, head_size: usize) -> Vec<String> {
     if file.name == ATTENTION.name {
-        HEAD_SIZES
-            .iter()
-            .map(|hs| vec![format!("HS={hs}")])
-            .collect()
+        vec![format!("HS={head_size}")]
     } else {
-        vec![Vec::new()]
+        Vec::new()
     }
+}
+
+/// Every build of `file`: one per supported head size where it depends on it.
+pub fn variants(file: &KernelFile) -> Vec<Vec<String>> {
+    let mut all: Vec<Vec<String>> = HEAD_SIZES.iter().map(|&hs| defines(file, hs)).collect();
+    all.dedup();
+    all
 }
 
 /// Compiles every kernel file (every variant) for `arch` with spills as errors; returns the

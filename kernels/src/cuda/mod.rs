@@ -124,11 +124,7 @@ impl Gpu {
         let blas = CudaBlas::new(stream.clone())?;
         let mut functions = HashMap::new();
         for file in compile::FILES {
-            let defines = if file.name == compile::ATTENTION.name {
-                vec![format!("HS={head_size}")]
-            } else {
-                Vec::new()
-            };
+            let defines = compile::defines(&file, head_size);
             let module = ctx.load_module(compile::cached(&file, arch, &defines)?)?;
             for &k in file.kernels {
                 functions.insert(k, module.load_function(k)?);

@@ -148,7 +148,7 @@ fn bench_gpu(
             let l = gpu.forward(x, y, dloss)?;
             gpu.backward()?;
             let norm = gpu.grad_norm()?;
-            let scale = if norm > 1.0 { 1.0 / norm } else { 1.0 };
+            let scale = harman_train::trainer::clip_scale(norm, 1.0);
             gpu.update(&h, step as u32 + 1, scale)?;
             gpu.gpu.synchronize()?;
             Ok::<f32, harman_kernels::cuda::GpuError>(l)
