@@ -1,36 +1,76 @@
 // Softmax + cross-entropy + the logits' gradient in one kernel, one block per row: the loss
 // -log softmax(logits)[target] over the real vocabulary V, and (when dloss != 0) the
 // logits overwritten in place by (softmax - onehot(target)) * dloss, the padded columns
-// V..Vp by 0. Nothing of size V is written besides the gradient itself.
+// V..Vp by 0. Nothing of size V is written besides the gradient itself. The row is read
+// twice: once for its maximum and sum together (online softmax: each thread rescales its
+// running sum when its maximum grows; the block combines the pairs in a fixed order), once
+// to write the gradient; 16 bytes per access when Vp is a multiple of 8.
+
+// Adds logit x to a running (max, sum of exp(· - max)).
+__device__ __forceinline__ void online(float& mx, float& s, float x) {
+    if (x > mx) {
+        s = s * expf(mx - x) + 1.0f;
+        mx = x;
+    } else {
+        s += expf(x - mx);
+    }
+}
 
 extern "C" __global__ void fused_classifier(bf16* logits, float* losses, const int* targets,
                                             int v, int vp, float dloss) {
     __shared__ float scratch[32];
     const int row = blockIdx.x;
     bf16* x = logits + (i64)row * vp;
+    const bool vec = (vp & 7) == 0 && aligned16(x);
     float mx = NEG_INF;
-    for (int i = threadIdx.x; i < v; i += blockDim.x) {
-        mx = fmaxf(mx, bf2f(x[i]));
-    }
-    mx = block_max(mx, scratch);
     float s = 0.0f;
-    for (int i = threadIdx.x; i < v; i += blockDim.x) {
-        s += expf(bf2f(x[i]) - mx);
+    if (vec) {
+        float f[8];
+        for (int i = threadIdx.x; i < vp / 8; i += blockDim.x) {
+            unpack8(f, ((const uint4*)x)[i]);
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                if (i * 8 + k < v) {
+                    online(mx, s, f[k]);
+                }
+            }
+        }
+    } else {
+        for (int i = threadIdx.x; i < v; i += blockDim.x) {
+            online(mx, s, bf2f(x[i]));
+        }
     }
+    const float bmx = block_max(mx, scratch);
+    s = mx == NEG_INF ? 0.0f : s * expf(mx - bmx);
     s = block_sum(s, scratch);
-    const float lse = mx + logf(s);
+    const float lse = bmx + logf(s);
     const int target = targets[row];
     if (threadIdx.x == 0) {
         losses[row] = lse - bf2f(x[target]);
     }
     __syncthreads();  // the target's logit is read before it is overwritten
-    if (dloss != 0.0f) {
-        for (int i = threadIdx.x; i < vp; i += blockDim.x) {
-            float g = 0.0f;
-            if (i < v) {
-                g = (expf(bf2f(x[i]) - lse) - (i == target ? 1.0f : 0.0f)) * dloss;
+    if (dloss == 0.0f) {
+        return;
+    }
+    if (vec) {
+        float f[8];
+        for (int i = threadIdx.x; i < vp / 8; i += blockDim.x) {
+            unpack8(f, ((const uint4*)x)[i]);
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                const int col = i * 8 + k;
+                f[k] = col < v ? (expf(f[k] - lse) - (col == target ? 1.0f : 0.0f)) * dloss
+                               : 0.0f;
             }
-            x[i] = f2bf(g);
+            ((uint4*)x)[i] = pack8(f);
         }
+        return;
+    }
+    for (int i = threadIdx.x; i < vp; i += blockDim.x) {
+        float g = 0.0f;
+        if (i < v) {
+            g = (expf(bf2f(x[i]) - lse) - (i == target ? 1.0f : 0.0f)) * dloss;
+        }
+        x[i] = f2bf(g);
     }
 }

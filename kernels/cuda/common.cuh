@@ -63,3 +63,30 @@ __device__ float block_max(float v, float* scratch) {
     v = lane < warps ? scratch[lane] : NEG_INF;
     return warp_max(v);
 }
+
+// Eight bf16 values in one 16-byte word (the vectorized paths' unit of load and store).
+__device__ __forceinline__ void unpack8(float* f, uint4 v) {
+    const unsigned int w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        f[2 * k] = bf2f((bf16)(w[k] & 0xffffu));
+        f[2 * k + 1] = bf2f((bf16)(w[k] >> 16));
+    }
+}
+
+__device__ __forceinline__ uint4 pack8(const float* f) {
+    unsigned int w[4];
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        w[k] = (unsigned int)f2bf(f[2 * k]) | ((unsigned int)f2bf(f[2 * k + 1]) << 16);
+    }
+    return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+// Whether every pointer given is 16-byte aligned (the vectorized paths need it).
+__device__ __forceinline__ bool aligned16(const void* a, const void* b = 0, const void* c = 0,
+                                          const void* d = 0) {
+    return ((((unsigned long long)a) | ((unsigned long long)b) | ((unsigned long long)c) |
+             ((unsigned long long)d)) &
+            15ull) == 0;
+}

@@ -6,7 +6,9 @@
 #define LN_EPS 1e-5f
 
 // x = a (+ b when b is not null; the sum is stored to `residual` as bf16), then
-// out = (x - mean) * rstd * weight + bias; mean and rstd saved per row.
+// out = (x - mean) * rstd * weight + bias; mean and rstd saved per row. Rows whose width is
+// a multiple of 8 (with aligned buffers) move 16 bytes per load; a lane's later passes
+// re-read the values it wrote or read itself (from L1).
 extern "C" __global__ void residual_layernorm_forward(bf16* residual, bf16* out, float* mean,
                                                       float* rstd, const bf16* a,
                                                       const bf16* b, const bf16* weight,
@@ -18,7 +20,58 @@ extern "C" __global__ void residual_layernorm_forward(bf16* residual, bf16* out,
     }
     const bf16* xa = a + (i64)row * c;
     bf16* xr = residual + (i64)row * c;
+    bf16* o = out + (i64)row * c;
+    const bool vec = (c & 7) == 0 && aligned16(xa, b, weight, bias) && aligned16(xr, o);
     float s = 0.0f;
+    if (vec) {
+        const int cv = c >> 3;
+        float x[8];
+        float y[8];
+        for (int v = lane; v < cv; v += 32) {
+            unpack8(x, ((const uint4*)xa)[v]);
+            if (b != 0) {
+                unpack8(y, ((const uint4*)(b + (i64)row * c))[v]);
+#pragma unroll
+                for (int k = 0; k < 8; k++) {
+                    x[k] = bf2f(f2bf(x[k] + y[k]));
+                }
+                ((uint4*)xr)[v] = pack8(x);
+            }
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                s += x[k];
+            }
+        }
+        if (b != 0) {
+            xa = xr;
+        }
+        const float m = warp_sum(s) / c;
+        float var = 0.0f;
+        for (int v = lane; v < cv; v += 32) {
+            unpack8(x, ((const uint4*)xa)[v]);
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                var += (x[k] - m) * (x[k] - m);
+            }
+        }
+        const float r = rsqrtf(warp_sum(var) / c + LN_EPS);
+        float w[8];
+        for (int v = lane; v < cv; v += 32) {
+            unpack8(x, ((const uint4*)xa)[v]);
+            unpack8(w, ((const uint4*)weight)[v]);
+            unpack8(y, ((const uint4*)bias)[v]);
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                x[k] = (x[k] - m) * r * w[k] + y[k];
+            }
+            ((uint4*)o)[v] = pack8(x);
+        }
+        if (lane == 0) {
+            mean[row] = m;
+            rstd[row] = r;
+        }
+        return;
+    }
     if (b != 0) {
         const bf16* xb = b + (i64)row * c;
         for (int i = lane; i < c; i += 32) {
@@ -40,7 +93,6 @@ extern "C" __global__ void residual_layernorm_forward(bf16* residual, bf16* out,
         v += d * d;
     }
     const float r = rsqrtf(warp_sum(v) / c + LN_EPS);
-    bf16* o = out + (i64)row * c;
     for (int i = lane; i < c; i += 32) {
         o[i] = f2bf((bf2f(xa[i]) - m) * r * bf2f(weight[i]) + bf2f(bias[i]));
     }
@@ -51,7 +103,8 @@ extern "C" __global__ void residual_layernorm_forward(bf16* residual, bf16* out,
 }
 
 // dinp (+)= rstd * (w*dout - mean(w*dout) - norm * mean(w*dout*norm)); `accumulate` adds to
-// dinp (the residual stream's gradient) instead of overwriting it.
+// dinp (the residual stream's gradient) instead of overwriting it. 16-byte loads as in the
+// forward pass when the width and buffers allow.
 extern "C" __global__ void layernorm_backward_input(bf16* dinp, const bf16* dout,
                                                     const bf16* inp, const bf16* weight,
                                                     const float* mean, const float* rstd,
@@ -68,6 +121,45 @@ extern "C" __global__ void layernorm_backward_input(bf16* dinp, const bf16* dout
     const float r = rstd[row];
     float s1 = 0.0f;
     float s2 = 0.0f;
+    if ((c & 7) == 0 && aligned16(dy, x, weight, dx)) {
+        const int cv = c >> 3;
+        float xv[8];
+        float wv[8];
+        float dv[8];
+        for (int v = lane; v < cv; v += 32) {
+            unpack8(xv, ((const uint4*)x)[v]);
+            unpack8(wv, ((const uint4*)weight)[v]);
+            unpack8(dv, ((const uint4*)dy)[v]);
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                const float g = wv[k] * dv[k];
+                s1 += g;
+                s2 += g * (xv[k] - m) * r;
+            }
+        }
+        s1 = warp_sum(s1) / c;
+        s2 = warp_sum(s2) / c;
+        float old[8];
+        for (int v = lane; v < cv; v += 32) {
+            unpack8(xv, ((const uint4*)x)[v]);
+            unpack8(wv, ((const uint4*)weight)[v]);
+            unpack8(dv, ((const uint4*)dy)[v]);
+            if (accumulate) {
+                unpack8(old, ((const uint4*)dx)[v]);
+            }
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                const float g = wv[k] * dv[k];
+                float d = (g - s1 - (xv[k] - m) * r * s2) * r;
+                if (accumulate) {
+                    d += old[k];
+                }
+                dv[k] = d;
+            }
+            ((uint4*)dx)[v] = pack8(dv);
+        }
+        return;
+    }
     for (int i = lane; i < c; i += 32) {
         const float norm = (bf2f(x[i]) - m) * r;
         const float g = bf2f(weight[i]) * bf2f(dy[i]);

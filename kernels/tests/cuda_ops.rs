@@ -5,7 +5,7 @@
 //! is usable.
 
 use harman_kernels::cpu;
-use harman_kernels::cuda::{from_bf16, probe, to_bf16, Buf, Gpu};
+use harman_kernels::cuda::{from_bf16, probe, to_bf16, AttentionKernels, Buf, Gpu};
 
 struct Rng(u64);
 impl Rng {
@@ -236,28 +236,38 @@ fn matmul_forward_and_backward() {
 
 #[test]
 fn flash_attention_forward_and_backward() {
-    let Some(g) = gpu() else { return };
-    // T not a multiple of the 64-row tiles, several heads and sequences.
-    let (b, t, nh) = (2, 150, 3);
+    let Some(mut g) = gpu() else { return };
+    // Both GPU implementations; T not a multiple of the 64-row tiles, several heads and
+    // sequences, and a longer sequence of whole tiles.
+    for kernels in [AttentionKernels::TensorCores, AttentionKernels::CudaCores] {
+        g.attention = kernels;
+        for (b, t, nh, seed) in [(2, 150, 3, 4), (1, 256, 2, 40)] {
+            check_attention(&g, b, t, nh, seed, &format!("{kernels:?} B={b} T={t}"));
+        }
+    }
+}
+
+fn check_attention(g: &Gpu, b: usize, t: usize, nh: usize, seed: u64, what: &str) {
     let c = nh * 64;
-    let mut r = Rng(4);
+    let mut r = Rng(seed);
     let qkv = bf(&r.vec(b * t * 3 * c, 1.0));
     let (mut want, mut att) = (vec![0f32; b * t * c], vec![0f32; b * nh * t * t]);
     cpu::attention::forward(&mut want, &mut att, &qkv, b, t, c, nh, None, 1);
     let qkv_d = g.upload(&to_bf16(&qkv)).unwrap();
-    let out = poisoned_bf16(&g, b * t * c);
-    let lse = poisoned_f32(&g, b * nh * t);
+    let out = poisoned_bf16(g, b * t * c);
+    let lse = poisoned_f32(g, b * nh * t);
     g.attention_forward(out.ptr(), lse.ptr(), qkv_d.ptr(), b, t, nh)
         .unwrap();
-    let e = rel_err(&dl16(&g, &out), &want);
-    assert!(e < TOL, "attention forward {e}");
+    let e = rel_err(&dl16(g, &out), &want);
+    eprintln!("{what}: attention forward relative error {e:.2e}");
+    assert!(e < TOL, "{what}: attention forward {e}");
 
     let dout = bf(&r.vec(b * t * c, 1.0));
     let mut dqkv = vec![0f32; b * t * 3 * c];
     cpu::attention::backward(&mut dqkv, &dout, &qkv, &att, b, t, c, nh, None, 1);
     let dout_d = g.upload(&to_bf16(&dout)).unwrap();
-    let dqkv_d = poisoned_bf16(&g, b * t * 3 * c);
-    let dsum = poisoned_f32(&g, b * nh * t);
+    let dqkv_d = poisoned_bf16(g, b * t * 3 * c);
+    let dsum = poisoned_f32(g, b * nh * t);
     g.attention_backward(
         dqkv_d.ptr(),
         dsum.ptr(),
@@ -270,7 +280,7 @@ fn flash_attention_forward_and_backward() {
         nh,
     )
     .unwrap();
-    let got = dl16(&g, &dqkv_d);
+    let got = dl16(g, &dqkv_d);
     for (part, name) in ["dq", "dk", "dv"].iter().enumerate() {
         let pick = |x: &[f32]| -> Vec<f32> {
             x.chunks_exact(3 * c)
@@ -278,7 +288,8 @@ fn flash_attention_forward_and_backward() {
                 .collect()
         };
         let e = rel_err(&pick(&got), &pick(&dqkv));
-        assert!(e < 2.0 * TOL, "attention backward {name} {e}");
+        eprintln!("{what}: attention backward {name} relative error {e:.2e}");
+        assert!(e < 2.0 * TOL, "{what}: attention backward {name} {e}");
     }
 }
 

@@ -73,8 +73,21 @@ pub const ATTENTION: KernelFile = KernelFile {
     ],
 };
 
+pub const FLASH: KernelFile = KernelFile {
+    name: "flash",
+    source: include_str!("../../cuda/flash.cu"),
+    kernels: &["flash_forward", "flash_backward_dkdv", "flash_backward_dq"],
+};
+
 /// Every kernel file.
-pub const FILES: [KernelFile; 6] = [ENCODER, LAYERNORM, GELU, CLASSIFIER, OPTIMIZER, ATTENTION];
+pub const FILES: [KernelFile; 7] = [
+    ENCODER, LAYERNORM, GELU, CLASSIFIER, OPTIMIZER, ATTENTION, FLASH,
+];
+
+/// Whether `file` is built once per head size.
+pub fn per_head_size(file: &KernelFile) -> bool {
+    file.name == ATTENTION.name || file.name == FLASH.name
+}
 
 /// Head sizes the attention kernels are built for (a compile-time constant in them; each
 /// backward thread holds two head-size vectors in registers, so 128 would spill).
@@ -205,7 +218,7 @@ pub fn cached(
 /// The defines `file` is built with for a model of head size `head_size` (only the
 /// attention kernels depend on it).
 pub fn defines(file: &KernelFile, head_size: usize) -> Vec<String> {
-    if file.name == ATTENTION.name {
+    if per_head_size(file) {
         vec![format!("HS={head_size}")]
     } else {
         Vec::new()

@@ -10,8 +10,9 @@ pub use ops::Scratch;
 
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr};
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// Why the GPU path cannot run or failed.
 #[derive(Debug, thiserror::Error)]
@@ -90,16 +91,33 @@ fn arch_name(cc: (i32, i32)) -> Option<&'static str> {
     })
 }
 
+/// Bytes of cuBLAS workspace.
+const BLAS_WORKSPACE: usize = 32 << 20;
+
+/// Which attention kernels run: the tensor-core ones (`flash.cu`, the default) or the
+/// CUDA-core ones (`attention.cu`, a second GPU implementation the tests compare; chosen
+/// with `HARMAN_ATTENTION=simt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionKernels {
+    TensorCores,
+    CudaCores,
+}
+
 /// One GPU: context, stream, cuBLAS handle and the loaded kernels.
 pub struct Gpu {
     pub ctx: Arc<CudaContext>,
     pub stream: Arc<CudaStream>,
     blas: CudaBlas,
+    /// cuBLAS's workspace (32 MiB, NVIDIA's advice for Hopper), owned here.
+    _blas_workspace: CudaSlice<u8>,
     functions: HashMap<&'static str, CudaFunction>,
     /// The head size the attention kernels were built for.
     pub head_size: usize,
     pub arch: &'static str,
     pub name: String,
+    pub attention: AttentionKernels,
+    /// Per-kernel device time when `HARMAN_CUDA_PROFILE` is set ([`Gpu::profile_table`]).
+    profile: Option<Mutex<BTreeMap<String, (u64, f64)>>>,
 }
 
 impl Gpu {
@@ -122,6 +140,17 @@ impl Gpu {
         })?;
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(stream.clone())?;
+        let blas_workspace = stream.alloc_zeros::<u8>(BLAS_WORKSPACE)?;
+        // SAFETY: the handle is live and the buffer outlives it (both owned by Gpu; the
+        // buffer is dropped after the handle, fields dropping in declaration order).
+        unsafe {
+            cudarc::cublas::sys::cublasSetWorkspace_v2(
+                *blas.handle(),
+                blas_workspace.device_ptr(&stream).0 as *mut std::ffi::c_void,
+                BLAS_WORKSPACE,
+            )
+            .result()?;
+        }
         let mut functions = HashMap::new();
         for file in compile::FILES {
             let defines = compile::defines(&file, head_size);
@@ -135,11 +164,57 @@ impl Gpu {
             ctx,
             stream,
             blas,
+            _blas_workspace: blas_workspace,
             functions,
             head_size,
             arch,
             name,
+            attention: match std::env::var("HARMAN_ATTENTION").as_deref() {
+                Ok("simt") => AttentionKernels::CudaCores,
+                _ => AttentionKernels::TensorCores,
+            },
+            profile: std::env::var_os("HARMAN_CUDA_PROFILE").map(|_| Mutex::default()),
         })
+    }
+
+    /// Runs `launch`; when profiling, synchronizes around it and adds its time to `key`'s
+    /// entry (so a profiled run is slower, but each kernel's share is its own).
+    pub(crate) fn timed<R>(
+        &self,
+        key: impl FnOnce() -> String,
+        launch: impl FnOnce() -> Result<R, GpuError>,
+    ) -> Result<R, GpuError> {
+        let Some(profile) = &self.profile else {
+            return launch();
+        };
+        self.synchronize()?;
+        let start = Instant::now();
+        let r = launch()?;
+        self.synchronize()?;
+        let s = start.elapsed().as_secs_f64();
+        let mut map = profile.lock().unwrap_or_else(|e| e.into_inner());
+        let e = map.entry(key()).or_insert((0, 0.0));
+        e.0 += 1;
+        e.1 += s;
+        Ok(r)
+    }
+
+    /// The profile so far (kernel or GEMM shape, calls, total and share of time), largest
+    /// first; None unless `HARMAN_CUDA_PROFILE` was set when the GPU was opened.
+    pub fn profile_table(&self) -> Option<String> {
+        let map = self.profile.as_ref()?.lock().unwrap_or_else(|e| e.into_inner());
+        let total: f64 = map.values().map(|v| v.1).sum();
+        let mut rows: Vec<_> = map.iter().collect();
+        rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+        let mut out = format!("{:<44} {:>7} {:>11} {:>6}\n", "kernel", "calls", "ms", "%");
+        for (k, (calls, s)) in rows {
+            out += &format!(
+                "{k:<44} {calls:>7} {:>11.2} {:>6.1}\n",
+                s * 1e3,
+                100.0 * s / total.max(1e-12)
+            );
+        }
+        Some(out)
     }
 
     fn function(&self, name: &str) -> &CudaFunction {

@@ -2,7 +2,7 @@
 //! addresses (`u64`, from [`Buf::at`]). Shapes as the CPU reference: rows N = B·T, row-major
 //! `[N, C]` activations, `[OC, C]` weights. bf16 buffers are `u16`, fp32 `f32`, ids `i32`.
 
-use super::{Buf, Gpu, GpuError};
+use super::{AttentionKernels, Buf, Gpu, GpuError};
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
 use std::ffi::c_void;
 
@@ -64,20 +64,23 @@ impl Gpu {
             .map(|s| s as *mut u64 as *mut c_void)
             .collect();
         let f = self.function(name);
-        // SAFETY: each slot holds one argument in its low bytes (little-endian), in the
-        // kernel's parameter order; the addresses are live device buffers of the right size
-        // (the callers' contract).
-        unsafe {
-            cudarc::driver::result::launch_kernel(
-                f.cu_function(),
-                grid,
-                (block, 1, 1),
-                0,
-                self.stream.cu_stream(),
-                &mut ptrs,
-            )?;
-        }
-        Ok(())
+        self.timed(
+            || name.to_string(),
+            // SAFETY: each slot holds one argument in its low bytes (little-endian), in the
+            // kernel's parameter order; the addresses are live device buffers of the right
+            // size (the callers' contract).
+            || unsafe {
+                cudarc::driver::result::launch_kernel(
+                    f.cu_function(),
+                    grid,
+                    (block, 1, 1),
+                    0,
+                    self.stream.cu_stream(),
+                    &mut ptrs,
+                )
+                .map_err(GpuError::from)
+            },
+        )
     }
 
     /// Scratch sized for rows of up to `max_cols` columns.
@@ -334,9 +337,14 @@ impl Gpu {
         } else {
             cudaDataType::CUDA_R_16BF
         };
+        let key = || {
+            let t = |x: bool| if x { "T" } else { "N" };
+            let out = if c_f32 { "f32" } else { "bf16" };
+            format!("gemm {}{} {m}x{n}x{k} -> {out}", t(trans_a), t(trans_b))
+        };
         // SAFETY: the addresses are device buffers holding the shapes described by
         // (m, n, k, ld*), which the callers derive from the same sizes they allocated.
-        unsafe {
+        self.timed(key, || unsafe {
             cudarc::cublas::result::gemm_ex(
                 *self.blas.handle(),
                 op(trans_a),
@@ -358,8 +366,8 @@ impl Gpu {
                 cublasComputeType_t::CUBLAS_COMPUTE_32F,
                 cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )?;
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// out[n, oc] = inp[n, c] · weight[oc, c]ᵀ (+ bias), bf16.
@@ -380,7 +388,7 @@ impl Gpu {
         if let Some(bias) = bias {
             self.launch(
                 "add_bias",
-                (blocks(n * oc, THREADS), 1, 1),
+                (blocks((n * oc).div_ceil(8), THREADS), 1, 1),
                 THREADS,
                 &[P(out), P(bias), L(n as i64), I(int(oc)?)],
             )?;
@@ -431,10 +439,14 @@ impl Gpu {
         t: usize,
         nh: usize,
     ) -> Result<(), GpuError> {
+        let (name, threads) = match self.attention {
+            AttentionKernels::TensorCores => ("flash_forward", 128),
+            AttentionKernels::CudaCores => ("attention_forward", 64),
+        };
         self.launch(
-            "attention_forward",
+            name,
             self.attention_grid(b, t, nh),
-            64,
+            threads,
             &[P(out), P(lse), P(qkv), I(int(t)?), I(int(nh)?)],
         )
     }
@@ -476,24 +488,18 @@ impl Gpu {
             I(int(t)?),
             I(int(nh)?),
         ];
-        self.launch(
-            "attention_backward_dkdv",
-            self.attention_grid(b, t, nh),
-            64,
-            &args,
-        )?;
-        self.launch(
-            "attention_backward_dq",
-            self.attention_grid(b, t, nh),
-            64,
-            &args,
-        )
+        let (dkdv, dq, threads) = match self.attention {
+            AttentionKernels::TensorCores => ("flash_backward_dkdv", "flash_backward_dq", 128),
+            AttentionKernels::CudaCores => ("attention_backward_dkdv", "attention_backward_dq", 64),
+        };
+        self.launch(dkdv, self.attention_grid(b, t, nh), threads, &args)?;
+        self.launch(dq, self.attention_grid(b, t, nh), threads, &args)
     }
 
     pub fn gelu_forward(&self, out: u64, inp: u64, n: usize) -> Result<(), GpuError> {
         self.launch(
             "gelu_forward",
-            (blocks(n, THREADS), 1, 1),
+            (blocks(n.div_ceil(8), THREADS), 1, 1),
             THREADS,
             &[P(out), P(inp), L(n as i64)],
         )
@@ -503,7 +509,7 @@ impl Gpu {
     pub fn gelu_backward(&self, dinp: u64, inp: u64, dout: u64, n: usize) -> Result<(), GpuError> {
         self.launch(
             "gelu_backward",
-            (blocks(n, THREADS), 1, 1),
+            (blocks(n.div_ceil(8), THREADS), 1, 1),
             THREADS,
             &[P(dinp), P(inp), P(dout), L(n as i64)],
         )

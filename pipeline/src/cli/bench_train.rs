@@ -182,5 +182,8 @@ fn bench_gpu(
         mfu * 100.0,
         used as f64 / (1u64 << 30) as f64
     );
+    if let Some(table) = gpu.gpu.profile_table() {
+        println!("per-kernel time over {steps} steps + warm-up (HARMAN_CUDA_PROFILE; synchronized, so slower):\n{table}");
+    }
     Ok(())
 }

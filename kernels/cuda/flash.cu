@@ -1,0 +1,385 @@
+// Causal multi-head attention on the tensor cores (FlashAttention-2's schedule): bf16
+// operands, fp32 accumulation through `mma.sync.m16n8k16`, no T×T matrix in memory.
+// qkv is [B, T, 3C] (head h's query at columns h*HS, key at C + h*HS, value at 2C + h*HS),
+// out [B, T, C], lse [B, NH, T] (natural log of the softmax denominator of the scaled
+// scores). A block is 4 warps; each warp owns 16 rows (queries, or keys in dK/dV), so a
+// block owns a tile of 64. Tiles of the other operand are staged in shared memory, row-major
+// for the operands read along the head dimension and transposed for those read along the
+// sequence. The backward pass is three kernels without atomics: D = rowsum(dout * out)
+// (attention.cu's attention_backward_d), dK/dV per key tile looping over query tiles, and
+// dQ per query tile looping over key tiles; every sum runs in a fixed order, so results
+// repeat bit for bit. The probabilities are recomputed from the saved log-sum-exp and fed
+// to the second product as bf16, as FlashAttention does.
+
+#ifndef HS
+#define HS 64
+#endif
+#define ROWS 64            // rows per tile (4 warps × 16)
+#define RS (HS + 8)        // bf16 stride of a row-major [ROWS][HS] tile (16-byte pad)
+#define TS (ROWS + 8)      // bf16 stride of a transposed [HS][ROWS] tile
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
+
+typedef unsigned int u32;
+
+// d[16×8] += a[16×16] · b[16×8] (a row-major, b column-major fragments; PTX ISA layout).
+__device__ __forceinline__ void mma(float* d, const u32* a, u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats as a bf16 pair, the first in the low half (the lower column).
+__device__ __forceinline__ u32 pack(float lo, float hi) {
+    return (u32)f2bf(lo) | ((u32)f2bf(hi) << 16);
+}
+
+__device__ __forceinline__ u32 ld32(const bf16* p) {
+    return *(const u32*)p;
+}
+
+// Rows [first, first + ROWS) of one head's slice (columns col .. col + HS) of a [B, T,
+// stride] tensor into tile[ROWS][RS], 16 bytes per load; rows past T are zero.
+__device__ __forceinline__ void load_rows(bf16* tile, const bf16* src, int b, int first,
+                                          int t_len, int stride, int col) {
+    const int per_row = HS / 8;
+    for (int e = threadIdx.x; e < ROWS * per_row; e += blockDim.x) {
+        const int r = e / per_row;
+        const int v = e % per_row;
+        const int t = first + r;
+        uint4 x = make_uint4(0, 0, 0, 0);
+        if (t < t_len) {
+            x = *(const uint4*)(src + ((i64)b * t_len + t) * stride + col + v * 8);
+        }
+        *(uint4*)(tile + r * RS + v * 8) = x;
+    }
+}
+
+// The same rows transposed: tile[d][r] for d < HS, r < ROWS (stride TS).
+__device__ __forceinline__ void load_rows_t(bf16* tile, const bf16* src, int b, int first,
+                                            int t_len, int stride, int col) {
+    const int per_row = HS / 8;
+    for (int e = threadIdx.x; e < ROWS * per_row; e += blockDim.x) {
+        const int r = e / per_row;
+        const int v = e % per_row;
+        const int t = first + r;
+        uint4 x = make_uint4(0, 0, 0, 0);
+        if (t < t_len) {
+            x = *(const uint4*)(src + ((i64)b * t_len + t) * stride + col + v * 8);
+        }
+        const u32 w[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            tile[(v * 8 + 2 * k) * TS + r] = (bf16)(w[k] & 0xffffu);
+            tile[(v * 8 + 2 * k + 1) * TS + r] = (bf16)(w[k] >> 16);
+        }
+    }
+}
+
+// A fragments (16 rows × HS) of this warp's rows of a row-major tile, for products that
+// run along the head dimension.
+__device__ __forceinline__ void a_fragments(u32 (*a)[4], const bf16* tile, int warp,
+                                            int lane) {
+    const int g = lane >> 2;
+    const int q4 = lane & 3;
+    const bf16* w = tile + warp * 16 * RS;
+#pragma unroll
+    for (int kc = 0; kc < HS / 16; kc++) {
+        a[kc][0] = ld32(w + g * RS + kc * 16 + q4 * 2);
+        a[kc][1] = ld32(w + (g + 8) * RS + kc * 16 + q4 * 2);
+        a[kc][2] = ld32(w + g * RS + kc * 16 + 8 + q4 * 2);
+        a[kc][3] = ld32(w + (g + 8) * RS + kc * 16 + 8 + q4 * 2);
+    }
+}
+
+// acc[16 × ROWS] = a[16 × HS] · tileᵀ (tile row-major [ROWS][HS]): scores against every
+// row of the tile.
+__device__ __forceinline__ void rows_product(float (*acc)[4], const u32 (*a)[4],
+                                             const bf16* tile, int lane) {
+    const int g = lane >> 2;
+    const int q4 = lane & 3;
+#pragma unroll
+    for (int nt = 0; nt < ROWS / 8; nt++) {
+        acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+#pragma unroll
+        for (int kc = 0; kc < HS / 16; kc++) {
+            const bf16* p = tile + (nt * 8 + g) * RS + kc * 16 + q4 * 2;
+            mma(acc[nt], a[kc], ld32(p), ld32(p + 8));
+        }
+    }
+}
+
+// acc[16 × HS] += p[16 × ROWS] · tile (tile given transposed, [HS][ROWS]); p in fp32
+// accumulator layout, rounded to bf16 A fragments here.
+__device__ __forceinline__ void seq_product(float (*acc)[4], const float (*p)[4],
+                                            const bf16* tile_t, int lane) {
+    const int g = lane >> 2;
+    const int q4 = lane & 3;
+#pragma unroll
+    for (int kc = 0; kc < ROWS / 16; kc++) {
+        const u32 a[4] = {pack(p[2 * kc][0], p[2 * kc][1]), pack(p[2 * kc][2], p[2 * kc][3]),
+                          pack(p[2 * kc + 1][0], p[2 * kc + 1][1]),
+                          pack(p[2 * kc + 1][2], p[2 * kc + 1][3])};
+#pragma unroll
+        for (int dt = 0; dt < HS / 8; dt++) {
+            const bf16* q = tile_t + (dt * 8 + g) * TS + kc * 16 + q4 * 2;
+            mma(acc[dt], a, ld32(q), ld32(q + 8));
+        }
+    }
+}
+
+// Writes this warp's 16 × HS accumulator rows (times `scale`) as bf16 to rows `row0` and
+// `row0 + 8` of a [B, T, stride] tensor at column `col`, skipping rows past T.
+__device__ __forceinline__ void store_rows(bf16* dst, const float (*acc)[4], const float* scale,
+                                           int b, int row0, int t_len, int stride, int col,
+                                           int lane) {
+    const int q4 = lane & 3;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int row = row0 + 8 * i;
+        if (row < t_len) {
+            bf16* o = dst + ((i64)b * t_len + row) * stride + col;
+#pragma unroll
+            for (int dt = 0; dt < HS / 8; dt++) {
+                *(u32*)(o + dt * 8 + q4 * 2) =
+                    pack(acc[dt][2 * i] * scale[i], acc[dt][2 * i + 1] * scale[i]);
+            }
+        }
+    }
+}
+
+// grid (ceil(T / 64), B * NH), 128 threads; block x handles query tile (tiles - 1 - x), the
+// longest rows first.
+extern "C" __global__ void __launch_bounds__(128) flash_forward(bf16* out, float* lse,
+                                                                const bf16* qkv, int t_len,
+                                                                int nh) {
+    __shared__ __align__(16) bf16 qs[ROWS * RS];
+    __shared__ __align__(16) bf16 ks[ROWS * RS];
+    __shared__ __align__(16) bf16 vt[HS * TS];
+    const int c = nh * HS;
+    const int stride = 3 * c;
+    const int qt = gridDim.x - 1 - blockIdx.x;
+    const int b = blockIdx.y / nh;
+    const int h = blockIdx.y % nh;
+    const int warp = threadIdx.x >> 5;
+    const int lane = threadIdx.x & 31;
+    const int q4 = lane & 3;
+    const float sl2 = rsqrtf((float)HS) * LOG2E;
+    load_rows(qs, qkv, b, qt * ROWS, t_len, stride, h * HS);
+    __syncthreads();
+    u32 qa[HS / 16][4];
+    a_fragments(qa, qs, warp, lane);
+    const int row0 = qt * ROWS + warp * 16 + (lane >> 2);
+    float o[HS / 8][4];
+#pragma unroll
+    for (int dt = 0; dt < HS / 8; dt++) {
+        o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
+    }
+    float m[2] = {NEG_INF, NEG_INF};
+    float l[2] = {0.0f, 0.0f};
+    for (int kt = 0; kt <= qt; kt++) {
+        __syncthreads();
+        load_rows(ks, qkv, b, kt * ROWS, t_len, stride, c + h * HS);
+        load_rows_t(vt, qkv, b, kt * ROWS, t_len, stride, 2 * c + h * HS);
+        __syncthreads();
+        float s[ROWS / 8][4];
+        rows_product(s, qa, ks, lane);
+        float mx[2] = {m[0], m[1]};
+#pragma unroll
+        for (int nt = 0; nt < ROWS / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int row = row0 + (e >> 1) * 8;
+                const int key = kt * ROWS + nt * 8 + q4 * 2 + (e & 1);
+                const float v = (key > row || key >= t_len) ? NEG_INF : s[nt][e] * sl2;
+                s[nt][e] = v;
+                mx[e >> 1] = fmaxf(mx[e >> 1], v);
+            }
+        }
+        float base[2];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+            base[i] = mx[i] == NEG_INF ? 0.0f : mx[i];
+            const float corr = exp2f(m[i] - base[i]);
+            m[i] = mx[i];
+            l[i] *= corr;
+#pragma unroll
+            for (int dt = 0; dt < HS / 8; dt++) {
+                o[dt][2 * i] *= corr;
+                o[dt][2 * i + 1] *= corr;
+            }
+        }
+#pragma unroll
+        for (int nt = 0; nt < ROWS / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float p = exp2f(s[nt][e] - base[e >> 1]);
+                s[nt][e] = p;
+                l[e >> 1] += p;
+            }
+        }
+        seq_product(o, s, vt, lane);
+    }
+    float inv[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+        inv[i] = 1.0f / l[i];
+        const int row = row0 + 8 * i;
+        if (q4 == 0 && row < t_len) {
+            lse[((i64)b * nh + h) * t_len + row] = (m[i] + log2f(l[i])) * LN2;
+        }
+    }
+    store_rows(out, o, inv, b, row0, t_len, c, h * HS, lane);
+}
+
+// grid (ceil(T / 64), B * NH), 128 threads; block x owns key tile x and loops over the query
+// tiles that see it; writes dK and dV into dqkv.
+extern "C" __global__ void __launch_bounds__(128) flash_backward_dkdv(
+    bf16* dqkv, const bf16* qkv, const bf16* dout, const float* lse, const float* dsum,
+    int t_len, int nh) {
+    __shared__ __align__(16) bf16 qs[ROWS * RS];
+    __shared__ __align__(16) bf16 qt_s[HS * TS];
+    __shared__ __align__(16) bf16 dos[ROWS * RS];
+    __shared__ __align__(16) bf16 dot_s[HS * TS];
+    __shared__ float ls[ROWS];
+    __shared__ float ds[ROWS];
+    const int c = nh * HS;
+    const int stride = 3 * c;
+    const int kt = blockIdx.x;
+    const int b = blockIdx.y / nh;
+    const int h = blockIdx.y % nh;
+    const int warp = threadIdx.x >> 5;
+    const int lane = threadIdx.x & 31;
+    const int q4 = lane & 3;
+    const float scale = rsqrtf((float)HS);
+    const float sl2 = scale * LOG2E;
+    // This block's keys and values, staged through the query tiles' buffers.
+    load_rows(qs, qkv, b, kt * ROWS, t_len, stride, c + h * HS);
+    load_rows(dos, qkv, b, kt * ROWS, t_len, stride, 2 * c + h * HS);
+    __syncthreads();
+    u32 ka[HS / 16][4];
+    u32 va[HS / 16][4];
+    a_fragments(ka, qs, warp, lane);
+    a_fragments(va, dos, warp, lane);
+    const int key0 = kt * ROWS + warp * 16 + (lane >> 2);
+    float dk[HS / 8][4];
+    float dv[HS / 8][4];
+#pragma unroll
+    for (int dt = 0; dt < HS / 8; dt++) {
+        dk[dt][0] = dk[dt][1] = dk[dt][2] = dk[dt][3] = 0.0f;
+        dv[dt][0] = dv[dt][1] = dv[dt][2] = dv[dt][3] = 0.0f;
+    }
+    const i64 stat = ((i64)b * nh + h) * t_len;
+    for (int qt = kt; qt * ROWS < t_len; qt++) {
+        __syncthreads();
+        load_rows(qs, qkv, b, qt * ROWS, t_len, stride, h * HS);
+        load_rows_t(qt_s, qkv, b, qt * ROWS, t_len, stride, h * HS);
+        load_rows(dos, dout, b, qt * ROWS, t_len, c, h * HS);
+        load_rows_t(dot_s, dout, b, qt * ROWS, t_len, c, h * HS);
+        for (int r = threadIdx.x; r < ROWS; r += blockDim.x) {
+            const int t = qt * ROWS + r;
+            ls[r] = t < t_len ? lse[stat + t] * LOG2E : 0.0f;
+            ds[r] = t < t_len ? dsum[stat + t] : 0.0f;
+        }
+        __syncthreads();
+        float st[ROWS / 8][4];
+        float dpt[ROWS / 8][4];
+        rows_product(st, ka, qs, lane);
+        rows_product(dpt, va, dos, lane);
+#pragma unroll
+        for (int nt = 0; nt < ROWS / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int key = key0 + (e >> 1) * 8;
+                const int qi = nt * 8 + q4 * 2 + (e & 1);
+                const int query = qt * ROWS + qi;
+                const float p = (query < key || query >= t_len)
+                                    ? 0.0f
+                                    : exp2f(st[nt][e] * sl2 - ls[qi]);
+                st[nt][e] = p;
+                dpt[nt][e] = p * (dpt[nt][e] - ds[qi]);
+            }
+        }
+        seq_product(dv, st, dot_s, lane);
+        seq_product(dk, dpt, qt_s, lane);
+    }
+    const float one[2] = {1.0f, 1.0f};
+    const float sc[2] = {scale, scale};
+    store_rows(dqkv, dk, sc, b, key0, t_len, stride, c + h * HS, lane);
+    store_rows(dqkv, dv, one, b, key0, t_len, stride, 2 * c + h * HS, lane);
+}
+
+// grid (ceil(T / 64), B * NH), 128 threads; block x owns query tile (tiles - 1 - x) and loops
+// over the key tiles it sees; writes dQ into dqkv.
+extern "C" __global__ void __launch_bounds__(128) flash_backward_dq(
+    bf16* dqkv, const bf16* qkv, const bf16* dout, const float* lse, const float* dsum,
+    int t_len, int nh) {
+    __shared__ __align__(16) bf16 ks[ROWS * RS];
+    __shared__ __align__(16) bf16 kt_s[HS * TS];
+    __shared__ __align__(16) bf16 vs[ROWS * RS];
+    const int c = nh * HS;
+    const int stride = 3 * c;
+    const int qt = gridDim.x - 1 - blockIdx.x;
+    const int b = blockIdx.y / nh;
+    const int h = blockIdx.y % nh;
+    const int warp = threadIdx.x >> 5;
+    const int lane = threadIdx.x & 31;
+    const int q4 = lane & 3;
+    const float scale = rsqrtf((float)HS);
+    const float sl2 = scale * LOG2E;
+    // This block's queries and output gradients, staged through the key tiles' buffers.
+    load_rows(ks, qkv, b, qt * ROWS, t_len, stride, h * HS);
+    load_rows(vs, dout, b, qt * ROWS, t_len, c, h * HS);
+    __syncthreads();
+    u32 qa[HS / 16][4];
+    u32 da[HS / 16][4];
+    a_fragments(qa, ks, warp, lane);
+    a_fragments(da, vs, warp, lane);
+    const int row0 = qt * ROWS + warp * 16 + (lane >> 2);
+    const i64 stat = ((i64)b * nh + h) * t_len;
+    float l2[2];
+    float dd[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int row = row0 + 8 * i;
+        l2[i] = row < t_len ? lse[stat + row] * LOG2E : 0.0f;
+        dd[i] = row < t_len ? dsum[stat + row] : 0.0f;
+    }
+    float dq[HS / 8][4];
+#pragma unroll
+    for (int dt = 0; dt < HS / 8; dt++) {
+        dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.0f;
+    }
+    for (int kt = 0; kt <= qt; kt++) {
+        __syncthreads();
+        load_rows(ks, qkv, b, kt * ROWS, t_len, stride, c + h * HS);
+        load_rows_t(kt_s, qkv, b, kt * ROWS, t_len, stride, c + h * HS);
+        load_rows(vs, qkv, b, kt * ROWS, t_len, stride, 2 * c + h * HS);
+        __syncthreads();
+        float s[ROWS / 8][4];
+        float dp[ROWS / 8][4];
+        rows_product(s, qa, ks, lane);
+        rows_product(dp, da, vs, lane);
+#pragma unroll
+        for (int nt = 0; nt < ROWS / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int i = e >> 1;
+                const int row = row0 + i * 8;
+                const int key = kt * ROWS + nt * 8 + q4 * 2 + (e & 1);
+                const float p =
+                    (key > row || key >= t_len) ? 0.0f : exp2f(s[nt][e] * sl2 - l2[i]);
+                s[nt][e] = p * (dp[nt][e] - dd[i]);
+            }
+        }
+        seq_product(dq, s, kt_s, lane);
+    }
+    const float sc[2] = {scale, scale};
+    store_rows(dqkv, dq, sc, b, row0, t_len, stride, h * HS, lane);
+}
