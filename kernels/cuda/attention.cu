@@ -95,23 +95,37 @@ extern "C" __global__ void __launch_bounds__(TILE) attention_forward(
     }
 }
 
-// D[b, h, t] = Σ_d dout[b, t, h, d] * out[b, t, h, d]; one thread per (b, h, t).
+// D[b, h, t] = Σ_d dout[b, t, h, d] * out[b, t, h, d]; one thread per (b, t, h), so
+// neighbouring threads read neighbouring head slices, 16 bytes at a time.
 extern "C" __global__ void attention_backward_d(float* dsum, const bf16* dout, const bf16* out,
                                                 int b_len, int t_len, int nh) {
     const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (i64)b_len * nh * t_len) {
         return;
     }
-    const int c = nh * HS;
-    const int t = (int)(i % t_len);
-    const int h = (int)((i / t_len) % nh);
+    const int h = (int)(i % nh);
+    const int t = (int)((i / nh) % t_len);
     const int b = (int)(i / ((i64)t_len * nh));
-    const i64 at = ((i64)b * t_len + t) * c + h * HS;
+    const i64 at = i * HS;
     float s = 0.0f;
-    for (int d = 0; d < HS; d++) {
-        s += bf2f(dout[at + d]) * bf2f(out[at + d]);
+    if (aligned16(dout + at, out + at)) {
+        float x[8];
+        float y[8];
+#pragma unroll
+        for (int v = 0; v < HS / 8; v++) {
+            unpack8(x, *(const uint4*)(dout + at + v * 8));
+            unpack8(y, *(const uint4*)(out + at + v * 8));
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                s += x[k] * y[k];
+            }
+        }
+    } else {
+        for (int d = 0; d < HS; d++) {
+            s += bf2f(dout[at + d]) * bf2f(out[at + d]);
+        }
     }
-    dsum[i] = s;
+    dsum[((i64)b * nh + h) * t_len + t] = s;
 }
 
 // Copies this thread's row (HS values of bf16, at `src`) into shared row storage.

@@ -3,9 +3,9 @@
 // qkv is [B, T, 3C] (head h's query at columns h*HS, key at C + h*HS, value at 2C + h*HS),
 // out [B, T, C], lse [B, NH, T] (natural log of the softmax denominator of the scaled
 // scores). A block is 4 warps; each warp owns 16 rows (queries, or keys in dK/dV), so a
-// block owns a tile of 64. Tiles of the other operand are staged in shared memory, row-major
-// for the operands read along the head dimension and transposed for those read along the
-// sequence. The backward pass is three kernels without atomics: D = rowsum(dout * out)
+// block owns a tile of 64. Tiles of the other operand are staged in shared memory
+// row-major (16-byte loads, rows padded so ldmatrix is free of bank conflicts); ldmatrix
+// reads them as B fragments, transposed (.trans) for the products along the sequence. The backward pass is three kernels without atomics: D = rowsum(dout * out)
 // (attention.cu's attention_backward_d), dK/dV per key tile looping over query tiles, and
 // dQ per query tile looping over key tiles; every sum runs in a fixed order, so results
 // repeat bit for bit. The probabilities are recomputed from the saved log-sum-exp and fed
@@ -16,7 +16,6 @@
 #endif
 #define ROWS 64            // rows per tile (4 warps × 16)
 #define RS (HS + 8)        // bf16 stride of a row-major [ROWS][HS] tile (16-byte pad)
-#define TS (ROWS + 8)      // bf16 stride of a transposed [HS][ROWS] tile
 #define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
 
@@ -40,6 +39,23 @@ __device__ __forceinline__ u32 ld32(const bf16* p) {
     return *(const u32*)p;
 }
 
+// Four 8×8 bf16 matrices from shared memory (lane l gives the address of row l % 8 of
+// matrix l / 8); `trans` hands each lane the transposed matrices' elements, which turns
+// row-major tiles into the column-major B fragments of the products along the sequence.
+__device__ __forceinline__ void ldsm4(u32* r, const bf16* p) {
+    const u32 a = (u32)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+__device__ __forceinline__ void ldsm4_t(u32* r, const bf16* p) {
+    const u32 a = (u32)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
 // Rows [first, first + ROWS) of one head's slice (columns col .. col + HS) of a [B, T,
 // stride] tensor into tile[ROWS][RS], 16 bytes per load; rows past T are zero.
 __device__ __forceinline__ void load_rows(bf16* tile, const bf16* src, int b, int first,
@@ -54,27 +70,6 @@ __device__ __forceinline__ void load_rows(bf16* tile, const bf16* src, int b, in
             x = *(const uint4*)(src + ((i64)b * t_len + t) * stride + col + v * 8);
         }
         *(uint4*)(tile + r * RS + v * 8) = x;
-    }
-}
-
-// The same rows transposed: tile[d][r] for d < HS, r < ROWS (stride TS).
-__device__ __forceinline__ void load_rows_t(bf16* tile, const bf16* src, int b, int first,
-                                            int t_len, int stride, int col) {
-    const int per_row = HS / 8;
-    for (int e = threadIdx.x; e < ROWS * per_row; e += blockDim.x) {
-        const int r = e / per_row;
-        const int v = e % per_row;
-        const int t = first + r;
-        uint4 x = make_uint4(0, 0, 0, 0);
-        if (t < t_len) {
-            x = *(const uint4*)(src + ((i64)b * t_len + t) * stride + col + v * 8);
-        }
-        const u32 w[4] = {x.x, x.y, x.z, x.w};
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            tile[(v * 8 + 2 * k) * TS + r] = (bf16)(w[k] & 0xffffu);
-            tile[(v * 8 + 2 * k + 1) * TS + r] = (bf16)(w[k] >> 16);
-        }
     }
 }
 
@@ -95,37 +90,44 @@ __device__ __forceinline__ void a_fragments(u32 (*a)[4], const bf16* tile, int w
 }
 
 // acc[16 × ROWS] = a[16 × HS] · tileᵀ (tile row-major [ROWS][HS]): scores against every
-// row of the tile.
+// row of the tile. One ldmatrix.x4 gives the B fragments of two 8-row column tiles.
 __device__ __forceinline__ void rows_product(float (*acc)[4], const u32 (*a)[4],
                                              const bf16* tile, int lane) {
-    const int g = lane >> 2;
-    const int q4 = lane & 3;
 #pragma unroll
     for (int nt = 0; nt < ROWS / 8; nt++) {
         acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+    }
+    const int row = (lane & 7) + ((lane >> 4) << 3);
+    const int col = ((lane >> 3) & 1) * 8;
+#pragma unroll
+    for (int nt2 = 0; nt2 < ROWS / 16; nt2++) {
 #pragma unroll
         for (int kc = 0; kc < HS / 16; kc++) {
-            const bf16* p = tile + (nt * 8 + g) * RS + kc * 16 + q4 * 2;
-            mma(acc[nt], a[kc], ld32(p), ld32(p + 8));
+            u32 b[4];
+            ldsm4(b, tile + (nt2 * 16 + row) * RS + kc * 16 + col);
+            mma(acc[2 * nt2], a[kc], b[0], b[1]);
+            mma(acc[2 * nt2 + 1], a[kc], b[2], b[3]);
         }
     }
 }
 
-// acc[16 × HS] += p[16 × ROWS] · tile (tile given transposed, [HS][ROWS]); p in fp32
-// accumulator layout, rounded to bf16 A fragments here.
+// acc[16 × HS] += p[16 × ROWS] · tile (tile row-major [ROWS][HS], read transposed by
+// ldmatrix); p in fp32 accumulator layout, rounded to bf16 A fragments here.
 __device__ __forceinline__ void seq_product(float (*acc)[4], const float (*p)[4],
-                                            const bf16* tile_t, int lane) {
-    const int g = lane >> 2;
-    const int q4 = lane & 3;
+                                            const bf16* tile, int lane) {
+    const int row = (lane & 7) + ((lane >> 3) & 1) * 8;
+    const int col = (lane >> 4) * 8;
 #pragma unroll
     for (int kc = 0; kc < ROWS / 16; kc++) {
         const u32 a[4] = {pack(p[2 * kc][0], p[2 * kc][1]), pack(p[2 * kc][2], p[2 * kc][3]),
                           pack(p[2 * kc + 1][0], p[2 * kc + 1][1]),
                           pack(p[2 * kc + 1][2], p[2 * kc + 1][3])};
 #pragma unroll
-        for (int dt = 0; dt < HS / 8; dt++) {
-            const bf16* q = tile_t + (dt * 8 + g) * TS + kc * 16 + q4 * 2;
-            mma(acc[dt], a, ld32(q), ld32(q + 8));
+        for (int dt2 = 0; dt2 < HS / 16; dt2++) {
+            u32 b[4];
+            ldsm4_t(b, tile + (kc * 16 + row) * RS + dt2 * 16 + col);
+            mma(acc[2 * dt2], a, b[0], b[1]);
+            mma(acc[2 * dt2 + 1], a, b[2], b[3]);
         }
     }
 }
@@ -157,7 +159,7 @@ extern "C" __global__ void __launch_bounds__(128) flash_forward(bf16* out, float
                                                                 int nh) {
     __shared__ __align__(16) bf16 qs[ROWS * RS];
     __shared__ __align__(16) bf16 ks[ROWS * RS];
-    __shared__ __align__(16) bf16 vt[HS * TS];
+    __shared__ __align__(16) bf16 vs[ROWS * RS];
     const int c = nh * HS;
     const int stride = 3 * c;
     const int qt = gridDim.x - 1 - blockIdx.x;
@@ -182,18 +184,21 @@ extern "C" __global__ void __launch_bounds__(128) flash_forward(bf16* out, float
     for (int kt = 0; kt <= qt; kt++) {
         __syncthreads();
         load_rows(ks, qkv, b, kt * ROWS, t_len, stride, c + h * HS);
-        load_rows_t(vt, qkv, b, kt * ROWS, t_len, stride, 2 * c + h * HS);
+        load_rows(vs, qkv, b, kt * ROWS, t_len, stride, 2 * c + h * HS);
         __syncthreads();
         float s[ROWS / 8][4];
         rows_product(s, qa, ks, lane);
         float mx[2] = {m[0], m[1]};
+        // Only the diagonal tile and one that runs past T need masks.
+        const bool edge = kt == qt || (kt + 1) * ROWS > t_len;
 #pragma unroll
         for (int nt = 0; nt < ROWS / 8; nt++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int row = row0 + (e >> 1) * 8;
                 const int key = kt * ROWS + nt * 8 + q4 * 2 + (e & 1);
-                const float v = (key > row || key >= t_len) ? NEG_INF : s[nt][e] * sl2;
+                const float v =
+                    (edge && (key > row || key >= t_len)) ? NEG_INF : s[nt][e] * sl2;
                 s[nt][e] = v;
                 mx[e >> 1] = fmaxf(mx[e >> 1], v);
             }
@@ -222,7 +227,7 @@ extern "C" __global__ void __launch_bounds__(128) flash_forward(bf16* out, float
                 l[e >> 1] += p;
             }
         }
-        seq_product(o, s, vt, lane);
+        seq_product(o, s, vs, lane);
     }
     float inv[2];
 #pragma unroll
@@ -244,9 +249,7 @@ extern "C" __global__ void __launch_bounds__(128) flash_backward_dkdv(
     bf16* dqkv, const bf16* qkv, const bf16* dout, const float* lse, const float* dsum,
     int t_len, int nh) {
     __shared__ __align__(16) bf16 qs[ROWS * RS];
-    __shared__ __align__(16) bf16 qt_s[HS * TS];
     __shared__ __align__(16) bf16 dos[ROWS * RS];
-    __shared__ __align__(16) bf16 dot_s[HS * TS];
     __shared__ float ls[ROWS];
     __shared__ float ds[ROWS];
     const int c = nh * HS;
@@ -279,9 +282,7 @@ extern "C" __global__ void __launch_bounds__(128) flash_backward_dkdv(
     for (int qt = kt; qt * ROWS < t_len; qt++) {
         __syncthreads();
         load_rows(qs, qkv, b, qt * ROWS, t_len, stride, h * HS);
-        load_rows_t(qt_s, qkv, b, qt * ROWS, t_len, stride, h * HS);
         load_rows(dos, dout, b, qt * ROWS, t_len, c, h * HS);
-        load_rows_t(dot_s, dout, b, qt * ROWS, t_len, c, h * HS);
         for (int r = threadIdx.x; r < ROWS; r += blockDim.x) {
             const int t = qt * ROWS + r;
             ls[r] = t < t_len ? lse[stat + t] * LOG2E : 0.0f;
@@ -292,6 +293,7 @@ extern "C" __global__ void __launch_bounds__(128) flash_backward_dkdv(
         float dpt[ROWS / 8][4];
         rows_product(st, ka, qs, lane);
         rows_product(dpt, va, dos, lane);
+        const bool edge = qt == kt || (qt + 1) * ROWS > t_len;
 #pragma unroll
         for (int nt = 0; nt < ROWS / 8; nt++) {
 #pragma unroll
@@ -299,15 +301,15 @@ extern "C" __global__ void __launch_bounds__(128) flash_backward_dkdv(
                 const int key = key0 + (e >> 1) * 8;
                 const int qi = nt * 8 + q4 * 2 + (e & 1);
                 const int query = qt * ROWS + qi;
-                const float p = (query < key || query >= t_len)
+                const float p = (edge && (query < key || query >= t_len))
                                     ? 0.0f
                                     : exp2f(st[nt][e] * sl2 - ls[qi]);
                 st[nt][e] = p;
                 dpt[nt][e] = p * (dpt[nt][e] - ds[qi]);
             }
         }
-        seq_product(dv, st, dot_s, lane);
-        seq_product(dk, dpt, qt_s, lane);
+        seq_product(dv, st, dos, lane);
+        seq_product(dk, dpt, qs, lane);
     }
     const float one[2] = {1.0f, 1.0f};
     const float sc[2] = {scale, scale};
@@ -321,7 +323,6 @@ extern "C" __global__ void __launch_bounds__(128) flash_backward_dq(
     bf16* dqkv, const bf16* qkv, const bf16* dout, const float* lse, const float* dsum,
     int t_len, int nh) {
     __shared__ __align__(16) bf16 ks[ROWS * RS];
-    __shared__ __align__(16) bf16 kt_s[HS * TS];
     __shared__ __align__(16) bf16 vs[ROWS * RS];
     const int c = nh * HS;
     const int stride = 3 * c;
@@ -359,13 +360,13 @@ extern "C" __global__ void __launch_bounds__(128) flash_backward_dq(
     for (int kt = 0; kt <= qt; kt++) {
         __syncthreads();
         load_rows(ks, qkv, b, kt * ROWS, t_len, stride, c + h * HS);
-        load_rows_t(kt_s, qkv, b, kt * ROWS, t_len, stride, c + h * HS);
         load_rows(vs, qkv, b, kt * ROWS, t_len, stride, 2 * c + h * HS);
         __syncthreads();
         float s[ROWS / 8][4];
         float dp[ROWS / 8][4];
         rows_product(s, qa, ks, lane);
         rows_product(dp, da, vs, lane);
+        const bool edge = kt == qt || (kt + 1) * ROWS > t_len;
 #pragma unroll
         for (int nt = 0; nt < ROWS / 8; nt++) {
 #pragma unroll
@@ -373,12 +374,13 @@ extern "C" __global__ void __launch_bounds__(128) flash_backward_dq(
                 const int i = e >> 1;
                 const int row = row0 + i * 8;
                 const int key = kt * ROWS + nt * 8 + q4 * 2 + (e & 1);
-                const float p =
-                    (key > row || key >= t_len) ? 0.0f : exp2f(s[nt][e] * sl2 - l2[i]);
+                const float p = (edge && (key > row || key >= t_len))
+                                    ? 0.0f
+                                    : exp2f(s[nt][e] * sl2 - l2[i]);
                 s[nt][e] = p * (dp[nt][e] - dd[i]);
             }
         }
-        seq_product(dq, s, kt_s, lane);
+        seq_product(dq, s, ks, lane);
     }
     const float sc[2] = {scale, scale};
     store_rows(dqkv, dq, sc, b, row0, t_len, stride, h * HS, lane);

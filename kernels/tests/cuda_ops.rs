@@ -5,7 +5,9 @@
 //! is usable.
 
 use harman_kernels::cpu;
-use harman_kernels::cuda::{from_bf16, probe, to_bf16, AttentionKernels, Buf, Gpu};
+use harman_kernels::cuda::{
+    from_bf16, probe, to_bf16, AttentionKernels, Buf, GemmBackend, Gpu,
+};
 
 struct Rng(u64);
 impl Rng {
@@ -176,7 +178,14 @@ fn residual_layernorm_forward_and_backward() {
 
 #[test]
 fn matmul_forward_and_backward() {
-    let Some(g) = gpu() else { return };
+    let Some(mut g) = gpu() else { return };
+    for backend in [GemmBackend::Lt, GemmBackend::Cublas] {
+        g.gemm_backend = backend;
+        check_matmul(&g, &format!("{backend:?}"));
+    }
+}
+
+fn check_matmul(g: &Gpu, what: &str) {
     let (n, c, oc) = (96, 128, 320);
     let mut r = Rng(3);
     let inp = bf(&r.vec(n * c, 1.0));
@@ -189,7 +198,7 @@ fn matmul_forward_and_backward() {
         g.upload(&to_bf16(&w)).unwrap(),
         g.upload(&to_bf16(&bias)).unwrap(),
     );
-    let out = poisoned_bf16(&g, n * oc);
+    let out = poisoned_bf16(g, n * oc);
     g.matmul_forward(
         out.ptr(),
         inp_d.ptr(),
@@ -200,12 +209,13 @@ fn matmul_forward_and_backward() {
         oc,
     )
     .unwrap();
-    let e = rel_err(&dl16(&g, &out), &want);
-    assert!(e < TOL, "matmul forward {e}");
+    let e = rel_err(&dl16(g, &out), &want);
+    eprintln!("{what}: matmul forward relative error {e:.2e}");
+    assert!(e < TOL, "{what}: matmul forward {e}");
 
     let dout = bf(&r.vec(n * oc, 1.0));
     let (mut dinp, mut dw, mut db) = (vec![0f32; n * c], r.vec(oc * c, 0.1), r.vec(oc, 0.1));
-    let dinp_d = poisoned_bf16(&g, n * c);
+    let dinp_d = poisoned_bf16(g, n * c);
     let (dw_d, db_d) = (g.upload(&dw).unwrap(), g.upload(&db).unwrap());
     let dout_d = g.upload(&to_bf16(&dout)).unwrap();
     let scratch = g.scratch(oc).unwrap();
@@ -225,12 +235,13 @@ fn matmul_forward_and_backward() {
     .unwrap();
     cpu::matmul::backward(&mut dinp, &mut dw, &mut db, &dout, &inp, &w, c, oc, 1);
     for (name, got, want, tol) in [
-        ("dinp", dl16(&g, &dinp_d), dinp, TOL),
+        ("dinp", dl16(g, &dinp_d), dinp, TOL),
         ("dweight", g.download(&dw_d).unwrap(), dw, 1e-4),
         ("dbias", g.download(&db_d).unwrap(), db, 1e-5),
     ] {
         let e = rel_err(&got, &want);
-        assert!(e < tol, "matmul backward {name} {e}");
+        eprintln!("{what}: matmul backward {name} relative error {e:.2e}");
+        assert!(e < tol, "{what}: matmul backward {name} {e}");
     }
 }
 

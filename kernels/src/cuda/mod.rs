@@ -5,6 +5,7 @@
 //! methods in `ops.rs`). bf16 values are `u16` words on the host (`half::bf16` bits).
 
 pub mod compile;
+mod lt;
 mod ops;
 pub use ops::Scratch;
 
@@ -25,8 +26,16 @@ pub enum GpuError {
     Driver(#[from] cudarc::driver::DriverError),
     #[error("cuBLAS: {0:?}")]
     Blas(cudarc::cublas::result::CublasError),
+    #[error("cuBLASLt: {0:?}")]
+    BlasLt(cudarc::cublaslt::result::CublasError),
     #[error("{0}")]
     Unsupported(String),
+}
+
+impl From<cudarc::cublaslt::result::CublasError> for GpuError {
+    fn from(e: cudarc::cublaslt::result::CublasError) -> Self {
+        GpuError::BlasLt(e)
+    }
 }
 
 impl From<cudarc::cublas::result::CublasError> for GpuError {
@@ -103,11 +112,21 @@ pub enum AttentionKernels {
     CudaCores,
 }
 
+/// Which library runs the GEMMs: cuBLASLt (the default, bias in the epilogue) or cuBLAS's
+/// GemmEx (`HARMAN_GEMM=cublas`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemmBackend {
+    Lt,
+    Cublas,
+}
+
 /// One GPU: context, stream, cuBLAS handle and the loaded kernels.
 pub struct Gpu {
     pub ctx: Arc<CudaContext>,
     pub stream: Arc<CudaStream>,
     blas: CudaBlas,
+    lt: lt::LtGemm,
+    pub gemm_backend: GemmBackend,
     /// cuBLAS's workspace (32 MiB, NVIDIA's advice for Hopper), owned here.
     _blas_workspace: CudaSlice<u8>,
     functions: HashMap<&'static str, CudaFunction>,
@@ -151,6 +170,8 @@ impl Gpu {
             )
             .result()?;
         }
+        // The two libraries share the workspace: they run one after another on one stream.
+        let lt = lt::LtGemm::new(blas_workspace.device_ptr(&stream).0, BLAS_WORKSPACE)?;
         let mut functions = HashMap::new();
         for file in compile::FILES {
             let defines = compile::defines(&file, head_size);
@@ -164,6 +185,11 @@ impl Gpu {
             ctx,
             stream,
             blas,
+            lt,
+            gemm_backend: match std::env::var("HARMAN_GEMM").as_deref() {
+                Ok("cublas") => GemmBackend::Cublas,
+                _ => GemmBackend::Lt,
+            },
             _blas_workspace: blas_workspace,
             functions,
             head_size,
@@ -197,6 +223,13 @@ impl Gpu {
         e.0 += 1;
         e.1 += s;
         Ok(r)
+    }
+
+    /// Forgets the profile so far (after warm-up steps).
+    pub fn profile_reset(&self) {
+        if let Some(p) = &self.profile {
+            p.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
     }
 
     /// The profile so far (kernel or GEMM shape, calls, total and share of time), largest

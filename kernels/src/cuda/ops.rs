@@ -2,7 +2,8 @@
 //! addresses (`u64`, from [`Buf::at`]). Shapes as the CPU reference: rows N = B·T, row-major
 //! `[N, C]` activations, `[OC, C]` weights. bf16 buffers are `u16`, fp32 `f32`, ids `i32`.
 
-use super::{AttentionKernels, Buf, Gpu, GpuError};
+use super::lt::Shape;
+use super::{AttentionKernels, Buf, GemmBackend, Gpu, GpuError};
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
 use std::ffi::c_void;
 
@@ -305,25 +306,28 @@ impl Gpu {
         )
     }
 
-    /// cuBLAS GEMM in column-major terms: C[m, n] = alpha·op(A)·op(B) + beta·C, A and B
-    /// bf16, C bf16 or fp32 (`c_f32`), fp32 accumulation.
-    #[allow(clippy::too_many_arguments)]
+    /// GEMM in column-major terms: C[m, n] = op(A)·op(B) + beta·C (+ bias[m] over n), A and B
+    /// bf16, C bf16 or fp32 (`s.c_f32`), fp32 accumulation; through cuBLASLt (the bias in
+    /// its epilogue), or cuBLAS's GemmEx and the add_bias kernel with `HARMAN_GEMM=cublas`.
     fn gemm(
         &self,
-        trans_a: bool,
-        trans_b: bool,
-        m: usize,
-        n: usize,
-        k: usize,
+        s: Shape,
         a: u64,
-        lda: usize,
         b: u64,
-        ldb: usize,
         c: u64,
-        ldc: usize,
-        c_f32: bool,
         beta: f32,
+        bias: Option<u64>,
     ) -> Result<(), GpuError> {
+        let key = || {
+            let t = |x: bool| if x { "T" } else { "N" };
+            let out = if s.c_f32 { "f32" } else { "bf16" };
+            let plus = if s.bias { " + bias" } else { "" };
+            format!("gemm {}{} {}x{}x{} -> {out}{plus}", t(s.trans_a), t(s.trans_b), s.m, s.n, s.k)
+        };
+        if self.gemm_backend == GemmBackend::Lt {
+            let stream = self.stream.cu_stream() as _;
+            return self.timed(key, || self.lt.gemm(&s, a, b, c, beta, bias, stream));
+        }
         let op = |t: bool| {
             if t {
                 cublasOperation_t::CUBLAS_OP_T
@@ -332,42 +336,46 @@ impl Gpu {
             }
         };
         let alpha = 1.0f32;
-        let c_type = if c_f32 {
+        let c_type = if s.c_f32 {
             cudaDataType::CUDA_R_32F
         } else {
             cudaDataType::CUDA_R_16BF
-        };
-        let key = || {
-            let t = |x: bool| if x { "T" } else { "N" };
-            let out = if c_f32 { "f32" } else { "bf16" };
-            format!("gemm {}{} {m}x{n}x{k} -> {out}", t(trans_a), t(trans_b))
         };
         // SAFETY: the addresses are device buffers holding the shapes described by
         // (m, n, k, ld*), which the callers derive from the same sizes they allocated.
         self.timed(key, || unsafe {
             cudarc::cublas::result::gemm_ex(
                 *self.blas.handle(),
-                op(trans_a),
-                op(trans_b),
-                int(m)?,
-                int(n)?,
-                int(k)?,
+                op(s.trans_a),
+                op(s.trans_b),
+                int(s.m)?,
+                int(s.n)?,
+                int(s.k)?,
                 &alpha as *const f32 as *const c_void,
                 a as *const c_void,
                 cudaDataType::CUDA_R_16BF,
-                int(lda)?,
+                int(s.lda)?,
                 b as *const c_void,
                 cudaDataType::CUDA_R_16BF,
-                int(ldb)?,
+                int(s.ldb)?,
                 &beta as *const f32 as *const c_void,
                 c as *mut c_void,
                 c_type,
-                int(ldc)?,
+                int(s.ldc)?,
                 cublasComputeType_t::CUBLAS_COMPUTE_32F,
                 cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )?;
             Ok(())
-        })
+        })?;
+        if let Some(bias) = bias {
+            self.launch(
+                "add_bias",
+                (blocks((s.m * s.n).div_ceil(8), THREADS), 1, 1),
+                THREADS,
+                &[P(c), P(bias), L(s.n as i64), I(int(s.m)?)],
+            )?;
+        }
+        Ok(())
     }
 
     /// out[n, oc] = inp[n, c] · weight[oc, c]ᵀ (+ bias), bf16.
@@ -382,18 +390,19 @@ impl Gpu {
         c: usize,
         oc: usize,
     ) -> Result<(), GpuError> {
-        self.gemm(
-            true, false, oc, n, c, weight, c, inp, c, out, oc, false, 0.0,
-        )?;
-        if let Some(bias) = bias {
-            self.launch(
-                "add_bias",
-                (blocks((n * oc).div_ceil(8), THREADS), 1, 1),
-                THREADS,
-                &[P(out), P(bias), L(n as i64), I(int(oc)?)],
-            )?;
-        }
-        Ok(())
+        let s = Shape {
+            trans_a: true,
+            trans_b: false,
+            m: oc,
+            n,
+            k: c,
+            lda: c,
+            ldb: c,
+            ldc: oc,
+            c_f32: false,
+            bias: bias.is_some(),
+        };
+        self.gemm(s, weight, inp, out, 0.0, bias)
     }
 
     /// dinp (+)= dout · weight (bf16), dweight += doutᵀ · inp (fp32), dbias += Σ dout.
@@ -413,12 +422,32 @@ impl Gpu {
         accumulate: bool,
     ) -> Result<(), GpuError> {
         let beta = if accumulate { 1.0 } else { 0.0 };
-        self.gemm(
-            false, false, c, n, oc, weight, c, dout, oc, dinp, c, false, beta,
-        )?;
-        self.gemm(
-            false, true, c, oc, n, inp, c, dout, oc, dweight, c, true, 1.0,
-        )?;
+        let dinp_shape = Shape {
+            trans_a: false,
+            trans_b: false,
+            m: c,
+            n,
+            k: oc,
+            lda: c,
+            ldb: oc,
+            ldc: c,
+            c_f32: false,
+            bias: false,
+        };
+        self.gemm(dinp_shape, weight, dout, dinp, beta, None)?;
+        let dweight_shape = Shape {
+            trans_a: false,
+            trans_b: true,
+            m: c,
+            n: oc,
+            k: n,
+            lda: c,
+            ldb: oc,
+            ldc: c,
+            c_f32: true,
+            bias: false,
+        };
+        self.gemm(dweight_shape, inp, dout, dweight, 1.0, None)?;
         if let Some(dbias) = dbias {
             self.bias_backward(scratch, dbias, dout, n, oc)?;
         }

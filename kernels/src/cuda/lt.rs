@@ -1,0 +1,189 @@
+//! GEMMs through cuBLASLt: one plan per distinct shape (operation descriptor, matrix
+//! layouts and the algorithm cuBLASLt's heuristic ranks first), built on first use and
+//! reused; the bias of a forward GEMM is added in its epilogue. The algorithm choice is the
+//! heuristic's, not a timed search, and split-K reductions that accumulate in place are
+//! excluded, so a given GPU and library give bit-identical results run to run.
+
+use super::GpuError;
+use cudarc::cublaslt::result as lt;
+use cudarc::cublaslt::sys::{
+    cublasComputeType_t, cublasLtEpilogue_t, cublasLtHandle_t, cublasLtMatmulAlgo_t,
+    cublasLtMatmulDescAttributes_t as Desc, cublasLtMatmulDesc_t,
+    cublasLtMatmulPreferenceAttributes_t as Pref, cublasLtMatrixLayout_t,
+    cublasLtReductionScheme_t as Reduction, cudaDataType, cudaStream_t,
+};
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::Mutex;
+
+/// What a plan depends on: C[m, n] = op(A)·op(B) (column-major terms, as cuBLAS), the
+/// leading dimensions, the output type and whether a bias epilogue runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Shape {
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub lda: usize,
+    pub ldb: usize,
+    pub ldc: usize,
+    pub c_f32: bool,
+    pub bias: bool,
+}
+
+struct Plan {
+    desc: cublasLtMatmulDesc_t,
+    layouts: [cublasLtMatrixLayout_t; 3],
+    algo: cublasLtMatmulAlgo_t,
+}
+
+/// A cuBLASLt handle and its plans.
+pub struct LtGemm {
+    handle: cublasLtHandle_t,
+    plans: Mutex<HashMap<Shape, Plan>>,
+    workspace: u64,
+    workspace_bytes: usize,
+}
+
+// SAFETY: the handle and plans are only used under the plans' mutex or by the owning Gpu on
+// its one stream.
+unsafe impl Send for LtGemm {}
+unsafe impl Sync for LtGemm {}
+
+/// cublasOperation_t as the descriptor stores it (a 32-bit int: 0 = N, 1 = T).
+fn op(t: bool) -> i32 {
+    i32::from(t)
+}
+
+impl LtGemm {
+    /// A handle using `workspace` (a device buffer of `workspace_bytes`, which must outlive
+    /// this value).
+    pub fn new(workspace: u64, workspace_bytes: usize) -> Result<LtGemm, GpuError> {
+        Ok(LtGemm {
+            handle: lt::create_handle()?,
+            plans: Mutex::default(),
+            workspace,
+            workspace_bytes,
+        })
+    }
+
+    fn plan(&self, s: &Shape) -> Result<Plan, GpuError> {
+        let out = if s.c_f32 {
+            cudaDataType::CUDA_R_32F
+        } else {
+            cudaDataType::CUDA_R_16BF
+        };
+        let desc = lt::create_matmul_desc(
+            cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            cudaDataType::CUDA_R_32F,
+        )?;
+        let (ta, tb) = (op(s.trans_a), op(s.trans_b));
+        let epilogue = if s.bias {
+            cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS
+        } else {
+            cublasLtEpilogue_t::CUBLASLT_EPILOGUE_DEFAULT
+        };
+        let (ar, ac) = if s.trans_a { (s.k, s.m) } else { (s.m, s.k) };
+        let (br, bc) = if s.trans_b { (s.n, s.k) } else { (s.k, s.n) };
+        let layouts = [
+            lt::create_matrix_layout(cudaDataType::CUDA_R_16BF, ar as u64, ac as u64, s.lda as i64)?,
+            lt::create_matrix_layout(cudaDataType::CUDA_R_16BF, br as u64, bc as u64, s.ldb as i64)?,
+            lt::create_matrix_layout(out, s.m as u64, s.n as u64, s.ldc as i64)?,
+        ];
+        let pref = lt::create_matmul_pref()?;
+        let ws = self.workspace_bytes as u64;
+        // Deterministic reductions only (no in-place split-K accumulation).
+        let schemes = Reduction::CUBLASLT_REDUCTION_SCHEME_NONE as u32
+            | Reduction::CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE as u32
+            | Reduction::CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE as u32;
+        // SAFETY: each attribute is given a pointer to a value of its documented type and
+        // size; the descriptors were just created.
+        let heuristic = unsafe {
+            lt::set_matmul_desc_attribute(desc, Desc::CUBLASLT_MATMUL_DESC_TRANSA, &ta as *const _ as *const c_void, std::mem::size_of_val(&ta))?;
+            lt::set_matmul_desc_attribute(desc, Desc::CUBLASLT_MATMUL_DESC_TRANSB, &tb as *const _ as *const c_void, std::mem::size_of_val(&tb))?;
+            lt::set_matmul_desc_attribute(desc, Desc::CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue as *const _ as *const c_void, std::mem::size_of_val(&epilogue))?;
+            if s.bias {
+                let bias_type = cudaDataType::CUDA_R_16BF;
+                lt::set_matmul_desc_attribute(desc, Desc::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type as *const _ as *const c_void, std::mem::size_of_val(&bias_type))?;
+            }
+            lt::set_matmul_pref_attribute(pref, Pref::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws as *const u64 as *const c_void, 8)?;
+            lt::set_matmul_pref_attribute(pref, Pref::CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes as *const u32 as *const c_void, 4)?;
+            let h = lt::get_matmul_algo_heuristic(
+                self.handle, desc, layouts[0], layouts[1], layouts[2], layouts[2], pref,
+            );
+            lt::destroy_matmul_pref(pref)?;
+            h.map_err(|e| {
+                GpuError::Unsupported(format!("cuBLASLt has no algorithm for {s:?}: {e:?}"))
+            })?
+        };
+        Ok(Plan {
+            desc,
+            layouts,
+            algo: heuristic.algo,
+        })
+    }
+
+    /// C = op(A)·op(B) + beta·C (+ bias[m] broadcast over n when `bias` is Some).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm(
+        &self,
+        s: &Shape,
+        a: u64,
+        b: u64,
+        c: u64,
+        beta: f32,
+        bias: Option<u64>,
+        stream: cudaStream_t,
+    ) -> Result<(), GpuError> {
+        let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        if !plans.contains_key(s) {
+            let p = self.plan(s)?;
+            plans.insert(*s, p);
+        }
+        let p = &plans[s];
+        let alpha = 1.0f32;
+        // SAFETY: the plan was built for this shape; a, b, c (and bias) are device buffers
+        // of the sizes the shape describes (the callers' contract); the workspace is live.
+        unsafe {
+            if let Some(bias) = bias {
+                lt::set_matmul_desc_attribute(p.desc, Desc::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias as *const u64 as *const c_void, 8)?;
+            }
+            lt::matmul(
+                self.handle,
+                p.desc,
+                &alpha as *const f32 as *const c_void,
+                &beta as *const f32 as *const c_void,
+                a as *const c_void,
+                p.layouts[0],
+                b as *const c_void,
+                p.layouts[1],
+                c as *const c_void,
+                p.layouts[2],
+                c as *mut c_void,
+                p.layouts[2],
+                &p.algo,
+                self.workspace as *mut c_void,
+                self.workspace_bytes,
+                stream,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LtGemm {
+    fn drop(&mut self) {
+        let plans = self.plans.get_mut().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: nothing uses the plans or the handle after this.
+        unsafe {
+            for (_, p) in plans.drain() {
+                let _ = lt::destroy_matmul_desc(p.desc);
+                for l in p.layouts {
+                    let _ = lt::destroy_matrix_layout(l);
+                }
+            }
+            let _ = lt::destroy_handle(self.handle);
+        }
+    }
+}
