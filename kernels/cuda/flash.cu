@@ -73,6 +73,53 @@ __device__ __forceinline__ void load_rows(bf16* tile, const bf16* src, int b, in
     }
 }
 
+// The same rows copied asynchronously (cp.async, 16 bytes a copy, rows past T zero-filled):
+// the next tile streams in while the current one is multiplied. Completes at cp_wait.
+__device__ __forceinline__ void load_rows_async(bf16* tile, const bf16* src, int b, int first,
+                                                int t_len, int stride, int col) {
+    const int per_row = HS / 8;
+    for (int e = threadIdx.x; e < ROWS * per_row; e += blockDim.x) {
+        const int r = e / per_row;
+        const int v = e % per_row;
+        const int t = first + r;
+        const bool valid = t < t_len;
+        const bf16* from = valid ? src + ((i64)b * t_len + t) * stride + col + v * 8 : src;
+        const u32 to = (u32)__cvta_generic_to_shared(tile + r * RS + v * 8);
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(to), "l"(from),
+                     "r"(valid ? 16 : 0));
+    }
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+
+// A query tile's log-sum-exp (times log2 e) and D = rowsum(dout * out); 0 past T.
+__device__ __forceinline__ void load_stats(float* ls, float* ds, const float* lse,
+                                           const float* dsum, i64 stat, int first, int t_len) {
+    for (int r = threadIdx.x; r < ROWS; r += blockDim.x) {
+        const int t = first + r;
+        ls[r] = t < t_len ? lse[stat + t] * LOG2E : 0.0f;
+        ds[r] = t < t_len ? dsum[stat + t] : 0.0f;
+    }
+}
+
+// Waits until at most `pending` (0, 1 or 2; each load_rows_async is one group) groups of
+// asynchronous copies are still in flight.
+__device__ __forceinline__ void cp_wait(int pending) {
+    if (pending == 0) {
+        asm volatile("cp.async.wait_group 0;\n" ::);
+    } else if (pending == 1) {
+        asm volatile("cp.async.wait_group 1;\n" ::);
+    } else {
+        asm volatile("cp.async.wait_group 2;\n" ::);
+    }
+}
+
+// 2^x (the special-function unit's approximation; exact 0 for -inf).
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
 // A fragments (16 rows × HS) of this warp's rows of a row-major tile, for products that
 // run along the head dimension.
 __device__ __forceinline__ void a_fragments(u32 (*a)[4], const bf16* tile, int warp,
@@ -158,8 +205,8 @@ extern "C" __global__ void __launch_bounds__(128) flash_forward(bf16* out, float
                                                                 const bf16* qkv, int t_len,
                                                                 int nh) {
     __shared__ __align__(16) bf16 qs[ROWS * RS];
-    __shared__ __align__(16) bf16 ks[ROWS * RS];
-    __shared__ __align__(16) bf16 vs[ROWS * RS];
+    __shared__ __align__(16) bf16 ks[2 * ROWS * RS];  // two buffers: current and next tile
+    __shared__ __align__(16) bf16 vs[2 * ROWS * RS];
     const int c = nh * HS;
     const int stride = 3 * c;
     const int qt = gridDim.x - 1 - blockIdx.x;
@@ -169,6 +216,8 @@ extern "C" __global__ void __launch_bounds__(128) flash_forward(bf16* out, float
     const int lane = threadIdx.x & 31;
     const int q4 = lane & 3;
     const float sl2 = rsqrtf((float)HS) * LOG2E;
+    load_rows_async(ks, qkv, b, 0, t_len, stride, c + h * HS);
+    load_rows_async(vs, qkv, b, 0, t_len, stride, 2 * c + h * HS);
     load_rows(qs, qkv, b, qt * ROWS, t_len, stride, h * HS);
     __syncthreads();
     u32 qa[HS / 16][4];
@@ -182,12 +231,19 @@ extern "C" __global__ void __launch_bounds__(128) flash_forward(bf16* out, float
     float m[2] = {NEG_INF, NEG_INF};
     float l[2] = {0.0f, 0.0f};
     for (int kt = 0; kt <= qt; kt++) {
-        __syncthreads();
-        load_rows(ks, qkv, b, kt * ROWS, t_len, stride, c + h * HS);
-        load_rows(vs, qkv, b, kt * ROWS, t_len, stride, 2 * c + h * HS);
+        const bf16* kb = ks + (kt & 1) * ROWS * RS;
+        const bf16* vb = vs + (kt & 1) * ROWS * RS;
+        if (kt < qt) {
+            const int next = ((kt + 1) & 1) * ROWS * RS;
+            load_rows_async(ks + next, qkv, b, (kt + 1) * ROWS, t_len, stride, c + h * HS);
+            load_rows_async(vs + next, qkv, b, (kt + 1) * ROWS, t_len, stride, 2 * c + h * HS);
+            cp_wait(2);
+        } else {
+            cp_wait(0);
+        }
         __syncthreads();
         float s[ROWS / 8][4];
-        rows_product(s, qa, ks, lane);
+        rows_product(s, qa, kb, lane);
         float mx[2] = {m[0], m[1]};
         // Only the diagonal tile and one that runs past T need masks.
         const bool edge = kt == qt || (kt + 1) * ROWS > t_len;
@@ -209,7 +265,7 @@ extern "C" __global__ void __launch_bounds__(128) flash_forward(bf16* out, float
             mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
             mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
             base[i] = mx[i] == NEG_INF ? 0.0f : mx[i];
-            const float corr = exp2f(m[i] - base[i]);
+            const float corr = ex2(m[i] - base[i]);
             m[i] = mx[i];
             l[i] *= corr;
 #pragma unroll
@@ -222,12 +278,13 @@ extern "C" __global__ void __launch_bounds__(128) flash_forward(bf16* out, float
         for (int nt = 0; nt < ROWS / 8; nt++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                const float p = exp2f(s[nt][e] - base[e >> 1]);
+                const float p = ex2(s[nt][e] - base[e >> 1]);
                 s[nt][e] = p;
                 l[e >> 1] += p;
             }
         }
-        seq_product(o, s, vs, lane);
+        seq_product(o, s, vb, lane);
+        __syncthreads();  // this tile's buffers are refilled next iteration
     }
     float inv[2];
 #pragma unroll
@@ -248,10 +305,10 @@ extern "C" __global__ void __launch_bounds__(128) flash_forward(bf16* out, float
 extern "C" __global__ void __launch_bounds__(128) flash_backward_dkdv(
     bf16* dqkv, const bf16* qkv, const bf16* dout, const float* lse, const float* dsum,
     int t_len, int nh) {
-    __shared__ __align__(16) bf16 qs[ROWS * RS];
-    __shared__ __align__(16) bf16 dos[ROWS * RS];
-    __shared__ float ls[ROWS];
-    __shared__ float ds[ROWS];
+    __shared__ __align__(16) bf16 qs[2 * ROWS * RS];  // two buffers: current and next tile
+    __shared__ __align__(16) bf16 dos[2 * ROWS * RS];
+    __shared__ float ls[2 * ROWS];
+    __shared__ float ds[2 * ROWS];
     const int c = nh * HS;
     const int stride = 3 * c;
     const int kt = blockIdx.x;
@@ -279,20 +336,27 @@ extern "C" __global__ void __launch_bounds__(128) flash_backward_dkdv(
         dv[dt][0] = dv[dt][1] = dv[dt][2] = dv[dt][3] = 0.0f;
     }
     const i64 stat = ((i64)b * nh + h) * t_len;
-    for (int qt = kt; qt * ROWS < t_len; qt++) {
+    const int tiles = (t_len + ROWS - 1) / ROWS;
+    __syncthreads();  // the staging buffers are refilled below
+    // Query tile qt goes to buffer (qt - kt) & 1, its statistics beside it.
+    for (int qt = kt; qt < tiles && qt <= kt + 1; qt++) {
+        const int buf = (qt - kt) & 1;
+        load_rows_async(qs + buf * ROWS * RS, qkv, b, qt * ROWS, t_len, stride, h * HS);
+        load_rows_async(dos + buf * ROWS * RS, dout, b, qt * ROWS, t_len, c, h * HS);
+        load_stats(ls + buf * ROWS, ds + buf * ROWS, lse, dsum, stat, qt * ROWS, t_len);
+    }
+    for (int qt = kt; qt < tiles; qt++) {
+        const int buf = (qt - kt) & 1;
+        cp_wait(qt + 1 < tiles ? 2 : 0);
         __syncthreads();
-        load_rows(qs, qkv, b, qt * ROWS, t_len, stride, h * HS);
-        load_rows(dos, dout, b, qt * ROWS, t_len, c, h * HS);
-        for (int r = threadIdx.x; r < ROWS; r += blockDim.x) {
-            const int t = qt * ROWS + r;
-            ls[r] = t < t_len ? lse[stat + t] * LOG2E : 0.0f;
-            ds[r] = t < t_len ? dsum[stat + t] : 0.0f;
-        }
-        __syncthreads();
+        const bf16* qb = qs + buf * ROWS * RS;
+        const bf16* db = dos + buf * ROWS * RS;
+        const float* lb = ls + buf * ROWS;
+        const float* sb = ds + buf * ROWS;
         float st[ROWS / 8][4];
         float dpt[ROWS / 8][4];
-        rows_product(st, ka, qs, lane);
-        rows_product(dpt, va, dos, lane);
+        rows_product(st, ka, qb, lane);
+        rows_product(dpt, va, db, lane);
         const bool edge = qt == kt || (qt + 1) * ROWS > t_len;
 #pragma unroll
         for (int nt = 0; nt < ROWS / 8; nt++) {
@@ -303,13 +367,19 @@ extern "C" __global__ void __launch_bounds__(128) flash_backward_dkdv(
                 const int query = qt * ROWS + qi;
                 const float p = (edge && (query < key || query >= t_len))
                                     ? 0.0f
-                                    : exp2f(st[nt][e] * sl2 - ls[qi]);
+                                    : ex2(st[nt][e] * sl2 - lb[qi]);
                 st[nt][e] = p;
-                dpt[nt][e] = p * (dpt[nt][e] - ds[qi]);
+                dpt[nt][e] = p * (dpt[nt][e] - sb[qi]);
             }
         }
-        seq_product(dv, st, dos, lane);
-        seq_product(dk, dpt, qs, lane);
+        seq_product(dv, st, db, lane);
+        seq_product(dk, dpt, qb, lane);
+        __syncthreads();  // this tile's buffers take tile qt + 2 now
+        if (qt + 2 < tiles) {
+            load_rows_async(qs + buf * ROWS * RS, qkv, b, (qt + 2) * ROWS, t_len, stride, h * HS);
+            load_rows_async(dos + buf * ROWS * RS, dout, b, (qt + 2) * ROWS, t_len, c, h * HS);
+            load_stats(ls + buf * ROWS, ds + buf * ROWS, lse, dsum, stat, (qt + 2) * ROWS, t_len);
+        }
     }
     const float one[2] = {1.0f, 1.0f};
     const float sc[2] = {scale, scale};
@@ -322,8 +392,8 @@ extern "C" __global__ void __launch_bounds__(128) flash_backward_dkdv(
 extern "C" __global__ void __launch_bounds__(128) flash_backward_dq(
     bf16* dqkv, const bf16* qkv, const bf16* dout, const float* lse, const float* dsum,
     int t_len, int nh) {
-    __shared__ __align__(16) bf16 ks[ROWS * RS];
-    __shared__ __align__(16) bf16 vs[ROWS * RS];
+    __shared__ __align__(16) bf16 ks[2 * ROWS * RS];  // two buffers: current and next tile
+    __shared__ __align__(16) bf16 vs[2 * ROWS * RS];
     const int c = nh * HS;
     const int stride = 3 * c;
     const int qt = gridDim.x - 1 - blockIdx.x;
@@ -357,15 +427,21 @@ extern "C" __global__ void __launch_bounds__(128) flash_backward_dq(
     for (int dt = 0; dt < HS / 8; dt++) {
         dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.0f;
     }
+    __syncthreads();  // the staging buffers are refilled below
+    for (int kt = 0; kt <= qt && kt <= 1; kt++) {
+        load_rows_async(ks + kt * ROWS * RS, qkv, b, kt * ROWS, t_len, stride, c + h * HS);
+        load_rows_async(vs + kt * ROWS * RS, qkv, b, kt * ROWS, t_len, stride, 2 * c + h * HS);
+    }
     for (int kt = 0; kt <= qt; kt++) {
+        const int buf = kt & 1;
+        cp_wait(kt < qt ? 2 : 0);
         __syncthreads();
-        load_rows(ks, qkv, b, kt * ROWS, t_len, stride, c + h * HS);
-        load_rows(vs, qkv, b, kt * ROWS, t_len, stride, 2 * c + h * HS);
-        __syncthreads();
+        const bf16* kb = ks + buf * ROWS * RS;
+        const bf16* vb = vs + buf * ROWS * RS;
         float s[ROWS / 8][4];
         float dp[ROWS / 8][4];
-        rows_product(s, qa, ks, lane);
-        rows_product(dp, da, vs, lane);
+        rows_product(s, qa, kb, lane);
+        rows_product(dp, da, vb, lane);
         const bool edge = kt == qt || (kt + 1) * ROWS > t_len;
 #pragma unroll
         for (int nt = 0; nt < ROWS / 8; nt++) {
@@ -376,11 +452,18 @@ extern "C" __global__ void __launch_bounds__(128) flash_backward_dq(
                 const int key = kt * ROWS + nt * 8 + q4 * 2 + (e & 1);
                 const float p = (edge && (key > row || key >= t_len))
                                     ? 0.0f
-                                    : exp2f(s[nt][e] * sl2 - l2[i]);
+                                    : ex2(s[nt][e] * sl2 - l2[i]);
                 s[nt][e] = p * (dp[nt][e] - dd[i]);
             }
         }
-        seq_product(dq, s, ks, lane);
+        seq_product(dq, s, kb, lane);
+        __syncthreads();  // this tile's buffers take tile kt + 2 now
+        if (kt + 2 <= qt) {
+            load_rows_async(ks + buf * ROWS * RS, qkv, b, (kt + 2) * ROWS, t_len, stride,
+                            c + h * HS);
+            load_rows_async(vs + buf * ROWS * RS, qkv, b, (kt + 2) * ROWS, t_len, stride,
+                            2 * c + h * HS);
+        }
     }
     const float sc[2] = {scale, scale};
     store_rows(dqkv, dq, sc, b, row0, t_len, stride, h * HS, lane);

@@ -5,9 +5,7 @@
 //! is usable.
 
 use harman_kernels::cpu;
-use harman_kernels::cuda::{
-    from_bf16, probe, to_bf16, AttentionKernels, Buf, GemmBackend, Gpu,
-};
+use harman_kernels::cuda::{from_bf16, probe, to_bf16, AttentionKernels, Buf, GemmBackend, Gpu};
 
 struct Rng(u64);
 impl Rng {
@@ -242,6 +240,89 @@ fn check_matmul(g: &Gpu, what: &str) {
         let e = rel_err(&got, &want);
         eprintln!("{what}: matmul backward {name} relative error {e:.2e}");
         assert!(e < tol, "{what}: matmul backward {name} {e}");
+    }
+}
+
+#[test]
+fn matmul_with_fused_gelu() {
+    let Some(mut g) = gpu() else { return };
+    for backend in [GemmBackend::Lt, GemmBackend::Cublas] {
+        g.gemm_backend = backend;
+        let what = format!("{backend:?}");
+        let (n, c, oc) = (64, 96, 384);
+        let mut r = Rng(30);
+        let inp = bf(&r.vec(n * c, 1.0));
+        let w = bf(&r.vec(oc * c, 0.2));
+        let bias = bf(&r.vec(oc, 0.5));
+        let mut pre = vec![0f32; n * oc];
+        cpu::matmul::forward(&mut pre, &inp, &w, &bias, c, oc, 1);
+        let pre = bf(&pre);
+        let mut act = vec![0f32; n * oc];
+        cpu::gelu::forward(&mut act, &pre);
+        let (inp_d, w_d, bias_d) = (
+            g.upload(&to_bf16(&inp)).unwrap(),
+            g.upload(&to_bf16(&w)).unwrap(),
+            g.upload(&to_bf16(&bias)).unwrap(),
+        );
+        let (out_d, pre_d) = (poisoned_bf16(&g, n * oc), poisoned_bf16(&g, n * oc));
+        g.matmul_forward_gelu(
+            out_d.ptr(),
+            pre_d.ptr(),
+            inp_d.ptr(),
+            w_d.ptr(),
+            bias_d.ptr(),
+            n,
+            c,
+            oc,
+        )
+        .unwrap();
+        for (name, got, want) in [
+            ("pre-activation", dl16(&g, &pre_d), &pre),
+            ("gelu", dl16(&g, &out_d), &act),
+        ] {
+            let e = rel_err(&got, want);
+            eprintln!("{what}: matmul + gelu forward {name} relative error {e:.2e}");
+            assert!(e < TOL, "{what}: matmul + gelu forward {name} {e}");
+        }
+        // The next layer's backward through the GELU: a layer act[n, oc] -> [n, c2].
+        let c2 = 80;
+        let w2 = bf(&r.vec(c2 * oc, 0.2));
+        let dout = bf(&r.vec(n * c2, 1.0));
+        let (mut dact, mut dw2, mut db2) =
+            (vec![0f32; n * oc], vec![0f32; c2 * oc], vec![0f32; c2]);
+        cpu::matmul::backward(&mut dact, &mut dw2, &mut db2, &dout, &act, &w2, oc, c2, 1);
+        let dact = bf(&dact);
+        let mut dpre = vec![0f32; n * oc];
+        cpu::gelu::backward(&mut dpre, &pre, &dact);
+        let (w2_d, dout_d) = (
+            g.upload(&to_bf16(&w2)).unwrap(),
+            g.upload(&to_bf16(&dout)).unwrap(),
+        );
+        let (dw2_d, db2_d) = (
+            g.alloc::<f32>(c2 * oc).unwrap(),
+            g.alloc::<f32>(c2).unwrap(),
+        );
+        let dpre_d = poisoned_bf16(&g, n * oc);
+        let scratch = g.scratch(c2).unwrap();
+        g.matmul_backward_gelu(
+            &scratch,
+            dpre_d.ptr(),
+            dw2_d.ptr(),
+            Some(db2_d.ptr()),
+            dout_d.ptr(),
+            out_d.ptr(),
+            w2_d.ptr(),
+            pre_d.ptr(),
+            n,
+            oc,
+            c2,
+        )
+        .unwrap();
+        let e = rel_err(&dl16(&g, &dpre_d), &dpre);
+        eprintln!("{what}: matmul backward through gelu relative error {e:.2e}");
+        assert!(e < 2.0 * TOL, "{what}: matmul backward through gelu {e}");
+        let e = rel_err(&g.download(&dw2_d).unwrap(), &dw2);
+        assert!(e < TOL, "{what}: dweight {e}");
     }
 }
 

@@ -20,7 +20,11 @@ fn every_kernel_compiles_for_sm_90_without_spills() {
         built.len(),
         compile::FILES
             .iter()
-            .map(|f| if compile::per_head_size(f) { compile::HEAD_SIZES.len() } else { 1 })
+            .map(|f| if compile::per_head_size(f) {
+                compile::HEAD_SIZES.len()
+            } else {
+                1
+            })
             .sum::<usize>(),
         "every file and attention variant built"
     );

@@ -233,16 +233,16 @@ impl GpuModel {
             )?;
             let fch = a.fch.at(l * n * 4 * c);
             let fch_gelu = a.fch_gelu.at(l * n * 4 * c);
-            g.matmul_forward(
+            g.matmul_forward_gelu(
+                fch_gelu,
                 fch,
                 a.ln2.at(l * n * c),
                 self.p("fcw", l),
-                Some(self.p("fcb", l)),
+                self.p("fcb", l),
                 n,
                 c,
                 4 * c,
             )?;
-            g.gelu_forward(fch_gelu, fch, n * 4 * c)?;
             g.matmul_forward(
                 a.proj.ptr(),
                 fch_gelu,
@@ -347,7 +347,7 @@ impl GpuModel {
             } else {
                 a.residual3.at((l - 1) * n * c)
             };
-            g.matmul_backward(
+            g.matmul_backward_gelu(
                 s,
                 a.dfch.ptr(),
                 self.g("fcprojw", l),
@@ -355,16 +355,10 @@ impl GpuModel {
                 a.dres.ptr(),
                 a.fch_gelu.at(l * n * 4 * c),
                 self.p("fcprojw", l),
+                a.fch.at(l * n * 4 * c),
                 n,
                 4 * c,
                 c,
-                false,
-            )?;
-            g.gelu_backward(
-                a.dfch.ptr(),
-                a.fch.at(l * n * 4 * c),
-                a.dfch.ptr(),
-                n * 4 * c,
             )?;
             g.matmul_backward(
                 s,

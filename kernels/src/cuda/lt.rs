@@ -16,8 +16,20 @@ use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::Mutex;
 
+/// What runs on the product before it is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Epilogue {
+    None,
+    /// + bias[m] over the columns.
+    Bias,
+    /// aux = product + bias, C = gelu(aux) (GPT-2's tanh GELU).
+    GeluBias,
+    /// C = product · gelu'(aux), aux the forward pass's pre-activation.
+    GeluGrad,
+}
+
 /// What a plan depends on: C[m, n] = op(A)·op(B) (column-major terms, as cuBLAS), the
-/// leading dimensions, the output type and whether a bias epilogue runs.
+/// leading dimensions, the output type and the epilogue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Shape {
     pub trans_a: bool,
@@ -29,7 +41,7 @@ pub struct Shape {
     pub ldb: usize,
     pub ldc: usize,
     pub c_f32: bool,
-    pub bias: bool,
+    pub epilogue: Epilogue,
 }
 
 struct Plan {
@@ -79,16 +91,29 @@ impl LtGemm {
             cudaDataType::CUDA_R_32F,
         )?;
         let (ta, tb) = (op(s.trans_a), op(s.trans_b));
-        let epilogue = if s.bias {
-            cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS
-        } else {
-            cublasLtEpilogue_t::CUBLASLT_EPILOGUE_DEFAULT
+        let epilogue = match s.epilogue {
+            Epilogue::None => cublasLtEpilogue_t::CUBLASLT_EPILOGUE_DEFAULT,
+            Epilogue::Bias => cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS,
+            Epilogue::GeluBias => cublasLtEpilogue_t::CUBLASLT_EPILOGUE_GELU_AUX_BIAS,
+            Epilogue::GeluGrad => cublasLtEpilogue_t::CUBLASLT_EPILOGUE_DGELU,
         };
+        let has_bias = matches!(s.epilogue, Epilogue::Bias | Epilogue::GeluBias);
+        let aux_ld = s.ldc as i64;
         let (ar, ac) = if s.trans_a { (s.k, s.m) } else { (s.m, s.k) };
         let (br, bc) = if s.trans_b { (s.n, s.k) } else { (s.k, s.n) };
         let layouts = [
-            lt::create_matrix_layout(cudaDataType::CUDA_R_16BF, ar as u64, ac as u64, s.lda as i64)?,
-            lt::create_matrix_layout(cudaDataType::CUDA_R_16BF, br as u64, bc as u64, s.ldb as i64)?,
+            lt::create_matrix_layout(
+                cudaDataType::CUDA_R_16BF,
+                ar as u64,
+                ac as u64,
+                s.lda as i64,
+            )?,
+            lt::create_matrix_layout(
+                cudaDataType::CUDA_R_16BF,
+                br as u64,
+                bc as u64,
+                s.ldb as i64,
+            )?,
             lt::create_matrix_layout(out, s.m as u64, s.n as u64, s.ldc as i64)?,
         ];
         let pref = lt::create_matmul_pref()?;
@@ -100,17 +125,61 @@ impl LtGemm {
         // SAFETY: each attribute is given a pointer to a value of its documented type and
         // size; the descriptors were just created.
         let heuristic = unsafe {
-            lt::set_matmul_desc_attribute(desc, Desc::CUBLASLT_MATMUL_DESC_TRANSA, &ta as *const _ as *const c_void, std::mem::size_of_val(&ta))?;
-            lt::set_matmul_desc_attribute(desc, Desc::CUBLASLT_MATMUL_DESC_TRANSB, &tb as *const _ as *const c_void, std::mem::size_of_val(&tb))?;
-            lt::set_matmul_desc_attribute(desc, Desc::CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue as *const _ as *const c_void, std::mem::size_of_val(&epilogue))?;
-            if s.bias {
+            lt::set_matmul_desc_attribute(
+                desc,
+                Desc::CUBLASLT_MATMUL_DESC_TRANSA,
+                &ta as *const _ as *const c_void,
+                std::mem::size_of_val(&ta),
+            )?;
+            lt::set_matmul_desc_attribute(
+                desc,
+                Desc::CUBLASLT_MATMUL_DESC_TRANSB,
+                &tb as *const _ as *const c_void,
+                std::mem::size_of_val(&tb),
+            )?;
+            lt::set_matmul_desc_attribute(
+                desc,
+                Desc::CUBLASLT_MATMUL_DESC_EPILOGUE,
+                &epilogue as *const _ as *const c_void,
+                std::mem::size_of_val(&epilogue),
+            )?;
+            if has_bias {
                 let bias_type = cudaDataType::CUDA_R_16BF;
-                lt::set_matmul_desc_attribute(desc, Desc::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type as *const _ as *const c_void, std::mem::size_of_val(&bias_type))?;
+                lt::set_matmul_desc_attribute(
+                    desc,
+                    Desc::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                    &bias_type as *const _ as *const c_void,
+                    std::mem::size_of_val(&bias_type),
+                )?;
             }
-            lt::set_matmul_pref_attribute(pref, Pref::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws as *const u64 as *const c_void, 8)?;
-            lt::set_matmul_pref_attribute(pref, Pref::CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes as *const u32 as *const c_void, 4)?;
+            if matches!(s.epilogue, Epilogue::GeluBias | Epilogue::GeluGrad) {
+                lt::set_matmul_desc_attribute(
+                    desc,
+                    Desc::CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
+                    &aux_ld as *const i64 as *const c_void,
+                    8,
+                )?;
+            }
+            lt::set_matmul_pref_attribute(
+                pref,
+                Pref::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                &ws as *const u64 as *const c_void,
+                8,
+            )?;
+            lt::set_matmul_pref_attribute(
+                pref,
+                Pref::CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                &schemes as *const u32 as *const c_void,
+                4,
+            )?;
             let h = lt::get_matmul_algo_heuristic(
-                self.handle, desc, layouts[0], layouts[1], layouts[2], layouts[2], pref,
+                self.handle,
+                desc,
+                layouts[0],
+                layouts[1],
+                layouts[2],
+                layouts[2],
+                pref,
             );
             lt::destroy_matmul_pref(pref)?;
             h.map_err(|e| {
@@ -124,7 +193,24 @@ impl LtGemm {
         })
     }
 
-    /// C = op(A)·op(B) + beta·C (+ bias[m] broadcast over n when `bias` is Some).
+    /// Whether this library has an algorithm for `s` (plans it if not yet planned).
+    pub fn supports(&self, s: &Shape) -> bool {
+        let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        if plans.contains_key(s) {
+            return true;
+        }
+        match self.plan(s) {
+            Ok(p) => {
+                plans.insert(*s, p);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// C = op(A)·op(B) + beta·C, then the shape's epilogue: `bias` is the bias vector
+    /// (Bias, GeluBias), `aux` the pre-activation buffer (GeluBias writes it, GeluGrad
+    /// reads it).
     #[allow(clippy::too_many_arguments)]
     pub fn gemm(
         &self,
@@ -134,6 +220,7 @@ impl LtGemm {
         c: u64,
         beta: f32,
         bias: Option<u64>,
+        aux: Option<u64>,
         stream: cudaStream_t,
     ) -> Result<(), GpuError> {
         let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
@@ -147,7 +234,20 @@ impl LtGemm {
         // of the sizes the shape describes (the callers' contract); the workspace is live.
         unsafe {
             if let Some(bias) = bias {
-                lt::set_matmul_desc_attribute(p.desc, Desc::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias as *const u64 as *const c_void, 8)?;
+                lt::set_matmul_desc_attribute(
+                    p.desc,
+                    Desc::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                    &bias as *const u64 as *const c_void,
+                    8,
+                )?;
+            }
+            if let Some(aux) = aux {
+                lt::set_matmul_desc_attribute(
+                    p.desc,
+                    Desc::CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
+                    &aux as *const u64 as *const c_void,
+                    8,
+                )?;
             }
             lt::matmul(
                 self.handle,

@@ -235,7 +235,11 @@ impl Gpu {
     /// The profile so far (kernel or GEMM shape, calls, total and share of time), largest
     /// first; None unless `HARMAN_CUDA_PROFILE` was set when the GPU was opened.
     pub fn profile_table(&self) -> Option<String> {
-        let map = self.profile.as_ref()?.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self
+            .profile
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let total: f64 = map.values().map(|v| v.1).sum();
         let mut rows: Vec<_> = map.iter().collect();
         rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));

@@ -2,7 +2,7 @@
 //! addresses (`u64`, from [`Buf::at`]). Shapes as the CPU reference: rows N = B·T, row-major
 //! `[N, C]` activations, `[OC, C]` weights. bf16 buffers are `u16`, fp32 `f32`, ids `i32`.
 
-use super::lt::Shape;
+use super::lt::{Epilogue, Shape};
 use super::{AttentionKernels, Buf, GemmBackend, Gpu, GpuError};
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
 use std::ffi::c_void;
@@ -321,12 +321,30 @@ impl Gpu {
         let key = || {
             let t = |x: bool| if x { "T" } else { "N" };
             let out = if s.c_f32 { "f32" } else { "bf16" };
-            let plus = if s.bias { " + bias" } else { "" };
-            format!("gemm {}{} {}x{}x{} -> {out}{plus}", t(s.trans_a), t(s.trans_b), s.m, s.n, s.k)
+            let plus = match s.epilogue {
+                Epilogue::None => "",
+                Epilogue::Bias => " + bias",
+                Epilogue::GeluBias => " + bias, gelu",
+                Epilogue::GeluGrad => ", gelu'",
+            };
+            format!(
+                "gemm {}{} {}x{}x{} -> {out}{plus}",
+                t(s.trans_a),
+                t(s.trans_b),
+                s.m,
+                s.n,
+                s.k
+            )
         };
         if self.gemm_backend == GemmBackend::Lt {
             let stream = self.stream.cu_stream() as _;
-            return self.timed(key, || self.lt.gemm(&s, a, b, c, beta, bias, stream));
+            return self.timed(key, || self.lt.gemm(&s, a, b, c, beta, bias, None, stream));
+        }
+        if !matches!(s.epilogue, Epilogue::None | Epilogue::Bias) {
+            return Err(GpuError::Unsupported(format!(
+                "{:?} epilogue without cuBLASLt",
+                s.epilogue
+            )));
         }
         let op = |t: bool| {
             if t {
@@ -400,9 +418,51 @@ impl Gpu {
             ldb: c,
             ldc: oc,
             c_f32: false,
-            bias: bias.is_some(),
+            epilogue: if bias.is_some() {
+                Epilogue::Bias
+            } else {
+                Epilogue::None
+            },
         };
         self.gemm(s, weight, inp, out, 0.0, bias)
+    }
+
+    /// pre[n, oc] = inp · weightᵀ + bias and out = gelu(pre): one cuBLASLt GEMM with a GELU
+    /// epilogue where the library has one for the shape, else the GEMM and gelu_forward.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_forward_gelu(
+        &self,
+        out: u64,
+        pre: u64,
+        inp: u64,
+        weight: u64,
+        bias: u64,
+        n: usize,
+        c: usize,
+        oc: usize,
+    ) -> Result<(), GpuError> {
+        let s = Shape {
+            trans_a: true,
+            trans_b: false,
+            m: oc,
+            n,
+            k: c,
+            lda: c,
+            ldb: c,
+            ldc: oc,
+            c_f32: false,
+            epilogue: Epilogue::GeluBias,
+        };
+        if self.gemm_backend == GemmBackend::Lt && self.lt.supports(&s) {
+            let stream = self.stream.cu_stream() as _;
+            let key = || format!("gemm TN {oc}x{n}x{c} -> bf16 + bias, gelu");
+            return self.timed(key, || {
+                self.lt
+                    .gemm(&s, weight, inp, out, 0.0, Some(bias), Some(pre), stream)
+            });
+        }
+        self.matmul_forward(pre, inp, weight, Some(bias), n, c, oc)?;
+        self.gelu_forward(out, pre, n * oc)
     }
 
     /// dinp (+)= dout · weight (bf16), dweight += doutᵀ · inp (fp32), dbias += Σ dout.
@@ -421,8 +481,63 @@ impl Gpu {
         oc: usize,
         accumulate: bool,
     ) -> Result<(), GpuError> {
+        self.matmul_backward_with(
+            scratch, dinp, dweight, dbias, dout, inp, weight, n, c, oc, accumulate, None,
+        )
+    }
+
+    /// As [`Gpu::matmul_backward`] for a layer whose input was gelu(pre): dinp = (dout ·
+    /// weight) · gelu'(pre), the GELU's backward folded into the GEMM's epilogue where
+    /// cuBLASLt has one (else gelu_backward after it). `dinp` is overwritten.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_backward_gelu(
+        &self,
+        scratch: &Scratch,
+        dinp: u64,
+        dweight: u64,
+        dbias: Option<u64>,
+        dout: u64,
+        inp: u64,
+        weight: u64,
+        pre: u64,
+        n: usize,
+        c: usize,
+        oc: usize,
+    ) -> Result<(), GpuError> {
+        self.matmul_backward_with(
+            scratch,
+            dinp,
+            dweight,
+            dbias,
+            dout,
+            inp,
+            weight,
+            n,
+            c,
+            oc,
+            false,
+            Some(pre),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_backward_with(
+        &self,
+        scratch: &Scratch,
+        dinp: u64,
+        dweight: u64,
+        dbias: Option<u64>,
+        dout: u64,
+        inp: u64,
+        weight: u64,
+        n: usize,
+        c: usize,
+        oc: usize,
+        accumulate: bool,
+        gelu_pre: Option<u64>,
+    ) -> Result<(), GpuError> {
         let beta = if accumulate { 1.0 } else { 0.0 };
-        let dinp_shape = Shape {
+        let mut dinp_shape = Shape {
             trans_a: false,
             trans_b: false,
             m: c,
@@ -432,9 +547,27 @@ impl Gpu {
             ldb: oc,
             ldc: c,
             c_f32: false,
-            bias: false,
+            epilogue: Epilogue::None,
         };
-        self.gemm(dinp_shape, weight, dout, dinp, beta, None)?;
+        match gelu_pre {
+            Some(pre) => {
+                dinp_shape.epilogue = Epilogue::GeluGrad;
+                if self.gemm_backend == GemmBackend::Lt && self.lt.supports(&dinp_shape) {
+                    let stream = self.stream.cu_stream() as _;
+                    let key = || format!("gemm NN {c}x{n}x{oc} -> bf16, gelu'");
+                    let s = &dinp_shape;
+                    self.timed(key, || {
+                        self.lt
+                            .gemm(s, weight, dout, dinp, 0.0, None, Some(pre), stream)
+                    })?;
+                } else {
+                    dinp_shape.epilogue = Epilogue::None;
+                    self.gemm(dinp_shape, weight, dout, dinp, 0.0, None)?;
+                    self.gelu_backward(dinp, pre, dinp, n * c)?;
+                }
+            }
+            None => self.gemm(dinp_shape, weight, dout, dinp, beta, None)?,
+        }
         let dweight_shape = Shape {
             trans_a: false,
             trans_b: true,
@@ -445,7 +578,7 @@ impl Gpu {
             ldb: oc,
             ldc: c,
             c_f32: true,
-            bias: false,
+            epilogue: Epilogue::None,
         };
         self.gemm(dweight_shape, inp, dout, dweight, 1.0, None)?;
         if let Some(dbias) = dbias {
