@@ -6,13 +6,13 @@
 // running sum when its maximum grows; the block combines the pairs in a fixed order), once
 // to write the gradient; 16 bytes per access when Vp is a multiple of 8.
 
-// Adds logit x to a running (max, sum of exp(· - max)).
+// Adds logit x (in log2 units: x · log2 e) to a running (max, sum of 2^(· - max)).
 __device__ __forceinline__ void online(float& mx, float& s, float x) {
     if (x > mx) {
-        s = s * expf(mx - x) + 1.0f;
+        s = s * ex2(mx - x) + 1.0f;
         mx = x;
     } else {
-        s += expf(x - mx);
+        s += ex2(x - mx);
     }
 }
 
@@ -31,19 +31,20 @@ extern "C" __global__ void fused_classifier(bf16* logits, float* losses, const i
 #pragma unroll
             for (int k = 0; k < 8; k++) {
                 if (i * 8 + k < v) {
-                    online(mx, s, f[k]);
+                    online(mx, s, f[k] * LOG2E);
                 }
             }
         }
     } else {
         for (int i = threadIdx.x; i < v; i += blockDim.x) {
-            online(mx, s, bf2f(x[i]));
+            online(mx, s, bf2f(x[i]) * LOG2E);
         }
     }
     const float bmx = block_max(mx, scratch);
-    s = mx == NEG_INF ? 0.0f : s * expf(mx - bmx);
+    s = mx == NEG_INF ? 0.0f : s * ex2(mx - bmx);
     s = block_sum(s, scratch);
-    const float lse = bmx + logf(s);
+    const float lse2 = bmx + log2f(s);  // log2 of the softmax denominator
+    const float lse = lse2 * 0.6931471805599453f;
     const int target = targets[row];
     if (threadIdx.x == 0) {
         losses[row] = lse - bf2f(x[target]);
@@ -59,8 +60,9 @@ extern "C" __global__ void fused_classifier(bf16* logits, float* losses, const i
 #pragma unroll
             for (int k = 0; k < 8; k++) {
                 const int col = i * 8 + k;
-                f[k] = col < v ? (expf(f[k] - lse) - (col == target ? 1.0f : 0.0f)) * dloss
-                               : 0.0f;
+                f[k] = col < v
+                           ? (ex2(f[k] * LOG2E - lse2) - (col == target ? 1.0f : 0.0f)) * dloss
+                           : 0.0f;
             }
             ((uint4*)x)[i] = pack8(f);
         }
@@ -69,7 +71,7 @@ extern "C" __global__ void fused_classifier(bf16* logits, float* losses, const i
     for (int i = threadIdx.x; i < vp; i += blockDim.x) {
         float g = 0.0f;
         if (i < v) {
-            g = (expf(bf2f(x[i]) - lse) - (i == target ? 1.0f : 0.0f)) * dloss;
+            g = (ex2(bf2f(x[i]) * LOG2E - lse2) - (i == target ? 1.0f : 0.0f)) * dloss;
         }
         x[i] = f2bf(g);
     }

@@ -6,6 +6,14 @@
 typedef unsigned short bf16;
 typedef long long i64;
 #define NEG_INF __int_as_float(0xff800000)
+#define LOG2E 1.4426950408889634f
+
+// 2^x (the special-function unit's approximation, relative error ~2^-22; exact 0 for -inf).
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
 
 __device__ __forceinline__ float bf2f(bf16 x) {
     return __uint_as_float(((unsigned int)x) << 16);

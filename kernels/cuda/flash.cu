@@ -16,7 +16,6 @@
 #endif
 #define ROWS 64            // rows per tile (4 warps × 16)
 #define RS (HS + 8)        // bf16 stride of a row-major [ROWS][HS] tile (16-byte pad)
-#define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
 
 typedef unsigned int u32;
@@ -111,13 +110,6 @@ __device__ __forceinline__ void cp_wait(int pending) {
     } else {
         asm volatile("cp.async.wait_group 2;\n" ::);
     }
-}
-
-// 2^x (the special-function unit's approximation; exact 0 for -inf).
-__device__ __forceinline__ float ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
 }
 
 // A fragments (16 rows × HS) of this warp's rows of a row-major tile, for products that

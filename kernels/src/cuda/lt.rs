@@ -26,6 +26,8 @@ pub enum Epilogue {
     GeluBias,
     /// C = product · gelu'(aux), aux the forward pass's pre-activation.
     GeluGrad,
+    /// bias[n] = Σ over k of op(B) (fp32): a bias gradient, written, not added.
+    BiasGradB,
 }
 
 /// What a plan depends on: C[m, n] = op(A)·op(B) (column-major terms, as cuBLAS), the
@@ -96,8 +98,12 @@ impl LtGemm {
             Epilogue::Bias => cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS,
             Epilogue::GeluBias => cublasLtEpilogue_t::CUBLASLT_EPILOGUE_GELU_AUX_BIAS,
             Epilogue::GeluGrad => cublasLtEpilogue_t::CUBLASLT_EPILOGUE_DGELU,
+            Epilogue::BiasGradB => cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BGRADB,
         };
-        let has_bias = matches!(s.epilogue, Epilogue::Bias | Epilogue::GeluBias);
+        let has_bias = matches!(
+            s.epilogue,
+            Epilogue::Bias | Epilogue::GeluBias | Epilogue::BiasGradB
+        );
         let aux_ld = s.ldc as i64;
         let (ar, ac) = if s.trans_a { (s.k, s.m) } else { (s.m, s.k) };
         let (br, bc) = if s.trans_b { (s.n, s.k) } else { (s.k, s.n) };
@@ -144,7 +150,11 @@ impl LtGemm {
                 std::mem::size_of_val(&epilogue),
             )?;
             if has_bias {
-                let bias_type = cudaDataType::CUDA_R_16BF;
+                let bias_type = if s.epilogue == Epilogue::BiasGradB {
+                    cudaDataType::CUDA_R_32F
+                } else {
+                    cudaDataType::CUDA_R_16BF
+                };
                 lt::set_matmul_desc_attribute(
                     desc,
                     Desc::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,

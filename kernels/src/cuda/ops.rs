@@ -326,6 +326,7 @@ impl Gpu {
                 Epilogue::Bias => " + bias",
                 Epilogue::GeluBias => " + bias, gelu",
                 Epilogue::GeluGrad => ", gelu'",
+                Epilogue::BiasGradB => ", bias gradient",
             };
             format!(
                 "gemm {}{} {}x{}x{} -> {out}{plus}",
@@ -568,7 +569,7 @@ impl Gpu {
             }
             None => self.gemm(dinp_shape, weight, dout, dinp, beta, None)?,
         }
-        let dweight_shape = Shape {
+        let mut dweight_shape = Shape {
             trans_a: false,
             trans_b: true,
             m: c,
@@ -578,8 +579,29 @@ impl Gpu {
             ldb: oc,
             ldc: c,
             c_f32: true,
-            epilogue: Epilogue::None,
+            epilogue: Epilogue::BiasGradB,
         };
+        // The bias gradient from the weight gradient's GEMM (cuBLASLt's BGRADB epilogue
+        // writes Σ dout into scratch, then added to dbias), else from the column sums.
+        if let Some(dbias) = dbias {
+            if self.gemm_backend == GemmBackend::Lt && self.lt.supports(&dweight_shape) {
+                let stream = self.stream.cu_stream() as _;
+                let key = || format!("gemm NT {c}x{oc}x{n} -> f32, bias gradient");
+                let s = &dweight_shape;
+                let partial = scratch.partial.ptr();
+                self.timed(key, || {
+                    self.lt
+                        .gemm(s, inp, dout, dweight, 1.0, Some(partial), None, stream)
+                })?;
+                return self.launch(
+                    "sum_partials",
+                    (blocks(oc, THREADS), 1, 1),
+                    THREADS,
+                    &[P(dbias), P(partial), I(1), I(int(oc)?), I(int(oc)?)],
+                );
+            }
+        }
+        dweight_shape.epilogue = Epilogue::None;
         self.gemm(dweight_shape, inp, dout, dweight, 1.0, None)?;
         if let Some(dbias) = dbias {
             self.bias_backward(scratch, dbias, dout, n, oc)?;
