@@ -1,4 +1,7 @@
-// Causal multi-head attention, flash-attention style: no T×T matrix ever exists in memory.
+// Causal multi-head attention on the CUDA cores (the second implementation: flash.cu's
+// tensor-core kernels run by default; HARMAN_ATTENTION=simt selects these, and the tests
+// check both; attention_backward_d below serves both). Flash-attention style: no T×T
+// matrix ever exists in memory.
 // qkv is [B, T, 3C] (head h's query at columns h*HS, key at C + h*HS, value at 2C + h*HS),
 // out [B, T, C]. The forward pass keeps a running max and sum per query (online softmax)
 // and saves only the log-sum-exp per (b, h, t); the backward pass recomputes the

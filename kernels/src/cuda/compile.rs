@@ -89,8 +89,9 @@ pub fn per_head_size(file: &KernelFile) -> bool {
     file.name == ATTENTION.name || file.name == FLASH.name
 }
 
-/// Head sizes the attention kernels are built for (a compile-time constant in them; each
-/// backward thread holds two head-size vectors in registers, so 128 would spill).
+/// Head sizes the attention kernels are built for (a compile-time constant in them; the
+/// CUDA-core backward holds two head-size vectors per thread and the tensor-core kernels
+/// four head-size accumulator tiles per warp in registers, so 128 would spill).
 pub const HEAD_SIZES: [usize; 2] = [32, 64];
 
 /// Why a kernel did not compile.

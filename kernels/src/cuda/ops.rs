@@ -1,4 +1,5 @@
-//! One launcher per kernel of `kernels/cuda/*.cu` and the cuBLAS GEMMs, on raw device
+//! One launcher per kernel of `kernels/cuda/*.cu` and the GEMMs (cuBLASLt with fused
+//! epilogues, or cuBLAS GemmEx plus the separate kernels with `HARMAN_GEMM=cublas`), on raw device
 //! addresses (`u64`, from [`Buf::at`]). Shapes as the CPU reference: rows N = B·T, row-major
 //! `[N, C]` activations, `[OC, C]` weights. bf16 buffers are `u16`, fp32 `f32`, ids `i32`.
 
