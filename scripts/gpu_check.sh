@@ -30,6 +30,8 @@ done
 echo "== bench"
 timeout 60 ./harman bench train --device cuda --preset tiny --batch 4 --seq 64 --steps 5 2>&1 | tee "$out/bench_tiny.log"
 timeout 150 ./harman bench train --device cuda --preset gpt2-124m --batch 32 --seq 1024 --steps ${STEPS:-10} 2>&1 | tee "$out/bench_124m.log"
+# The same step recomputing the GELU outputs in the backward pass (less memory).
+timeout 150 ./harman bench train --device cuda --preset gpt2-124m --batch 32 --seq 1024 --steps ${STEPS:-10} --recompute 2>&1 | tee "$out/bench_124m_recompute.log"
 # The same step with cuBLAS's GemmEx (and the separate bias kernel) instead of cuBLASLt.
 HARMAN_GEMM=cublas timeout 150 ./harman bench train --device cuda --preset gpt2-124m --batch 32 --seq 1024 --steps ${STEPS:-10} 2>&1 | tee "$out/bench_124m_cublas.log"
 # Where the step's time goes: every launch synchronized and timed (slower than the run above).

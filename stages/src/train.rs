@@ -1,4 +1,5 @@
-//! The `train` stage: a GPT model trained (CPU backend, `harman-train`) on the token shards
+//! The `train` stage: a GPT model trained (`harman-train`; the CPU backend unless the stage's
+//! `device` says "cuda" or "auto") on the token shards
 //! of its upstream `tokenize` stage, as the DAG's training node. It has no parts: its
 //! whole-output step ([`Stage::finish`]) trains and commits the final checkpoint
 //! (`checkpoint/model.safetensors`, `optimizer.safetensors`, `state.json`), the step log
@@ -15,7 +16,7 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::prelude::{DataFrame, SessionContext};
 use harman_train::model::{GptConfig, ModelSpec};
-use harman_train::trainer::{TrainOptions, Trainer};
+use harman_train::trainer::{Device, TrainOptions, Trainer};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,12 +30,20 @@ pub struct TrainStageOptions {
     /// `[stages.NAME.model]`: preset, vocab_size, layers, heads, channels, max_seq_len.
     pub model: ModelSpec,
     pub train: TrainOptions,
+    /// "cpu" (the default: the same bytes on every machine), "cuda" (fails without a usable
+    /// GPU) or "auto" (a GPU where there is one: the outputs then depend on the machine).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// On the GPU, recompute the GELU outputs in the backward pass (less device memory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recompute: Option<bool>,
 }
 
 /// The `train` stage.
 #[derive(Debug)]
 pub struct TrainStage {
     opts: TrainStageOptions,
+    device: Device,
     config: GptConfig,
     schema: SchemaRef,
 }
@@ -64,8 +73,15 @@ impl TrainStage {
         opts.train.check(&config).map_err(|e| {
             OptionError::field("train", format!("train.{}: {}", e.field, e.message))
         })?;
+        let device = match opts.device.as_deref() {
+            None => Device::Cpu,
+            Some(d) => d
+                .parse()
+                .map_err(|e: String| OptionError::field("device", e))?,
+        };
         Ok(TrainStage {
             opts,
+            device,
             config,
             schema: Arc::new(harman_schemas::train_log_schema()),
         })
@@ -194,6 +210,8 @@ impl Stage for TrainStage {
             )),
         };
         let (config, opts, threads) = (self.config, self.opts.train.clone(), ctx.threads);
+        let device = self.device;
+        let recompute = self.opts.recompute.unwrap_or(false);
         let run = tokio::task::spawn_blocking(move || {
             // Checkpoints of another configuration (the stage's options changed): start over.
             if let Some(ckpt) = harman_train::checkpoint::latest(&work) {
@@ -208,7 +226,10 @@ impl Stage for TrainStage {
             }
             let mut trainer = Trainer::new(config, opts, train, val, &work, true, threads)
                 .map_err(|e| e.to_string())?
-                .without_logged_timings();
+                .without_logged_timings()
+                .with_recompute(recompute);
+            let backend = trainer.set_device(device).map_err(|e| e.to_string())?;
+            tracing::info!(%backend, "training");
             let from = trainer.step();
             let logs = trainer
                 .run(None, |s| {
@@ -311,6 +332,20 @@ mod tests {
             bad(serde_json::json!({"epochs": 2})).as_deref(),
             Some("epochs")
         );
+        assert_eq!(
+            bad(serde_json::json!({"device": "tpu"})).as_deref(),
+            Some("device")
+        );
+        for device in ["cpu", "cuda", "auto"] {
+            assert!(
+                TrainStage::factory(
+                    &serde_json::json!({"device": device}),
+                    &StageContext::default()
+                )
+                .is_ok(),
+                "{device}"
+            );
+        }
         let ok = TrainStage::factory(
             &serde_json::json!({"train": {"steps": 7}}),
             &StageContext::default(),

@@ -23,6 +23,7 @@ struct Acts {
     ln2_mean: Buf<f32>,
     ln2_rstd: Buf<f32>,
     fch: Buf<u16>,
+    /// gelu(fch): every layer's, or (recomputing) one layer's, rebuilt in the backward pass.
     fch_gelu: Buf<u16>,
     residual3: Buf<u16>,
     lnf: Buf<u16>,
@@ -58,16 +59,21 @@ pub struct GpuModel {
     targets: Buf<i32>,
     /// The last forward pass's input ids (the encoder's backward groups rows by token).
     last_tokens: Vec<u32>,
+    /// Recompute the GELU outputs in the backward pass instead of keeping them (saves
+    /// L·B·T·4C bf16 values for one extra GELU pass per layer).
+    recompute: bool,
 }
 
 impl GpuModel {
-    /// Uploads `params` (and AdamW's `m`, `v`) and allocates activations for B×T batches.
+    /// Uploads `params` (and AdamW's `m`, `v`) and allocates activations for B×T batches;
+    /// `recompute` trades memory for a recomputed GELU per layer in the backward pass.
     pub fn new(
         params: &Params,
         m: &[f32],
         v: &[f32],
         b: usize,
         t: usize,
+        recompute: bool,
     ) -> Result<GpuModel, GpuError> {
         let cfg = params.config;
         let gpu = Gpu::new(cfg.head_size())?;
@@ -90,7 +96,7 @@ impl GpuModel {
             ln2_mean: gpu.alloc(l * n)?,
             ln2_rstd: gpu.alloc(l * n)?,
             fch: gpu.alloc(l * n * 4 * c)?,
-            fch_gelu: gpu.alloc(l * n * 4 * c)?,
+            fch_gelu: gpu.alloc(if recompute { 1 } else { l } * n * 4 * c)?,
             residual3: gpu.alloc(l * n * c)?,
             lnf: gpu.alloc(n * c)?,
             lnf_mean: gpu.alloc(n)?,
@@ -120,6 +126,7 @@ impl GpuModel {
             tokens: gpu.alloc(n)?,
             targets: gpu.alloc(n)?,
             last_tokens: Vec::new(),
+            recompute,
             gpu,
         };
         model.gpu.synchronize()?;
@@ -140,6 +147,13 @@ impl GpuModel {
     /// Address of layer `l`'s slice of the gradient of `name`.
     fn g(&self, name: &str, l: usize) -> u64 {
         self.grads.at(self.offset(name, l))
+    }
+
+    /// Address of layer `l`'s GELU output (one shared buffer when recomputing).
+    fn fch_gelu(&self, l: usize) -> u64 {
+        let n = self.b * self.t;
+        let layer = if self.recompute { 0 } else { l };
+        self.acts.fch_gelu.at(layer * n * 4 * self.config.channels)
     }
 
     fn layers_of(&self, name: &str) -> usize {
@@ -232,17 +246,31 @@ impl GpuModel {
                 c,
             )?;
             let fch = a.fch.at(l * n * 4 * c);
-            let fch_gelu = a.fch_gelu.at(l * n * 4 * c);
-            g.matmul_forward_gelu(
-                fch_gelu,
-                fch,
-                a.ln2.at(l * n * c),
-                self.p("fcw", l),
-                self.p("fcb", l),
-                n,
-                c,
-                4 * c,
-            )?;
+            let fch_gelu = self.fch_gelu(l);
+            if self.recompute {
+                // The GELU as the backward pass will recompute it (same kernel, same bits).
+                g.matmul_forward(
+                    fch,
+                    a.ln2.at(l * n * c),
+                    self.p("fcw", l),
+                    Some(self.p("fcb", l)),
+                    n,
+                    c,
+                    4 * c,
+                )?;
+                g.gelu_forward(fch_gelu, fch, n * 4 * c)?;
+            } else {
+                g.matmul_forward_gelu(
+                    fch_gelu,
+                    fch,
+                    a.ln2.at(l * n * c),
+                    self.p("fcw", l),
+                    self.p("fcb", l),
+                    n,
+                    c,
+                    4 * c,
+                )?;
+            }
             g.matmul_forward(
                 a.proj.ptr(),
                 fch_gelu,
@@ -347,13 +375,16 @@ impl GpuModel {
             } else {
                 a.residual3.at((l - 1) * n * c)
             };
+            if self.recompute {
+                g.gelu_forward(self.fch_gelu(l), a.fch.at(l * n * 4 * c), n * 4 * c)?;
+            }
             g.matmul_backward_gelu(
                 s,
                 a.dfch.ptr(),
                 self.g("fcprojw", l),
                 Some(self.g("fcprojb", l)),
                 a.dres.ptr(),
-                a.fch_gelu.at(l * n * 4 * c),
+                self.fch_gelu(l),
                 self.p("fcprojw", l),
                 a.fch.at(l * n * 4 * c),
                 n,

@@ -212,6 +212,8 @@ pub struct Trainer {
     /// The model on the GPU when the CUDA backend runs it (the host copy is then refreshed
     /// only for checkpoints).
     gpu: Option<GpuModel>,
+    /// On the GPU, recompute activations in the backward pass (see [`GpuModel::new`]).
+    recompute: bool,
 }
 
 /// Why a checkpoint's state cannot continue a run of `config` with `options` (the
@@ -300,6 +302,7 @@ impl Trainer {
             threads,
             log_timings: true,
             gpu: None,
+            recompute: false,
         };
         t.m = vec![0.0; t.params.data.len()];
         t.v = vec![0.0; t.params.data.len()];
@@ -362,6 +365,7 @@ impl Trainer {
             &self.v,
             self.opts.batch_size,
             self.opts.seq_len,
+            self.recompute,
         ) {
             Ok(gpu) => {
                 let line = format!("CUDA backend on {} ({})", gpu.gpu.name, gpu.gpu.arch);
@@ -380,6 +384,14 @@ impl Trainer {
     /// every run (the DAG's train stage, whose outputs are compared byte for byte).
     pub fn without_logged_timings(mut self) -> Self {
         self.log_timings = false;
+        self
+    }
+
+    /// On the GPU, recompute the GELU outputs in the backward pass instead of keeping them
+    /// (less device memory, one more GELU pass per layer; results differ from a run without
+    /// it by the rounding of the fused GELU epilogue). Takes effect at [`Trainer::set_device`].
+    pub fn with_recompute(mut self, on: bool) -> Self {
+        self.recompute = on;
         self
     }
 

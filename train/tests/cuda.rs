@@ -97,25 +97,33 @@ fn one_step_matches_the_cpu_backend() {
     cpu::backward(&params, &acts, &mut grads, 1.0, 2);
 
     let zeros = vec![0f32; params.data.len()];
-    let mut gpu = GpuModel::new(&params, &zeros, &zeros, b, t).unwrap();
-    gpu.zero_grads().unwrap();
-    let loss_gpu = gpu.forward(&x, &y, 1.0 / (b * t) as f32).unwrap();
-    gpu.backward().unwrap();
-    let g = gpu.gradients().unwrap();
-    eprintln!("loss cpu {loss_cpu} gpu {loss_gpu}");
-    assert!(
-        ((loss_gpu - loss_cpu) / loss_cpu).abs() < 1e-2,
-        "loss {loss_gpu} vs {loss_cpu}"
-    );
-    for (name, _, _) in &params.layout.tensors {
-        let r = params.layout.range(name);
-        let e = rel_err(&g[r.clone()], &grads[r]);
-        eprintln!("gradient {name}: relative error {e:.2e}");
-        assert!(e < 5e-2, "gradient of {name}: relative error {e}");
+    // With every activation kept, and with the GELU outputs recomputed in the backward pass.
+    for recompute in [false, true] {
+        let mut gpu = GpuModel::new(&params, &zeros, &zeros, b, t, recompute).unwrap();
+        gpu.zero_grads().unwrap();
+        let loss_gpu = gpu.forward(&x, &y, 1.0 / (b * t) as f32).unwrap();
+        gpu.backward().unwrap();
+        let g = gpu.gradients().unwrap();
+        eprintln!("recompute {recompute}: loss cpu {loss_cpu} gpu {loss_gpu}");
+        assert!(
+            ((loss_gpu - loss_cpu) / loss_cpu).abs() < 1e-2,
+            "loss {loss_gpu} vs {loss_cpu}"
+        );
+        for (name, _, _) in &params.layout.tensors {
+            let r = params.layout.range(name);
+            let e = rel_err(&g[r.clone()], &grads[r]);
+            eprintln!("recompute {recompute}: gradient {name}: relative error {e:.2e}");
+            assert!(e < 5e-2, "gradient of {name}: relative error {e}");
+        }
+        // A forward without gradient gives the same loss, and a second step the same
+        // gradients (the recomputed GELU equals the forward's bit for bit).
+        let again = gpu.forward(&x, &y, 0.0).unwrap();
+        assert_eq!(again.to_bits(), loss_gpu.to_bits(), "deterministic");
+        gpu.zero_grads().unwrap();
+        gpu.forward(&x, &y, 1.0 / (b * t) as f32).unwrap();
+        gpu.backward().unwrap();
+        assert_eq!(gpu.gradients().unwrap(), g, "same gradients again");
     }
-    // A forward without gradient gives the same loss.
-    let again = gpu.forward(&x, &y, 0.0).unwrap();
-    assert_eq!(again.to_bits(), loss_gpu.to_bits(), "deterministic");
 }
 
 #[test]

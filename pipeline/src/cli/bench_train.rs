@@ -38,6 +38,9 @@ pub struct TrainBenchArgs {
     /// Peak bf16 dense TFLOP/s of the GPU, for MFU (H100/H200 SXM: 989).
     #[arg(long, default_value_t = 989.0)]
     pub peak_tflops: f64,
+    /// On the GPU, recompute the GELU outputs in the backward pass (less memory).
+    #[arg(long)]
+    pub recompute: bool,
 }
 
 pub fn bench_train(args: TrainBenchArgs) -> Result<(), Failure> {
@@ -70,7 +73,7 @@ pub fn bench_train(args: TrainBenchArgs) -> Result<(), Failure> {
         Device::Auto => harman_kernels::cuda::probe().is_ok(),
     };
     if on_gpu {
-        return bench_gpu(&params, x, y, b, t, args.steps, args.peak_tflops);
+        return bench_gpu(&params, x, y, &args);
     }
     let mut acts = Activations::new(&cfg, b, t);
     let mut grads = vec![0f32; params.data.len()];
@@ -121,19 +124,12 @@ pub fn bench_train(args: TrainBenchArgs) -> Result<(), Failure> {
 }
 
 /// The GPU run of the benchmark: same model and batch, bf16 kernels + cuBLAS.
-fn bench_gpu(
-    params: &Params,
-    x: &[u32],
-    y: &[u32],
-    b: usize,
-    t: usize,
-    steps: usize,
-    peak_tflops: f64,
-) -> Result<(), Failure> {
+fn bench_gpu(params: &Params, x: &[u32], y: &[u32], args: &TrainBenchArgs) -> Result<(), Failure> {
+    let (b, t, steps, peak_tflops) = (args.batch, args.seq, args.steps, args.peak_tflops);
     let cfg = params.config;
     let zeros = vec![0f32; params.data.len()];
     let started = Instant::now();
-    let mut gpu = harman_train::cuda::GpuModel::new(params, &zeros, &zeros, b, t)
+    let mut gpu = harman_train::cuda::GpuModel::new(params, &zeros, &zeros, b, t, args.recompute)
         .map_err(|e| anyhow!("{e}"))?;
     let setup = started.elapsed().as_secs_f64();
     let h = AdamW::default();

@@ -42,6 +42,10 @@ pub struct TrainArgs {
     /// Where to train: auto (the GPU when one is usable, else the CPU), cpu or cuda.
     #[arg(long, default_value = "auto")]
     pub device: harman_train::trainer::Device,
+    /// On the GPU, recompute the GELU outputs in the backward pass instead of keeping them
+    /// (less device memory, a little more time).
+    #[arg(long)]
+    pub recompute: bool,
 }
 
 /// The model flags shared by `train` and `bench train`.
@@ -147,7 +151,8 @@ pub fn train(args: TrainArgs, bars: bool) -> Result<(), Failure> {
         &args.out,
         !args.no_resume,
         threads,
-    )?;
+    )?
+    .with_recompute(args.recompute);
     eprintln!("{}", trainer.set_device(args.device)?);
     eprintln!(
         "model: {} layers, {} heads, {} channels, {} positions, vocabulary {} (padded {}): {} parameters; \
