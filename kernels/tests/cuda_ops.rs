@@ -229,6 +229,7 @@ fn check_matmul(g: &Gpu, what: &str) {
         c,
         oc,
         false,
+        None,
     )
     .unwrap();
     cpu::matmul::backward(&mut dinp, &mut dw, &mut db, &dout, &inp, &w, c, oc, 1);
@@ -304,7 +305,7 @@ fn matmul_with_fused_gelu() {
         );
         let dpre_d = poisoned_bf16(&g, n * oc);
         let scratch = g.scratch(c2).unwrap();
-        g.matmul_backward_gelu(
+        g.matmul_backward(
             &scratch,
             dpre_d.ptr(),
             dw2_d.ptr(),
@@ -312,10 +313,11 @@ fn matmul_with_fused_gelu() {
             dout_d.ptr(),
             out_d.ptr(),
             w2_d.ptr(),
-            pre_d.ptr(),
             n,
             oc,
             c2,
+            false,
+            Some(pre_d.ptr()),
         )
         .unwrap();
         let e = rel_err(&dl16(&g, &dpre_d), &dpre);

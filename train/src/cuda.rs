@@ -354,6 +354,7 @@ impl GpuModel {
             c,
             cfg.padded_vocab_size,
             false,
+            None,
         )?;
         g.layernorm_backward(
             s,
@@ -378,7 +379,7 @@ impl GpuModel {
             if self.recompute {
                 g.gelu_forward(self.fch_gelu(l), a.fch.at(l * n * 4 * c), n * 4 * c)?;
             }
-            g.matmul_backward_gelu(
+            g.matmul_backward(
                 s,
                 a.dfch.ptr(),
                 self.g("fcprojw", l),
@@ -386,10 +387,11 @@ impl GpuModel {
                 a.dres.ptr(),
                 self.fch_gelu(l),
                 self.p("fcprojw", l),
-                a.fch.at(l * n * 4 * c),
                 n,
                 4 * c,
                 c,
+                false,
+                Some(a.fch.at(l * n * 4 * c)),
             )?;
             g.matmul_backward(
                 s,
@@ -403,6 +405,7 @@ impl GpuModel {
                 c,
                 4 * c,
                 false,
+                None,
             )?;
             g.layernorm_backward(
                 s,
@@ -430,6 +433,7 @@ impl GpuModel {
                 c,
                 c,
                 false,
+                None,
             )?;
             g.attention_backward(
                 a.dqkv.ptr(),
@@ -454,6 +458,7 @@ impl GpuModel {
                 c,
                 3 * c,
                 false,
+                None,
             )?;
             g.layernorm_backward(
                 s,

@@ -46,6 +46,30 @@ pub struct Shape {
     pub epilogue: Epilogue,
 }
 
+impl std::fmt::Display for Shape {
+    /// As the profile names it, e.g. "gemm TN 2304x32768x768 -> bf16 + bias".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = |x: bool| if x { "T" } else { "N" };
+        let out = if self.c_f32 { "f32" } else { "bf16" };
+        let plus = match self.epilogue {
+            Epilogue::None => "",
+            Epilogue::Bias => " + bias",
+            Epilogue::GeluBias => " + bias, gelu",
+            Epilogue::GeluGrad => ", gelu'",
+            Epilogue::BiasGradB => ", bias gradient",
+        };
+        write!(
+            f,
+            "gemm {}{} {}x{}x{} -> {out}{plus}",
+            t(self.trans_a),
+            t(self.trans_b),
+            self.m,
+            self.n,
+            self.k
+        )
+    }
+}
+
 struct Plan {
     desc: cublasLtMatmulDesc_t,
     layouts: [cublasLtMatrixLayout_t; 3],

@@ -307,9 +307,35 @@ impl Gpu {
         )
     }
 
+    /// Runs `s` through cuBLASLt (with its epilogue; `aux` is the GELU epilogues' buffer)
+    /// when cuBLASLt is the GEMM library and has an algorithm for the shape; Ok(false) when
+    /// not, so the caller falls back to cuBLAS and the separate kernels.
+    #[allow(clippy::too_many_arguments)]
+    fn lt_gemm(
+        &self,
+        s: &Shape,
+        a: u64,
+        b: u64,
+        c: u64,
+        beta: f32,
+        bias: Option<u64>,
+        aux: Option<u64>,
+    ) -> Result<bool, GpuError> {
+        if self.gemm_backend != GemmBackend::Lt || !self.lt.supports(s) {
+            return Ok(false);
+        }
+        let stream = self.stream.cu_stream() as _;
+        self.timed(
+            || s.to_string(),
+            || self.lt.gemm(s, a, b, c, beta, bias, aux, stream),
+        )?;
+        Ok(true)
+    }
+
     /// GEMM in column-major terms: C[m, n] = op(A)·op(B) + beta·C (+ bias[m] over n), A and B
     /// bf16, C bf16 or fp32 (`s.c_f32`), fp32 accumulation; through cuBLASLt (the bias in
-    /// its epilogue), or cuBLAS's GemmEx and the add_bias kernel with `HARMAN_GEMM=cublas`.
+    /// its epilogue), or cuBLAS's GemmEx and the add_bias kernel (`HARMAN_GEMM=cublas`, or
+    /// a shape cuBLASLt has no algorithm for). `s.epilogue` is None or Bias here.
     fn gemm(
         &self,
         s: Shape,
@@ -319,34 +345,8 @@ impl Gpu {
         beta: f32,
         bias: Option<u64>,
     ) -> Result<(), GpuError> {
-        let key = || {
-            let t = |x: bool| if x { "T" } else { "N" };
-            let out = if s.c_f32 { "f32" } else { "bf16" };
-            let plus = match s.epilogue {
-                Epilogue::None => "",
-                Epilogue::Bias => " + bias",
-                Epilogue::GeluBias => " + bias, gelu",
-                Epilogue::GeluGrad => ", gelu'",
-                Epilogue::BiasGradB => ", bias gradient",
-            };
-            format!(
-                "gemm {}{} {}x{}x{} -> {out}{plus}",
-                t(s.trans_a),
-                t(s.trans_b),
-                s.m,
-                s.n,
-                s.k
-            )
-        };
-        if self.gemm_backend == GemmBackend::Lt {
-            let stream = self.stream.cu_stream() as _;
-            return self.timed(key, || self.lt.gemm(&s, a, b, c, beta, bias, None, stream));
-        }
-        if !matches!(s.epilogue, Epilogue::None | Epilogue::Bias) {
-            return Err(GpuError::Unsupported(format!(
-                "{:?} epilogue without cuBLASLt",
-                s.epilogue
-            )));
+        if self.lt_gemm(&s, a, b, c, beta, bias, None)? {
+            return Ok(());
         }
         let op = |t: bool| {
             if t {
@@ -361,32 +361,39 @@ impl Gpu {
         } else {
             cudaDataType::CUDA_R_16BF
         };
+        let plain = Shape {
+            epilogue: Epilogue::None,
+            ..s
+        };
         // SAFETY: the addresses are device buffers holding the shapes described by
         // (m, n, k, ld*), which the callers derive from the same sizes they allocated.
-        self.timed(key, || unsafe {
-            cudarc::cublas::result::gemm_ex(
-                *self.blas.handle(),
-                op(s.trans_a),
-                op(s.trans_b),
-                int(s.m)?,
-                int(s.n)?,
-                int(s.k)?,
-                &alpha as *const f32 as *const c_void,
-                a as *const c_void,
-                cudaDataType::CUDA_R_16BF,
-                int(s.lda)?,
-                b as *const c_void,
-                cudaDataType::CUDA_R_16BF,
-                int(s.ldb)?,
-                &beta as *const f32 as *const c_void,
-                c as *mut c_void,
-                c_type,
-                int(s.ldc)?,
-                cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-            )?;
-            Ok(())
-        })?;
+        self.timed(
+            || plain.to_string(),
+            || unsafe {
+                cudarc::cublas::result::gemm_ex(
+                    *self.blas.handle(),
+                    op(s.trans_a),
+                    op(s.trans_b),
+                    int(s.m)?,
+                    int(s.n)?,
+                    int(s.k)?,
+                    &alpha as *const f32 as *const c_void,
+                    a as *const c_void,
+                    cudaDataType::CUDA_R_16BF,
+                    int(s.lda)?,
+                    b as *const c_void,
+                    cudaDataType::CUDA_R_16BF,
+                    int(s.ldb)?,
+                    &beta as *const f32 as *const c_void,
+                    c as *mut c_void,
+                    c_type,
+                    int(s.ldc)?,
+                    cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                    cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                )?;
+                Ok(())
+            },
+        )?;
         if let Some(bias) = bias {
             self.launch(
                 "add_bias",
@@ -396,6 +403,22 @@ impl Gpu {
             )?;
         }
         Ok(())
+    }
+
+    /// The forward GEMM's shape: out[n, oc] = inp[n, c] · weight[oc, c]ᵀ.
+    fn forward_shape(n: usize, c: usize, oc: usize, epilogue: Epilogue) -> Shape {
+        Shape {
+            trans_a: true,
+            trans_b: false,
+            m: oc,
+            n,
+            k: c,
+            lda: c,
+            ldb: c,
+            ldc: oc,
+            c_f32: false,
+            epilogue,
+        }
     }
 
     /// out[n, oc] = inp[n, c] · weight[oc, c]ᵀ (+ bias), bf16.
@@ -410,22 +433,12 @@ impl Gpu {
         c: usize,
         oc: usize,
     ) -> Result<(), GpuError> {
-        let s = Shape {
-            trans_a: true,
-            trans_b: false,
-            m: oc,
-            n,
-            k: c,
-            lda: c,
-            ldb: c,
-            ldc: oc,
-            c_f32: false,
-            epilogue: if bias.is_some() {
-                Epilogue::Bias
-            } else {
-                Epilogue::None
-            },
+        let epilogue = if bias.is_some() {
+            Epilogue::Bias
+        } else {
+            Epilogue::None
         };
+        let s = Self::forward_shape(n, c, oc, epilogue);
         self.gemm(s, weight, inp, out, 0.0, bias)
     }
 
@@ -443,31 +456,20 @@ impl Gpu {
         c: usize,
         oc: usize,
     ) -> Result<(), GpuError> {
-        let s = Shape {
-            trans_a: true,
-            trans_b: false,
-            m: oc,
-            n,
-            k: c,
-            lda: c,
-            ldb: c,
-            ldc: oc,
-            c_f32: false,
-            epilogue: Epilogue::GeluBias,
-        };
-        if self.gemm_backend == GemmBackend::Lt && self.lt.supports(&s) {
-            let stream = self.stream.cu_stream() as _;
-            let key = || format!("gemm TN {oc}x{n}x{c} -> bf16 + bias, gelu");
-            return self.timed(key, || {
-                self.lt
-                    .gemm(&s, weight, inp, out, 0.0, Some(bias), Some(pre), stream)
-            });
+        let s = Self::forward_shape(n, c, oc, Epilogue::GeluBias);
+        if self.lt_gemm(&s, weight, inp, out, 0.0, Some(bias), Some(pre))? {
+            return Ok(());
         }
         self.matmul_forward(pre, inp, weight, Some(bias), n, c, oc)?;
         self.gelu_forward(out, pre, n * oc)
     }
 
-    /// dinp (+)= dout · weight (bf16), dweight += doutᵀ · inp (fp32), dbias += Σ dout.
+    /// dinp (+)= dout · weight (bf16; added when `accumulate`), dweight += doutᵀ · inp (fp32),
+    /// dbias += Σ dout. With `gelu_pre` (a layer whose input was gelu(pre)), dinp = (dout ·
+    /// weight) · gelu'(pre) instead, overwritten: the GELU's backward in the GEMM's epilogue
+    /// where cuBLASLt has one, else gelu_backward after it. The bias gradient comes from the
+    /// weight gradient's GEMM (cuBLASLt's BGRADB epilogue writes Σ dout into scratch, then
+    /// added to dbias), else from the column sums.
     #[allow(clippy::too_many_arguments)]
     pub fn matmul_backward(
         &self,
@@ -482,64 +484,9 @@ impl Gpu {
         c: usize,
         oc: usize,
         accumulate: bool,
-    ) -> Result<(), GpuError> {
-        self.matmul_backward_with(
-            scratch, dinp, dweight, dbias, dout, inp, weight, n, c, oc, accumulate, None,
-        )
-    }
-
-    /// As [`Gpu::matmul_backward`] for a layer whose input was gelu(pre): dinp = (dout ·
-    /// weight) · gelu'(pre), the GELU's backward folded into the GEMM's epilogue where
-    /// cuBLASLt has one (else gelu_backward after it). `dinp` is overwritten.
-    #[allow(clippy::too_many_arguments)]
-    pub fn matmul_backward_gelu(
-        &self,
-        scratch: &Scratch,
-        dinp: u64,
-        dweight: u64,
-        dbias: Option<u64>,
-        dout: u64,
-        inp: u64,
-        weight: u64,
-        pre: u64,
-        n: usize,
-        c: usize,
-        oc: usize,
-    ) -> Result<(), GpuError> {
-        self.matmul_backward_with(
-            scratch,
-            dinp,
-            dweight,
-            dbias,
-            dout,
-            inp,
-            weight,
-            n,
-            c,
-            oc,
-            false,
-            Some(pre),
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn matmul_backward_with(
-        &self,
-        scratch: &Scratch,
-        dinp: u64,
-        dweight: u64,
-        dbias: Option<u64>,
-        dout: u64,
-        inp: u64,
-        weight: u64,
-        n: usize,
-        c: usize,
-        oc: usize,
-        accumulate: bool,
         gelu_pre: Option<u64>,
     ) -> Result<(), GpuError> {
-        let beta = if accumulate { 1.0 } else { 0.0 };
-        let mut dinp_shape = Shape {
+        let dinp_shape = Shape {
             trans_a: false,
             trans_b: false,
             m: c,
@@ -553,24 +500,21 @@ impl Gpu {
         };
         match gelu_pre {
             Some(pre) => {
-                dinp_shape.epilogue = Epilogue::GeluGrad;
-                if self.gemm_backend == GemmBackend::Lt && self.lt.supports(&dinp_shape) {
-                    let stream = self.stream.cu_stream() as _;
-                    let key = || format!("gemm NN {c}x{n}x{oc} -> bf16, gelu'");
-                    let s = &dinp_shape;
-                    self.timed(key, || {
-                        self.lt
-                            .gemm(s, weight, dout, dinp, 0.0, None, Some(pre), stream)
-                    })?;
-                } else {
-                    dinp_shape.epilogue = Epilogue::None;
+                let fused = Shape {
+                    epilogue: Epilogue::GeluGrad,
+                    ..dinp_shape
+                };
+                if !self.lt_gemm(&fused, weight, dout, dinp, 0.0, None, Some(pre))? {
                     self.gemm(dinp_shape, weight, dout, dinp, 0.0, None)?;
                     self.gelu_backward(dinp, pre, dinp, n * c)?;
                 }
             }
-            None => self.gemm(dinp_shape, weight, dout, dinp, beta, None)?,
+            None => {
+                let beta = if accumulate { 1.0 } else { 0.0 };
+                self.gemm(dinp_shape, weight, dout, dinp, beta, None)?;
+            }
         }
-        let mut dweight_shape = Shape {
+        let dweight_shape = Shape {
             trans_a: false,
             trans_b: true,
             m: c,
@@ -580,20 +524,15 @@ impl Gpu {
             ldb: oc,
             ldc: c,
             c_f32: true,
-            epilogue: Epilogue::BiasGradB,
+            epilogue: Epilogue::None,
         };
-        // The bias gradient from the weight gradient's GEMM (cuBLASLt's BGRADB epilogue
-        // writes Σ dout into scratch, then added to dbias), else from the column sums.
         if let Some(dbias) = dbias {
-            if self.gemm_backend == GemmBackend::Lt && self.lt.supports(&dweight_shape) {
-                let stream = self.stream.cu_stream() as _;
-                let key = || format!("gemm NT {c}x{oc}x{n} -> f32, bias gradient");
-                let s = &dweight_shape;
-                let partial = scratch.partial.ptr();
-                self.timed(key, || {
-                    self.lt
-                        .gemm(s, inp, dout, dweight, 1.0, Some(partial), None, stream)
-                })?;
+            let fused = Shape {
+                epilogue: Epilogue::BiasGradB,
+                ..dweight_shape
+            };
+            let partial = scratch.partial.ptr();
+            if self.lt_gemm(&fused, inp, dout, dweight, 1.0, Some(partial), None)? {
                 return self.launch(
                     "sum_partials",
                     (blocks(oc, THREADS), 1, 1),
@@ -602,7 +541,6 @@ impl Gpu {
                 );
             }
         }
-        dweight_shape.epilogue = Epilogue::None;
         self.gemm(dweight_shape, inp, dout, dweight, 1.0, None)?;
         if let Some(dbias) = dbias {
             self.bias_backward(scratch, dbias, dout, n, oc)?;
