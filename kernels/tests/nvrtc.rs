@@ -28,8 +28,19 @@ fn every_kernel_compiles_for_sm_90_without_spills() {
             .sum::<usize>(),
         "every file and attention variant built"
     );
-    for (file, defines, bytes) in &built {
-        eprintln!("compiled {file}.cu {defines} for sm_90: {bytes} bytes of PTX");
+    // scripts/kernel_report.sh reads the PTX from here (ptxas' register and spill report).
+    let dump = std::env::var_os("HARMAN_PTX_DUMP").map(std::path::PathBuf::from);
+    for (file, defines, ptx) in &built {
+        eprintln!(
+            "compiled {file}.cu {defines} for sm_90: {} bytes of PTX",
+            ptx.len()
+        );
+        if let Some(dir) = &dump {
+            let name = format!("{file}{}.ptx", defines.replace('=', ""));
+            std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(dir.join(name), ptx))
+                .expect("HARMAN_PTX_DUMP is writable");
+        }
     }
 }
 

@@ -234,8 +234,8 @@ pub fn variants(file: &KernelFile) -> Vec<Vec<String>> {
 }
 
 /// Compiles every kernel file (every variant) for `arch` with spills as errors; returns the
-/// (file, defines, PTX bytes) built.
-pub fn check_all(arch: &'static str) -> Result<Vec<(String, String, usize)>, CompileError> {
+/// (file, defines, PTX) built.
+pub fn check_all(arch: &'static str) -> Result<Vec<(String, String, String)>, CompileError> {
     let mut built = Vec::new();
     for file in FILES {
         for defines in variants(&file) {
@@ -251,7 +251,7 @@ pub fn check_all(arch: &'static str) -> Result<Vec<(String, String, usize)>, Com
                     });
                 }
             }
-            built.push((file.name.to_string(), defines.join(" "), text.len()));
+            built.push((file.name.to_string(), defines.join(" "), text));
         }
     }
     Ok(built)
