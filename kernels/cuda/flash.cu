@@ -223,7 +223,7 @@ extern "C" __global__ void __launch_bounds__(128) flash_forward(bf16* out, float
     for (int dt = 0; dt < HS / 8; dt++) {
         o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
     }
-    float m[2] = {NEG_INF, NEG_INF};
+    float m[2] = {NEG_INF, NEG_INF};  // running row maxima of the raw scores
     float l[2] = {0.0f, 0.0f};
     for (int kt = 0; kt <= qt; kt++) {
         const bf16* kb = ks + (kt & 1) * ROWS * RS;
@@ -239,28 +239,36 @@ extern "C" __global__ void __launch_bounds__(128) flash_forward(bf16* out, float
         __syncthreads();
         float s[ROWS / 8][4];
         rows_product(s, qa, kb, lane);
+        // Only the diagonal tile and one that runs past T need masks (a uniform branch).
+        if (kt == qt || (kt + 1) * ROWS > t_len) {
+#pragma unroll
+            for (int nt = 0; nt < ROWS / 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int row = row0 + (e >> 1) * 8;
+                    const int key = kt * ROWS + nt * 8 + q4 * 2 + (e & 1);
+                    if (key > row || key >= t_len) {
+                        s[nt][e] = NEG_INF;
+                    }
+                }
+            }
+        }
         float mx[2] = {m[0], m[1]};
-        // Only the diagonal tile and one that runs past T need masks.
-        const bool edge = kt == qt || (kt + 1) * ROWS > t_len;
 #pragma unroll
         for (int nt = 0; nt < ROWS / 8; nt++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                const int row = row0 + (e >> 1) * 8;
-                const int key = kt * ROWS + nt * 8 + q4 * 2 + (e & 1);
-                const float v =
-                    (edge && (key > row || key >= t_len)) ? NEG_INF : s[nt][e] * sl2;
-                s[nt][e] = v;
-                mx[e >> 1] = fmaxf(mx[e >> 1], v);
+                mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
             }
         }
+        // base = the scaled maximum: p = 2^(s·scale·log2e - base), one FFMA and one ex2.
         float base[2];
 #pragma unroll
         for (int i = 0; i < 2; i++) {
             mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
             mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-            base[i] = mx[i] == NEG_INF ? 0.0f : mx[i];
-            const float corr = ex2(m[i] - base[i]);
+            base[i] = mx[i] == NEG_INF ? 0.0f : mx[i] * sl2;
+            const float corr = ex2(m[i] * sl2 - base[i]);
             m[i] = mx[i];
             l[i] *= corr;
 #pragma unroll
@@ -273,7 +281,7 @@ extern "C" __global__ void __launch_bounds__(128) flash_forward(bf16* out, float
         for (int nt = 0; nt < ROWS / 8; nt++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                const float p = ex2(s[nt][e] - base[e >> 1]);
+                const float p = ex2(fmaf(s[nt][e], sl2, -base[e >> 1]));
                 s[nt][e] = p;
                 l[e >> 1] += p;
             }
@@ -289,7 +297,7 @@ extern "C" __global__ void __launch_bounds__(128) flash_forward(bf16* out, float
         inv[i] = 1.0f / l[i];
         const int row = row0 + 8 * i;
         if (q4 == 0 && row < t_len) {
-            lse[((i64)b * nh + h) * t_len + row] = (m[i] + log2f(l[i])) * LN2;
+            lse[((i64)b * nh + h) * t_len + row] = (m[i] * sl2 + log2f(l[i])) * LN2;
         }
     }
     store_rows(out, o, inv, b, row0, t_len, c, h * HS, lane);
@@ -352,19 +360,34 @@ extern "C" __global__ void __launch_bounds__(128) flash_backward_dkdv(
         float dpt[ROWS / 8][4];
         rows_product(st, ka, qb, lane);
         rows_product(dpt, va, db, lane);
-        const bool edge = qt == kt || (qt + 1) * ROWS > t_len;
 #pragma unroll
         for (int nt = 0; nt < ROWS / 8; nt++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                const int key = key0 + (e >> 1) * 8;
                 const int qi = nt * 8 + q4 * 2 + (e & 1);
-                const int query = qt * ROWS + qi;
-                const float p = (edge && (query < key || query >= t_len))
-                                    ? 0.0f
-                                    : ex2(st[nt][e] * sl2 - lb[qi]);
-                st[nt][e] = p;
-                dpt[nt][e] = p * (dpt[nt][e] - sb[qi]);
+                st[nt][e] = ex2(fmaf(st[nt][e], sl2, -lb[qi]));
+            }
+        }
+        // Only the diagonal tile and one that runs past T need masks (a uniform branch).
+        if (qt == kt || (qt + 1) * ROWS > t_len) {
+#pragma unroll
+            for (int nt = 0; nt < ROWS / 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int key = key0 + (e >> 1) * 8;
+                    const int query = qt * ROWS + nt * 8 + q4 * 2 + (e & 1);
+                    if (query < key || query >= t_len) {
+                        st[nt][e] = 0.0f;
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int nt = 0; nt < ROWS / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int qi = nt * 8 + q4 * 2 + (e & 1);
+                dpt[nt][e] = st[nt][e] * (dpt[nt][e] - sb[qi]);
             }
         }
         seq_product(dv, st, db, lane);
@@ -437,18 +460,32 @@ extern "C" __global__ void __launch_bounds__(128) flash_backward_dq(
         float dp[ROWS / 8][4];
         rows_product(s, qa, kb, lane);
         rows_product(dp, da, vb, lane);
-        const bool edge = kt == qt || (kt + 1) * ROWS > t_len;
 #pragma unroll
         for (int nt = 0; nt < ROWS / 8; nt++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                const int i = e >> 1;
-                const int row = row0 + i * 8;
-                const int key = kt * ROWS + nt * 8 + q4 * 2 + (e & 1);
-                const float p = (edge && (key > row || key >= t_len))
-                                    ? 0.0f
-                                    : ex2(s[nt][e] * sl2 - l2[i]);
-                s[nt][e] = p * (dp[nt][e] - dd[i]);
+                s[nt][e] = ex2(fmaf(s[nt][e], sl2, -l2[e >> 1]));
+            }
+        }
+        // Only the diagonal tile and one that runs past T need masks (a uniform branch).
+        if (kt == qt || (kt + 1) * ROWS > t_len) {
+#pragma unroll
+            for (int nt = 0; nt < ROWS / 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int row = row0 + (e >> 1) * 8;
+                    const int key = kt * ROWS + nt * 8 + q4 * 2 + (e & 1);
+                    if (key > row || key >= t_len) {
+                        s[nt][e] = 0.0f;
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int nt = 0; nt < ROWS / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                s[nt][e] *= dp[nt][e] - dd[e >> 1];
             }
         }
         seq_product(dq, s, kb, lane);
