@@ -44,4 +44,18 @@ echo "== summary"
 echo "tests: $([ $status = 0 ] && echo all passed || echo FAILURES)"
 grep -h "tokens/s" "$out"/bench_*.log
 grep -h "tok/s\|tokens/s" "$out"/torch_*.log 2>/dev/null
+python3 - "$out" <<'EOF'
+import re, sys
+def rate(name, pattern):
+    try:
+        m = re.search(pattern, open(f"{sys.argv[1]}/{name}").read())
+    except OSError:
+        return None
+    return float(m.group(1).replace(",", "")) if m else None
+ours = rate("bench_124m.log", r"([\d,]+) tokens/s")
+for name, label in [("torch_compile.log", "torch.compile"), ("torch_eager.log", "eager")]:
+    theirs = rate(name, r"([\d,]+) tok/s")
+    if ours and theirs:
+        print(f"harman / PyTorch {label}: {ours / theirs:.3f}x (bar for torch.compile: 1.1x)")
+EOF
 exit $status
