@@ -19,13 +19,19 @@ __device__ __forceinline__ float bf2f(bf16 x) {
     return __uint_as_float(((unsigned int)x) << 16);
 }
 
+// fp32 → bf16, round to nearest even (the hardware conversion; NaN stays NaN).
 __device__ __forceinline__ bf16 f2bf(float f) {
-    unsigned int u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) {
-        return (bf16)((u >> 16) | 0x40u);  // NaN stays NaN
-    }
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (bf16)(u >> 16);
+    bf16 r;
+    asm("cvt.rn.bf16.f32 %0, %1;\n" : "=h"(r) : "f"(f));
+    return r;
+}
+
+// Two floats as a bf16 pair, `lo` in the low half: one conversion (the instruction puts
+// its first source in the upper half).
+__device__ __forceinline__ unsigned int f2bf2(float lo, float hi) {
+    unsigned int d;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(d) : "f"(hi), "f"(lo));
+    return d;
 }
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -83,12 +89,8 @@ __device__ __forceinline__ void unpack8(float* f, uint4 v) {
 }
 
 __device__ __forceinline__ uint4 pack8(const float* f) {
-    unsigned int w[4];
-#pragma unroll
-    for (int k = 0; k < 4; k++) {
-        w[k] = (unsigned int)f2bf(f[2 * k]) | ((unsigned int)f2bf(f[2 * k + 1]) << 16);
-    }
-    return make_uint4(w[0], w[1], w[2], w[3]);
+    return make_uint4(f2bf2(f[0], f[1]), f2bf2(f[2], f[3]), f2bf2(f[4], f[5]),
+                      f2bf2(f[6], f[7]));
 }
 
 // Whether every pointer given is 16-byte aligned (the vectorized paths need it).

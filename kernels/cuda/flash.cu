@@ -29,12 +29,9 @@ __device__ __forceinline__ void mma(float* d, const u32* a, u32 b0, u32 b1) {
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Two floats as a bf16 pair, the first in the low half (the lower column): one cvt (the
-// instruction puts its first source in the upper half), round to nearest even as f2bf.
+// Two floats as a bf16 pair, the first in the low half (the lower column).
 __device__ __forceinline__ u32 pack(float lo, float hi) {
-    u32 d;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(d) : "f"(hi), "f"(lo));
-    return d;
+    return f2bf2(lo, hi);
 }
 
 __device__ __forceinline__ u32 ld32(const bf16* p) {
