@@ -171,6 +171,25 @@ __device__ __forceinline__ void seq_product(float (*acc)[4], const float (*p)[4]
     }
 }
 
+// Sets the scores (or probabilities) s of this warp's rows row0, row0 + 8 against keys
+// key0 .. key0 + ROWS (accumulator layout) to `value` where the key comes after the row or
+// lies past T. Only the diagonal tile and one that runs past T need it.
+__device__ __forceinline__ void mask_causal(float (*s)[4], int row0, int key0, int t_len,
+                                            int lane, float value) {
+    const int q4 = lane & 3;
+#pragma unroll
+    for (int nt = 0; nt < ROWS / 8; nt++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int row = row0 + (e >> 1) * 8;
+            const int key = key0 + nt * 8 + q4 * 2 + (e & 1);
+            if (key > row || key >= t_len) {
+                s[nt][e] = value;
+            }
+        }
+    }
+}
+
 // Writes this warp's 16 × HS accumulator rows (times `scale`) as bf16 to rows `row0` and
 // `row0 + 8` of a [B, T, stride] tensor at column `col`, skipping rows past T.
 __device__ __forceinline__ void store_rows(bf16* dst, const float (*acc)[4], const float* scale,
@@ -236,19 +255,8 @@ extern "C" __global__ void __launch_bounds__(128) flash_forward(bf16* out, float
         __syncthreads();
         float s[ROWS / 8][4];
         rows_product(s, qa, kb, lane);
-        // Only the diagonal tile and one that runs past T need masks (a uniform branch).
-        if (kt == qt || (kt + 1) * ROWS > t_len) {
-#pragma unroll
-            for (int nt = 0; nt < ROWS / 8; nt++) {
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int row = row0 + (e >> 1) * 8;
-                    const int key = kt * ROWS + nt * 8 + q4 * 2 + (e & 1);
-                    if (key > row || key >= t_len) {
-                        s[nt][e] = NEG_INF;
-                    }
-                }
-            }
+        if (kt == qt || (kt + 1) * ROWS > t_len) {  // a uniform branch
+            mask_causal(s, row0, kt * ROWS, t_len, lane, NEG_INF);
         }
         float mx[2] = {m[0], m[1]};
 #pragma unroll
@@ -416,7 +424,6 @@ extern "C" __global__ void __launch_bounds__(128) flash_backward_dq(
     const int h = blockIdx.y % nh;
     const int warp = threadIdx.x >> 5;
     const int lane = threadIdx.x & 31;
-    const int q4 = lane & 3;
     const float scale = rsqrtf((float)HS);
     const float sl2 = scale * LOG2E;
     // This block's queries and output gradients, staged through the key tiles' buffers.
@@ -464,19 +471,8 @@ extern "C" __global__ void __launch_bounds__(128) flash_backward_dq(
                 s[nt][e] = ex2(fmaf(s[nt][e], sl2, -l2[e >> 1]));
             }
         }
-        // Only the diagonal tile and one that runs past T need masks (a uniform branch).
-        if (kt == qt || (kt + 1) * ROWS > t_len) {
-#pragma unroll
-            for (int nt = 0; nt < ROWS / 8; nt++) {
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int row = row0 + (e >> 1) * 8;
-                    const int key = kt * ROWS + nt * 8 + q4 * 2 + (e & 1);
-                    if (key > row || key >= t_len) {
-                        s[nt][e] = 0.0f;
-                    }
-                }
-            }
+        if (kt == qt || (kt + 1) * ROWS > t_len) {  // a uniform branch
+            mask_causal(s, row0, kt * ROWS, t_len, lane, 0.0f);
         }
 #pragma unroll
         for (int nt = 0; nt < ROWS / 8; nt++) {
