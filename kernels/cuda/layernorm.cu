@@ -180,17 +180,48 @@ extern "C" __global__ void layernorm_backward_input(bf16* dinp, const bf16* dout
 }
 
 // partial[chunk, 0:c] = Σ norm*dout, partial[chunk, c:2c] = Σ dout over the chunk's rows.
-// Grid (ceil(c / blockDim.x), chunks).
+// With `pairs` (c even, buffers 4-byte aligned) a thread sums two neighbouring columns with
+// 4-byte loads (each column's sum in the same row order as one at a time): grid
+// (ceil(c / 2 / blockDim.x), chunks); else one column a thread: (ceil(c / blockDim.x), chunks).
 extern "C" __global__ void layernorm_backward_params(float* partial, const bf16* dout,
                                                      const bf16* inp, const float* mean,
                                                      const float* rstd, int n, int c,
-                                                     int rows_per_chunk) {
+                                                     int rows_per_chunk, int pairs) {
+    const int from = blockIdx.y * rows_per_chunk;
+    const int to = min(n, from + rows_per_chunk);
+    if (pairs) {
+        const int ch = 2 * (blockIdx.x * blockDim.x + threadIdx.x);
+        if (ch >= c) {
+            return;
+        }
+        float dw0 = 0.0f;
+        float dw1 = 0.0f;
+        float db0 = 0.0f;
+        float db1 = 0.0f;
+#pragma unroll 4
+        for (int row = from; row < to; row++) {
+            const unsigned int dy = *(const unsigned int*)(dout + (i64)row * c + ch);
+            const unsigned int x = *(const unsigned int*)(inp + (i64)row * c + ch);
+            const float m = mean[row];
+            const float r = rstd[row];
+            const float dy0 = bf2f((bf16)(dy & 0xffffu));
+            const float dy1 = bf2f((bf16)(dy >> 16));
+            dw0 += (bf2f((bf16)(x & 0xffffu)) - m) * r * dy0;
+            dw1 += (bf2f((bf16)(x >> 16)) - m) * r * dy1;
+            db0 += dy0;
+            db1 += dy1;
+        }
+        float* p = partial + (i64)blockIdx.y * 2 * c;
+        p[ch] = dw0;
+        p[ch + 1] = dw1;
+        p[c + ch] = db0;
+        p[c + ch + 1] = db1;
+        return;
+    }
     const int ch = blockIdx.x * blockDim.x + threadIdx.x;
     if (ch >= c) {
         return;
     }
-    const int from = blockIdx.y * rows_per_chunk;
-    const int to = min(n, from + rows_per_chunk);
     float dw = 0.0f;
     float db = 0.0f;
     for (int row = from; row < to; row++) {
