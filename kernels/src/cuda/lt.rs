@@ -9,8 +9,8 @@ use cudarc::cublaslt::result as lt;
 use cudarc::cublaslt::sys::{
     cublasComputeType_t, cublasLtEpilogue_t, cublasLtHandle_t, cublasLtMatmulAlgo_t,
     cublasLtMatmulDescAttributes_t as Desc, cublasLtMatmulDesc_t,
-    cublasLtMatmulPreferenceAttributes_t as Pref, cublasLtMatrixLayout_t,
-    cublasLtReductionScheme_t as Reduction, cudaDataType, cudaStream_t,
+    cublasLtMatmulPreferenceAttributes_t as Pref, cublasLtMatmulPreference_t,
+    cublasLtMatrixLayout_t, cublasLtReductionScheme_t as Reduction, cudaDataType, cudaStream_t,
 };
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -89,6 +89,39 @@ pub struct LtGemm {
 unsafe impl Send for LtGemm {}
 unsafe impl Sync for LtGemm {}
 
+/// Sets attribute `attr` of a matmul descriptor to `value` (of the attribute's documented
+/// type).
+///
+/// # Safety
+/// `desc` is a live descriptor and `T` the type cuBLASLt documents for `attr`.
+unsafe fn set_desc<T>(desc: cublasLtMatmulDesc_t, attr: Desc, value: &T) -> Result<(), GpuError> {
+    lt::set_matmul_desc_attribute(
+        desc,
+        attr,
+        value as *const T as *const c_void,
+        std::mem::size_of::<T>(),
+    )?;
+    Ok(())
+}
+
+/// Sets attribute `attr` of a matmul preference to `value`.
+///
+/// # Safety
+/// As [`set_desc`], for a preference.
+unsafe fn set_pref<T>(
+    pref: cublasLtMatmulPreference_t,
+    attr: Pref,
+    value: &T,
+) -> Result<(), GpuError> {
+    lt::set_matmul_pref_attribute(
+        pref,
+        attr,
+        value as *const T as *const c_void,
+        std::mem::size_of::<T>(),
+    )?;
+    Ok(())
+}
+
 /// cublasOperation_t as the descriptor stores it (a 32-bit int: 0 = N, 1 = T).
 fn op(t: bool) -> i32 {
     i32::from(t)
@@ -152,78 +185,58 @@ impl LtGemm {
         let schemes = Reduction::CUBLASLT_REDUCTION_SCHEME_NONE as u32
             | Reduction::CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE as u32
             | Reduction::CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE as u32;
-        // SAFETY: each attribute is given a pointer to a value of its documented type and
-        // size; the descriptors were just created.
-        let heuristic = unsafe {
-            lt::set_matmul_desc_attribute(
-                desc,
-                Desc::CUBLASLT_MATMUL_DESC_TRANSA,
-                &ta as *const _ as *const c_void,
-                std::mem::size_of_val(&ta),
-            )?;
-            lt::set_matmul_desc_attribute(
-                desc,
-                Desc::CUBLASLT_MATMUL_DESC_TRANSB,
-                &tb as *const _ as *const c_void,
-                std::mem::size_of_val(&tb),
-            )?;
-            lt::set_matmul_desc_attribute(
-                desc,
-                Desc::CUBLASLT_MATMUL_DESC_EPILOGUE,
-                &epilogue as *const _ as *const c_void,
-                std::mem::size_of_val(&epilogue),
-            )?;
-            if has_bias {
-                let bias_type = if s.epilogue == Epilogue::BiasGradB {
-                    cudaDataType::CUDA_R_32F
-                } else {
-                    cudaDataType::CUDA_R_16BF
-                };
-                lt::set_matmul_desc_attribute(
-                    desc,
-                    Desc::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
-                    &bias_type as *const _ as *const c_void,
-                    std::mem::size_of_val(&bias_type),
+        // SAFETY: each attribute is given a value of its documented type; the descriptors
+        // were just created.
+        let found = unsafe {
+            (|| {
+                set_desc(desc, Desc::CUBLASLT_MATMUL_DESC_TRANSA, &ta)?;
+                set_desc(desc, Desc::CUBLASLT_MATMUL_DESC_TRANSB, &tb)?;
+                set_desc(desc, Desc::CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue)?;
+                if has_bias {
+                    let bias_type = if s.epilogue == Epilogue::BiasGradB {
+                        cudaDataType::CUDA_R_32F
+                    } else {
+                        cudaDataType::CUDA_R_16BF
+                    };
+                    set_desc(desc, Desc::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type)?;
+                }
+                if matches!(s.epilogue, Epilogue::GeluBias | Epilogue::GeluGrad) {
+                    set_desc(desc, Desc::CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld)?;
+                }
+                set_pref(pref, Pref::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws)?;
+                set_pref(
+                    pref,
+                    Pref::CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                    &schemes,
                 )?;
-            }
-            if matches!(s.epilogue, Epilogue::GeluBias | Epilogue::GeluGrad) {
-                lt::set_matmul_desc_attribute(
+                lt::get_matmul_algo_heuristic(
+                    self.handle,
                     desc,
-                    Desc::CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
-                    &aux_ld as *const i64 as *const c_void,
-                    8,
-                )?;
-            }
-            lt::set_matmul_pref_attribute(
-                pref,
-                Pref::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                &ws as *const u64 as *const c_void,
-                8,
-            )?;
-            lt::set_matmul_pref_attribute(
-                pref,
-                Pref::CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
-                &schemes as *const u32 as *const c_void,
-                4,
-            )?;
-            let h = lt::get_matmul_algo_heuristic(
-                self.handle,
-                desc,
-                layouts[0],
-                layouts[1],
-                layouts[2],
-                layouts[2],
-                pref,
-            );
-            lt::destroy_matmul_pref(pref)?;
-            h.map_err(|e| {
-                GpuError::Unsupported(format!("cuBLASLt has no algorithm for {s:?}: {e:?}"))
-            })?
+                    layouts[0],
+                    layouts[1],
+                    layouts[2],
+                    layouts[2],
+                    pref,
+                )
+                .map_err(|e| {
+                    GpuError::Unsupported(format!("cuBLASLt has no algorithm for {s:?}: {e:?}"))
+                })
+            })()
         };
+        // SAFETY: the preference is not used again; on failure neither are the descriptors.
+        unsafe {
+            let _ = lt::destroy_matmul_pref(pref);
+            if found.is_err() {
+                let _ = lt::destroy_matmul_desc(desc);
+                for l in layouts {
+                    let _ = lt::destroy_matrix_layout(l);
+                }
+            }
+        }
         Ok(Plan {
             desc,
             layouts,
-            algo: heuristic.algo,
+            algo: found?.algo,
         })
     }
 
@@ -268,19 +281,13 @@ impl LtGemm {
         // of the sizes the shape describes (the callers' contract); the workspace is live.
         unsafe {
             if let Some(bias) = bias {
-                lt::set_matmul_desc_attribute(
-                    p.desc,
-                    Desc::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                    &bias as *const u64 as *const c_void,
-                    8,
-                )?;
+                set_desc(p.desc, Desc::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias)?;
             }
             if let Some(aux) = aux {
-                lt::set_matmul_desc_attribute(
+                set_desc(
                     p.desc,
                     Desc::CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
-                    &aux as *const u64 as *const c_void,
-                    8,
+                    &aux,
                 )?;
             }
             lt::matmul(

@@ -1,8 +1,9 @@
 //! The CUDA backend's device layer: finding a GPU (every entry guarded, since cudarc panics
 //! when libcuda or libnvrtc is absent), one context and stream, the kernels of
-//! `kernels/cuda/*.cu` compiled by NVRTC ([`compile`]) and loaded, cuBLASLt (`lt.rs`) and cuBLAS for the GEMMs,
-//! device buffers addressed by raw pointers, and one typed launcher per kernel ([`Gpu`]'s
-//! methods in `ops.rs`). bf16 values are `u16` words on the host (`half::bf16` bits).
+//! `kernels/cuda/*.cu` compiled by NVRTC ([`compile`]) and loaded, cuBLASLt (`lt.rs`) and
+//! cuBLAS for the GEMMs, device buffers addressed by raw pointers, and one typed launcher
+//! per kernel ([`Gpu`]'s methods in `ops.rs`). bf16 values are `u16` words on the host
+//! (`half::bf16` bits).
 
 pub mod compile;
 mod lt;
