@@ -6,14 +6,12 @@
 //! and `results.parquet` (the `eval_results` table). Everything is computed on the CPU in a
 //! fixed order, so reruns are byte-identical.
 
-use crate::report::ShardReport;
 use crate::stage::{
     FinishContext, Finished, OptionError, ShardInput, Stage, StageContext, StageError, StageInputs,
 };
 use arrow::array::{Float64Array, RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
-use datafusion::prelude::{DataFrame, SessionContext};
 use harman_eval::run::{evaluate, EvalSpec};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -154,24 +152,8 @@ impl Stage for EvalStage {
         StageInputs::Upstream
     }
 
-    async fn plan_shard(
-        &self,
-        _ctx: &SessionContext,
-        shard: &ShardInput,
-        _report: Arc<ShardReport>,
-    ) -> Result<DataFrame, StageError> {
-        Err(StageError::Input(format!(
-            "the eval stage has no parts (asked for {})",
-            shard.url
-        )))
-    }
-
     fn per_shard(&self) -> bool {
         false
-    }
-
-    fn finishes(&self) -> bool {
-        true
     }
 
     async fn finish(&self, ctx: FinishContext) -> Result<Finished, StageError> {
@@ -227,24 +209,14 @@ impl Stage for EvalStage {
         }
         let batch = results_batch(&self.schema, &report)?;
         let rows = batch.num_rows() as u64;
-        let mut parquet_bytes = Vec::new();
-        {
-            let props = parquet::file::properties::WriterProperties::builder()
-                .set_created_by("harman".into())
-                .build();
-            let mut w = parquet::arrow::ArrowWriter::try_new(
-                &mut parquet_bytes,
-                self.schema.clone(),
-                Some(props),
+        finished.files.push(
+            ctx.put_parquet(
+                "results.parquet",
+                &batch,
+                parquet::basic::Compression::UNCOMPRESSED,
             )
-            .map_err(|e| StageError::Input(format!("results.parquet: {e}")))?;
-            w.write(&batch)
-                .and_then(|_| w.close().map(|_| ()))
-                .map_err(|e| StageError::Input(format!("results.parquet: {e}")))?;
-        }
-        finished
-            .files
-            .push(ctx.put("results.parquet", parquet_bytes, rows).await?);
+            .await?,
+        );
         finished.counters.insert("metrics".into(), rows);
         for (name, m) in &report.multiple_choice {
             finished

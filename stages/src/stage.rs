@@ -120,13 +120,20 @@ pub trait Stage: Send + Sync + fmt::Debug {
 
     /// The plan producing this stage's output for one shard. What the shard's reading
     /// observes (counters, rejects, input hash) goes into `report`, complete once the plan's
-    /// stream has ended.
+    /// stream has ended. Every stage with parts implements it; the default is the refusal of
+    /// one without ([`Stage::per_shard`] false).
     async fn plan_shard(
         &self,
-        ctx: &SessionContext,
+        _ctx: &SessionContext,
         shard: &ShardInput,
-        report: Arc<ShardReport>,
-    ) -> Result<DataFrame, StageError>;
+        _report: Arc<ShardReport>,
+    ) -> Result<DataFrame, StageError> {
+        Err(StageError::Input(format!(
+            "the {} stage has no parts (asked for {})",
+            self.kind(),
+            shard.url
+        )))
+    }
 
     /// Whether a shard's output depends on every shard (dedup). The executor then calls
     /// [`Stage::prepare`] with all shards before any shard's plan, and a change to any input
@@ -153,9 +160,10 @@ pub trait Stage: Send + Sync + fmt::Debug {
     }
 
     /// Whether the stage writes files made from all its committed parts once every part is
-    /// committed ([`Stage::finish`]; the tokenize stage's training shards).
+    /// committed ([`Stage::finish`]; the tokenize stage's training shards). A stage without
+    /// parts always does: its whole-output step is all it has.
     fn finishes(&self) -> bool {
-        false
+        !self.per_shard()
     }
 
     /// The whole-output step of a finishing stage: reads the stage's own committed parts
@@ -239,6 +247,29 @@ impl FinishContext {
             bytes: len,
             sha256,
         })
+    }
+
+    /// Writes `batch` as one Parquet file (`compression`, written by "harman") into the
+    /// staging folder and describes it, its rows counted.
+    pub async fn put_parquet(
+        &self,
+        name: &str,
+        batch: &arrow::record_batch::RecordBatch,
+        compression: parquet::basic::Compression,
+    ) -> Result<FinishedFile, StageError> {
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(compression)
+            .set_created_by("harman".into())
+            .build();
+        let mut bytes = Vec::new();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props))
+                .map_err(|e| StageError::Input(format!("{name}: {e}")))?;
+        writer
+            .write(batch)
+            .and_then(|_| writer.close().map(|_| ()))
+            .map_err(|e| StageError::Input(format!("{name}: {e}")))?;
+        self.put(name, bytes, batch.num_rows() as u64).await
     }
 }
 

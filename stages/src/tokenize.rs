@@ -557,7 +557,6 @@ impl IndexBuilder {
 
     async fn write(self, ctx: &FinishContext) -> Result<FinishedFile, StageError> {
         let schema = Arc::new(harman_schemas::token_index_schema());
-        let rows = self.id.len() as u64;
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![
@@ -568,18 +567,12 @@ impl IndexBuilder {
                 Arc::new(UInt32Array::from(self.piece)),
             ],
         )?;
-        let props = parquet::file::properties::WriterProperties::builder()
-            .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
-            .set_created_by("harman".into())
-            .build();
-        let mut bytes = Vec::new();
-        let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, schema, Some(props))
-            .map_err(|e| StageError::Input(format!("index.parquet: {e}")))?;
-        writer
-            .write(&batch)
-            .and_then(|_| writer.close().map(|_| ()))
-            .map_err(|e| StageError::Input(format!("index.parquet: {e}")))?;
-        ctx.put("index.parquet", bytes, rows).await
+        ctx.put_parquet(
+            "index.parquet",
+            &batch,
+            parquet::basic::Compression::ZSTD(Default::default()),
+        )
+        .await
     }
 }
 

@@ -7,14 +7,12 @@
 //! checkpoints go to `_checkpoints/` in the stage folder (a local temporary folder for remote
 //! outputs), so a killed run resumes from the last one, bit for bit.
 
-use crate::report::ShardReport;
 use crate::stage::{
     FinishContext, Finished, OptionError, ShardInput, Stage, StageContext, StageError, StageInputs,
 };
 use arrow::array::{Float32Array, RecordBatch, UInt64Array};
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
-use datafusion::prelude::{DataFrame, SessionContext};
 use harman_train::model::{GptConfig, ModelSpec};
 use harman_train::trainer::{Device, TrainOptions, Trainer};
 use serde::{Deserialize, Serialize};
@@ -174,24 +172,8 @@ impl Stage for TrainStage {
         Some(harman_schemas::TOKENS_TABLE)
     }
 
-    async fn plan_shard(
-        &self,
-        _ctx: &SessionContext,
-        shard: &ShardInput,
-        _report: Arc<ShardReport>,
-    ) -> Result<DataFrame, StageError> {
-        Err(StageError::Input(format!(
-            "the train stage has no parts (asked for {})",
-            shard.url
-        )))
-    }
-
     fn per_shard(&self) -> bool {
         false
-    }
-
-    fn finishes(&self) -> bool {
-        true
     }
 
     async fn finish(&self, ctx: FinishContext) -> Result<Finished, StageError> {
@@ -265,24 +247,14 @@ impl Stage for TrainStage {
             .map_err(|e| StageError::Input(format!("log.jsonl: {e}")))?;
         let batch = log_batch(&self.schema, &log)?;
         let steps = batch.num_rows() as u64;
-        let mut parquet_bytes = Vec::new();
-        {
-            let props = parquet::file::properties::WriterProperties::builder()
-                .set_created_by("harman".into())
-                .build();
-            let mut w = parquet::arrow::ArrowWriter::try_new(
-                &mut parquet_bytes,
-                self.schema.clone(),
-                Some(props),
+        finished.files.push(
+            ctx.put_parquet(
+                "log.parquet",
+                &batch,
+                parquet::basic::Compression::UNCOMPRESSED,
             )
-            .map_err(|e| StageError::Input(format!("log.parquet: {e}")))?;
-            w.write(&batch)
-                .and_then(|_| w.close().map(|_| ()))
-                .map_err(|e| StageError::Input(format!("log.parquet: {e}")))?;
-        }
-        finished
-            .files
-            .push(ctx.put("log.parquet", parquet_bytes, steps).await?);
+            .await?,
+        );
         finished
             .files
             .push(ctx.put("log.jsonl", log.into_bytes(), 0).await?);
