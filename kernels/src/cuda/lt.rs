@@ -79,7 +79,8 @@ struct Plan {
 /// A cuBLASLt handle and its plans.
 pub struct LtGemm {
     handle: cublasLtHandle_t,
-    plans: Mutex<HashMap<Shape, Plan>>,
+    /// Each shape's plan, or None where cuBLASLt has no algorithm for it (asked once).
+    plans: Mutex<HashMap<Shape, Option<Plan>>>,
     workspace: u64,
     workspace_bytes: usize,
 }
@@ -243,16 +244,10 @@ impl LtGemm {
     /// Whether this library has an algorithm for `s` (plans it if not yet planned).
     pub fn supports(&self, s: &Shape) -> bool {
         let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
-        if plans.contains_key(s) {
-            return true;
-        }
-        match self.plan(s) {
-            Ok(p) => {
-                plans.insert(*s, p);
-                true
-            }
-            Err(_) => false,
-        }
+        plans
+            .entry(*s)
+            .or_insert_with(|| self.plan(s).ok())
+            .is_some()
     }
 
     /// C = op(A)·op(B) + beta·C, then the shape's epilogue: `bias` is the bias vector
@@ -273,9 +268,13 @@ impl LtGemm {
         let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
         if !plans.contains_key(s) {
             let p = self.plan(s)?;
-            plans.insert(*s, p);
+            plans.insert(*s, Some(p));
         }
-        let p = &plans[s];
+        let Some(p) = &plans[s] else {
+            return Err(GpuError::Unsupported(format!(
+                "cuBLASLt has no algorithm for {s:?}"
+            )));
+        };
         let alpha = 1.0f32;
         // SAFETY: the plan was built for this shape; a, b, c (and bias) are device buffers
         // of the sizes the shape describes (the callers' contract); the workspace is live.
@@ -318,7 +317,7 @@ impl Drop for LtGemm {
         let plans = self.plans.get_mut().unwrap_or_else(|e| e.into_inner());
         // SAFETY: nothing uses the plans or the handle after this.
         unsafe {
-            for (_, p) in plans.drain() {
+            for p in plans.drain().filter_map(|(_, p)| p) {
                 let _ = lt::destroy_matmul_desc(p.desc);
                 for l in p.layouts {
                     let _ = lt::destroy_matrix_layout(l);
