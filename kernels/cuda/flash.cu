@@ -56,24 +56,9 @@ __device__ __forceinline__ void ldsm4_t(u32* r, const bf16* p) {
 }
 
 // Rows [first, first + ROWS) of one head's slice (columns col .. col + HS) of a [B, T,
-// stride] tensor into tile[ROWS][RS], 16 bytes per load; rows past T are zero.
-__device__ __forceinline__ void load_rows(bf16* tile, const bf16* src, int b, int first,
-                                          int t_len, int stride, int col) {
-    const int per_row = HS / 8;
-    for (int e = threadIdx.x; e < ROWS * per_row; e += blockDim.x) {
-        const int r = e / per_row;
-        const int v = e % per_row;
-        const int t = first + r;
-        uint4 x = make_uint4(0, 0, 0, 0);
-        if (t < t_len) {
-            x = *(const uint4*)(src + ((i64)b * t_len + t) * stride + col + v * 8);
-        }
-        *(uint4*)(tile + r * RS + v * 8) = x;
-    }
-}
-
-// The same rows copied asynchronously (cp.async, 16 bytes a copy, rows past T zero-filled):
-// the next tile streams in while the current one is multiplied. Completes at cp_wait.
+// stride] tensor into tile[ROWS][RS], copied asynchronously (cp.async, 16 bytes a copy, rows
+// past T zero-filled; one commit group): the next tile streams in while the current one is
+// multiplied. Complete after cp_wait.
 __device__ __forceinline__ void load_rows_async(bf16* tile, const bf16* src, int b, int first,
                                                 int t_len, int stride, int col) {
     const int per_row = HS / 8;
@@ -227,9 +212,10 @@ extern "C" __global__ void __launch_bounds__(128) flash_forward(bf16* out, float
     const int lane = threadIdx.x & 31;
     const int q4 = lane & 3;
     const float sl2 = rsqrtf((float)HS) * LOG2E;
+    load_rows_async(qs, qkv, b, qt * ROWS, t_len, stride, h * HS);
     load_rows_async(ks, qkv, b, 0, t_len, stride, c + h * HS);
     load_rows_async(vs, qkv, b, 0, t_len, stride, 2 * c + h * HS);
-    load_rows(qs, qkv, b, qt * ROWS, t_len, stride, h * HS);
+    cp_wait(2);  // the queries; the first keys and values may still be in flight
     __syncthreads();
     u32 qa[HS / 16][4];
     a_fragments(qa, qs, warp, lane);
@@ -328,8 +314,9 @@ extern "C" __global__ void __launch_bounds__(128) flash_backward_dkdv(
     const float scale = rsqrtf((float)HS);
     const float sl2 = scale * LOG2E;
     // This block's keys and values, staged through the query tiles' buffers.
-    load_rows(qs, qkv, b, kt * ROWS, t_len, stride, c + h * HS);
-    load_rows(dos, qkv, b, kt * ROWS, t_len, stride, 2 * c + h * HS);
+    load_rows_async(qs, qkv, b, kt * ROWS, t_len, stride, c + h * HS);
+    load_rows_async(dos, qkv, b, kt * ROWS, t_len, stride, 2 * c + h * HS);
+    cp_wait(0);
     __syncthreads();
     u32 ka[HS / 16][4];
     u32 va[HS / 16][4];
@@ -427,8 +414,9 @@ extern "C" __global__ void __launch_bounds__(128) flash_backward_dq(
     const float scale = rsqrtf((float)HS);
     const float sl2 = scale * LOG2E;
     // This block's queries and output gradients, staged through the key tiles' buffers.
-    load_rows(ks, qkv, b, qt * ROWS, t_len, stride, h * HS);
-    load_rows(vs, dout, b, qt * ROWS, t_len, c, h * HS);
+    load_rows_async(ks, qkv, b, qt * ROWS, t_len, stride, h * HS);
+    load_rows_async(vs, dout, b, qt * ROWS, t_len, c, h * HS);
+    cp_wait(0);
     __syncthreads();
     u32 qa[HS / 16][4];
     u32 da[HS / 16][4];
