@@ -95,17 +95,7 @@ fn val_shards(parts: &[ShardInput]) -> Result<Vec<PathBuf>, StageError> {
     else {
         return Ok(Vec::new());
     };
-    let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(|e| StageError::Input(format!("cannot list {}: {e}", dir.display())))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .map(|n| n.to_string_lossy())
-                .is_some_and(|n| n.starts_with("val_") && n.ends_with(".bin"))
-        })
-        .collect();
-    out.sort();
-    Ok(out)
+    crate::train::shards_in(&dir, "val")
 }
 
 fn results_batch(

@@ -103,6 +103,11 @@ fn split_shards(parts: &[ShardInput], split: &str) -> Result<Vec<PathBuf>, Stage
                 .into(),
         ));
     };
+    shards_in(dir, split)
+}
+
+/// The token shards `{split}_*.bin` in `dir`, in name order.
+pub(crate) fn shards_in(dir: &std::path::Path, split: &str) -> Result<Vec<PathBuf>, StageError> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| StageError::Input(format!("cannot list {}: {e}", dir.display())))?
         .filter_map(|e| e.ok().map(|e| e.path()))
