@@ -7,7 +7,12 @@
 #   - NVRTC 13.0 (PyPI's nvidia-cuda-nvrtc, no GPU needed), so the test that compiles every
 #     CUDA kernel for sm_90 with spills as errors runs here (HARMAN_REQUIRE_NVRTC=1 makes its
 #     absence a failure, not a skip);
-#   - then `cargo test` over the whole workspace (unit tests + end-to-end tests of the binary).
+#   - a C++ compiler (apt's g++ where `c++` is missing) for the kernel simulator;
+#   - then `cargo test` over the whole workspace (unit tests + end-to-end tests of the binary);
+#   - then, where no NVIDIA GPU answers, the GPU tests (every kernel against the CPU
+#     reference, the training runs against the CPU backend) once more on the kernel
+#     simulator (HARMAN_CUDA_SIM=1: the CUDA sources compiled for the host, warps emulated),
+#     so the kernels' logic is tested on every run; their speed and the real PTX need a GPU.
 # Extra arguments go to cargo test (e.g. `scripts/test.sh s3` runs the tests matching "s3").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,8 +38,18 @@ if ! "$VENV/bin/python" -c 'import nvidia.cu13' >/dev/null 2>&1; then
 fi
 CU13="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nvidia/cu13"
 export LD_LIBRARY_PATH="$CU13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+if ! command -v "${CXX:-c++}" >/dev/null 2>&1; then
+  echo "installing g++ (the kernel simulator's compiler)"
+  apt-get update -qq && apt-get install -y -qq g++
+fi
 export HARMAN_REQUIRE_NVRTC=1
 export HARMAN_MOTO_SERVER="$VENV/bin/moto_server"
 export HARMAN_TEST_PYTHON="$VENV/bin/python"
 
 cargo test --workspace --locked "$@"
+
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  echo "no NVIDIA GPU: the GPU tests again, on the kernel simulator"
+  HARMAN_CUDA_SIM=1 cargo test --locked -p harman-kernels --test cuda_ops "$@"
+  HARMAN_CUDA_SIM=1 cargo test --locked -p harman-train --test cuda "$@"
+fi

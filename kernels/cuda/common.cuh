@@ -1,37 +1,15 @@
-// Shared by every kernel file (prepended to each source before NVRTC compiles it, so the
-// kernels need no CUDA headers): bf16 storage as raw 16-bit words with round-to-nearest-even
-// conversion (the rounding `half::bf16::from_f32` does on the CPU), warp and block sums in a
-// fixed order (so every result is bit-identical run to run), and the index type.
+// Shared by every kernel file (prepended to each source, after ptx.cuh, before NVRTC
+// compiles it, so the kernels need no CUDA headers): bf16 storage as raw 16-bit words
+// (ptx.cuh converts with round-to-nearest-even, the rounding `half::bf16::from_f32` does on
+// the CPU), warp and block sums in a fixed order (so every result is bit-identical run to
+// run), and the index type.
 
-typedef unsigned short bf16;
 typedef long long i64;
 #define NEG_INF __int_as_float(0xff800000)
 #define LOG2E 1.4426950408889634f
 
-// 2^x (the special-function unit's approximation, relative error ~2^-22; exact 0 for -inf).
-__device__ __forceinline__ float ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
-
 __device__ __forceinline__ float bf2f(bf16 x) {
     return __uint_as_float(((unsigned int)x) << 16);
-}
-
-// fp32 → bf16, round to nearest even (the hardware conversion; NaN stays NaN).
-__device__ __forceinline__ bf16 f2bf(float f) {
-    bf16 r;
-    asm("cvt.rn.bf16.f32 %0, %1;\n" : "=h"(r) : "f"(f));
-    return r;
-}
-
-// Two floats as a bf16 pair, `lo` in the low half: one conversion (the instruction puts
-// its first source in the upper half).
-__device__ __forceinline__ unsigned int f2bf2(float lo, float hi) {
-    unsigned int d;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(d) : "f"(hi), "f"(lo));
-    return d;
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

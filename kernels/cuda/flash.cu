@@ -18,17 +18,6 @@
 #define RS (HS + 8)        // bf16 stride of a row-major [ROWS][HS] tile (16-byte pad)
 #define LN2 0.6931471805599453f
 
-typedef unsigned int u32;
-
-// d[16×8] += a[16×16] · b[16×8] (a row-major, b column-major fragments; PTX ISA layout).
-__device__ __forceinline__ void mma(float* d, const u32* a, u32 b0, u32 b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 // Two floats as a bf16 pair, the first in the low half (the lower column).
 __device__ __forceinline__ u32 pack(float lo, float hi) {
     return f2bf2(lo, hi);
@@ -36,23 +25,6 @@ __device__ __forceinline__ u32 pack(float lo, float hi) {
 
 __device__ __forceinline__ u32 ld32(const bf16* p) {
     return *(const u32*)p;
-}
-
-// Four 8×8 bf16 matrices from shared memory (lane l gives the address of row l % 8 of
-// matrix l / 8); `trans` hands each lane the transposed matrices' elements, which turns
-// row-major tiles into the column-major B fragments of the products along the sequence.
-__device__ __forceinline__ void ldsm4(u32* r, const bf16* p) {
-    const u32 a = (u32)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-}
-
-__device__ __forceinline__ void ldsm4_t(u32* r, const bf16* p) {
-    const u32 a = (u32)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
 }
 
 // Rows [first, first + ROWS) of one head's slice (columns col .. col + HS) of a [B, T,
@@ -68,11 +40,9 @@ __device__ __forceinline__ void load_rows_async(bf16* tile, const bf16* src, int
         const int t = first + r;
         const bool valid = t < t_len;
         const bf16* from = valid ? src + ((i64)b * t_len + t) * stride + col + v * 8 : src;
-        const u32 to = (u32)__cvta_generic_to_shared(tile + r * RS + v * 8);
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(to), "l"(from),
-                     "r"(valid ? 16 : 0));
+        cp_async16(tile + r * RS + v * 8, from, valid ? 16 : 0);
     }
-    asm volatile("cp.async.commit_group;\n" ::);
+    cp_commit();
 }
 
 // A query tile's log-sum-exp (times log2 e) and D = rowsum(dout * out); 0 past T.
@@ -82,18 +52,6 @@ __device__ __forceinline__ void load_stats(float* ls, float* ds, const float* ls
         const int t = first + r;
         ls[r] = t < t_len ? lse[stat + t] * LOG2E : 0.0f;
         ds[r] = t < t_len ? dsum[stat + t] : 0.0f;
-    }
-}
-
-// Waits until at most `pending` (0, 1 or 2; each load_rows_async is one group) groups of
-// asynchronous copies are still in flight.
-__device__ __forceinline__ void cp_wait(int pending) {
-    if (pending == 0) {
-        asm volatile("cp.async.wait_group 0;\n" ::);
-    } else if (pending == 1) {
-        asm volatile("cp.async.wait_group 1;\n" ::);
-    } else {
-        asm volatile("cp.async.wait_group 2;\n" ::);
     }
 }
 

@@ -2,7 +2,7 @@
 //! (never zeros): ‖gpu − cpu‖ / ‖cpu‖ within bf16's tolerance (1e-2; fp32 ops 1e-5), with the
 //! CPU fed the same bf16-rounded inputs. Output buffers are poisoned (NaN) first, so an
 //! element the kernel does not write fails. Skipped, with the reason printed, where no GPU
-//! is usable.
+//! is usable; with `HARMAN_CUDA_SIM=1` they run on the kernel simulator instead.
 
 use harman_kernels::cpu;
 use harman_kernels::cuda::{from_bf16, probe, to_bf16, AttentionKernels, Buf, GemmBackend, Gpu};

@@ -1,7 +1,8 @@
 //! The CUDA backend against the CPU backend: one forward/backward of a small model (loss
 //! and every parameter gradient within bf16's tolerance), a 20-step run whose losses track
 //! the CPU's, a bit-exact resume on the GPU, and checkpoints moving between the devices.
-//! Skipped, with the reason printed, where no GPU is usable.
+//! Skipped, with the reason printed, where no GPU is usable; with `HARMAN_CUDA_SIM=1` they
+//! run on the kernel simulator instead (scripts/test.sh does that where no GPU answers).
 
 use harman_tokenizer::shard;
 use harman_train::cpu::{self, Activations};
@@ -180,7 +181,7 @@ fn twenty_steps_track_the_cpu_and_resume_bit_exactly() {
 #[test]
 fn cuda_without_a_gpu_is_a_clear_error_and_auto_falls_back() {
     if harman_kernels::cuda::probe().is_ok() {
-        eprintln!("skipped: a GPU is present");
+        eprintln!("skipped: a GPU is present (or HARMAN_CUDA_SIM asks for the simulator)");
         return;
     }
     let dir = tmp("nogpu");

@@ -8,7 +8,10 @@ use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 
-/// Prepended to every kernel file: bf16 helpers and fixed-order reductions.
+/// Prepended to every kernel file for NVRTC: the inline-PTX wrappers (the simulator
+/// brings its own, `sim.rs`).
+pub const PTX: &str = include_str!("../../cuda/ptx.cuh");
+/// Prepended to every kernel file after them: bf16 helpers and fixed-order reductions.
 pub const COMMON: &str = include_str!("../../cuda/common.cuh");
 
 /// One kernel file: its name and source.
@@ -129,9 +132,9 @@ fn options(arch: &'static str, defines: &[String], strict: bool) -> CompileOptio
     }
 }
 
-/// The source NVRTC sees: the common helpers, then the file.
+/// The source NVRTC sees: the PTX wrappers, the common helpers, then the file.
 pub fn full_source(file: &KernelFile) -> String {
-    format!("{COMMON}\n{}", file.source)
+    format!("{PTX}\n{COMMON}\n{}", file.source)
 }
 
 /// Compiles one file for `arch` with `-D` defines (e.g. "HS=64").

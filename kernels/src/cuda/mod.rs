@@ -3,11 +3,13 @@
 //! `kernels/cuda/*.cu` compiled by NVRTC ([`compile`]) and loaded, cuBLASLt (`lt.rs`) and
 //! cuBLAS for the GEMMs, device buffers addressed by raw pointers, and one typed launcher
 //! per kernel ([`Gpu`]'s methods in `ops.rs`). bf16 values are `u16` words on the host
-//! (`half::bf16` bits).
+//! (`half::bf16` bits). With `HARMAN_CUDA_SIM=1` the same [`Gpu`] runs on the kernel
+//! simulator ([`sim`]) instead: no GPU needed, for tests.
 
 pub mod compile;
 mod lt;
 mod ops;
+pub mod sim;
 pub use ops::Scratch;
 
 use cudarc::cublas::CudaBlas;
@@ -31,6 +33,8 @@ pub enum GpuError {
     BlasLt(cudarc::cublaslt::result::CublasError),
     #[error("{0}")]
     Unsupported(String),
+    #[error("kernel simulator: {0}")]
+    Simulator(String),
 }
 
 impl From<cudarc::cublaslt::result::CublasError> for GpuError {
@@ -45,8 +49,12 @@ impl From<cudarc::cublas::result::CublasError> for GpuError {
     }
 }
 
-/// Whether a GPU can be used here, or why not (no libcuda, no libnvrtc, no device).
+/// Whether a GPU can be used here, or why not (no libcuda, no libnvrtc, no device). With
+/// `HARMAN_CUDA_SIM=1`: whether the kernel simulator can (a C++ compiler).
 pub fn probe() -> Result<(), String> {
+    if sim::requested() {
+        return sim::probe();
+    }
     // SAFETY: only probe for the shared libraries.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
         return Err("libcuda not found (no NVIDIA driver on this machine)".into());
@@ -63,8 +71,14 @@ pub fn probe() -> Result<(), String> {
 
 /// A device buffer: its allocation and raw address.
 pub struct Buf<T> {
-    slice: CudaSlice<T>,
+    mem: Mem<T>,
     ptr: u64,
+    len: usize,
+}
+
+enum Mem<T> {
+    Device(CudaSlice<T>),
+    Host(sim::HostMem),
 }
 
 impl<T> Buf<T> {
@@ -78,11 +92,11 @@ impl<T> Buf<T> {
     }
 
     pub fn len(&self) -> usize {
-        self.slice.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slice.len() == 0
+        self.len == 0
     }
 }
 
@@ -121,16 +135,10 @@ pub enum GemmBackend {
     Cublas,
 }
 
-/// One GPU: context, stream, cuBLAS handle and the loaded kernels.
+/// One GPU (context, stream, cuBLAS handles and the loaded kernels), or the simulator.
 pub struct Gpu {
-    pub ctx: Arc<CudaContext>,
-    pub stream: Arc<CudaStream>,
-    blas: CudaBlas,
-    lt: lt::LtGemm,
+    device: Device,
     pub gemm_backend: GemmBackend,
-    /// cuBLAS's workspace (32 MiB, NVIDIA's advice for Hopper), owned here.
-    _blas_workspace: CudaSlice<u8>,
-    functions: HashMap<&'static str, CudaFunction>,
     /// The head size the attention kernels were built for.
     pub head_size: usize,
     pub arch: &'static str,
@@ -140,59 +148,52 @@ pub struct Gpu {
     profile: Option<Mutex<BTreeMap<String, (u64, f64)>>>,
 }
 
+enum Device {
+    Cuda(Box<Cuda>),
+    Sim(sim::Simulator),
+}
+
+/// What a real GPU holds.
+struct Cuda {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    blas: CudaBlas,
+    lt: lt::LtGemm,
+    /// cuBLAS's workspace (32 MiB, NVIDIA's advice for Hopper), owned here (dropped after
+    /// the handles above, fields dropping in declaration order).
+    _blas_workspace: CudaSlice<u8>,
+    functions: HashMap<&'static str, CudaFunction>,
+}
+
 impl Gpu {
-    /// Device 0 with every kernel loaded (attention for `head_size`).
+    /// Device 0 with every kernel loaded (attention for `head_size`); the simulator
+    /// instead when `HARMAN_CUDA_SIM=1`.
     pub fn new(head_size: usize) -> Result<Gpu, GpuError> {
-        probe().map_err(GpuError::Unavailable)?;
         if !compile::HEAD_SIZES.contains(&head_size) {
             return Err(GpuError::Unsupported(format!(
                 "head size {head_size}: the CUDA attention kernels are built for {:?}",
                 compile::HEAD_SIZES
             )));
         }
-        let ctx = CudaContext::new(0)?;
-        // One stream: cudarc's cross-stream event tracking is not needed.
-        // SAFETY: nothing here uses a second stream.
-        unsafe { ctx.disable_event_tracking() };
-        let cc = ctx.compute_capability()?;
-        let arch = arch_name(cc).ok_or_else(|| {
-            GpuError::Unsupported(format!("compute capability {}.{}", cc.0, cc.1))
-        })?;
-        let stream = ctx.default_stream();
-        let blas = CudaBlas::new(stream.clone())?;
-        let blas_workspace = stream.alloc_zeros::<u8>(BLAS_WORKSPACE)?;
-        // SAFETY: the handle is live and the buffer outlives it (both owned by Gpu; the
-        // buffer is dropped after the handle, fields dropping in declaration order).
-        unsafe {
-            cudarc::cublas::sys::cublasSetWorkspace_v2(
-                *blas.handle(),
-                blas_workspace.device_ptr(&stream).0 as *mut std::ffi::c_void,
-                BLAS_WORKSPACE,
+        let (device, arch, name) = if sim::requested() {
+            let name = "kernel simulator (HARMAN_CUDA_SIM, no GPU)".to_string();
+            (
+                Device::Sim(sim::Simulator::new(&compile::FILES, head_size)?),
+                "sim",
+                name,
             )
-            .result()?;
-        }
-        // The two libraries share the workspace: they run one after another on one stream.
-        let lt = lt::LtGemm::new(blas_workspace.device_ptr(&stream).0, BLAS_WORKSPACE)?;
-        let mut functions = HashMap::new();
-        for file in compile::FILES {
-            let defines = compile::defines(&file, head_size);
-            let module = ctx.load_module(compile::cached(&file, arch, &defines)?)?;
-            for &k in file.kernels {
-                functions.insert(k, module.load_function(k)?);
-            }
-        }
-        let name = ctx.name().unwrap_or_else(|_| "CUDA device".into());
+        } else {
+            probe().map_err(GpuError::Unavailable)?;
+            let (cuda, arch) = Cuda::new(head_size)?;
+            let name = cuda.ctx.name().unwrap_or_else(|_| "CUDA device".into());
+            (Device::Cuda(Box::new(cuda)), arch, name)
+        };
         Ok(Gpu {
-            ctx,
-            stream,
-            blas,
-            lt,
+            device,
             gemm_backend: match std::env::var("HARMAN_GEMM").as_deref() {
                 Ok("cublas") => GemmBackend::Cublas,
                 _ => GemmBackend::Lt,
             },
-            _blas_workspace: blas_workspace,
-            functions,
             head_size,
             arch,
             name,
@@ -202,6 +203,11 @@ impl Gpu {
             },
             profile: std::env::var_os("HARMAN_CUDA_PROFILE").map(|_| Mutex::default()),
         })
+    }
+
+    /// Whether this is the simulator.
+    pub fn is_simulated(&self) -> bool {
+        matches!(self.device, Device::Sim(_))
     }
 
     /// Runs `launch`; when profiling, synchronizes around it and adds its time to `key`'s
@@ -255,37 +261,65 @@ impl Gpu {
         Some(out)
     }
 
-    fn function(&self, name: &str) -> &CudaFunction {
-        &self.functions[name]
-    }
-
     /// A zeroed buffer of `n` elements.
     pub fn alloc<T: DeviceRepr + cudarc::driver::ValidAsZeroBits>(
         &self,
         n: usize,
     ) -> Result<Buf<T>, GpuError> {
-        let slice = self.stream.alloc_zeros::<T>(n.max(1))?;
-        let ptr = slice.device_ptr(&self.stream).0;
-        Ok(Buf { slice, ptr })
+        Ok(match &self.device {
+            Device::Cuda(g) => {
+                let slice = g.stream.alloc_zeros::<T>(n.max(1))?;
+                let ptr = slice.device_ptr(&g.stream).0;
+                Buf {
+                    mem: Mem::Device(slice),
+                    ptr,
+                    len: n.max(1),
+                }
+            }
+            Device::Sim(s) => host_buf(s.alloc(n.max(1) * std::mem::size_of::<T>()), n.max(1)),
+        })
     }
 
     /// A buffer holding `data`.
     pub fn upload<T: DeviceRepr>(&self, data: &[T]) -> Result<Buf<T>, GpuError> {
-        let slice = self.stream.clone_htod(data)?;
-        let ptr = slice.device_ptr(&self.stream).0;
-        Ok(Buf { slice, ptr })
+        Ok(match &self.device {
+            Device::Cuda(g) => {
+                let slice = g.stream.clone_htod(data)?;
+                let ptr = slice.device_ptr(&g.stream).0;
+                Buf {
+                    mem: Mem::Device(slice),
+                    ptr,
+                    len: data.len(),
+                }
+            }
+            Device::Sim(s) => {
+                let mut mem = s.alloc(std::mem::size_of_val(data).max(1));
+                mem.write(data);
+                host_buf(mem, data.len())
+            }
+        })
     }
 
     /// Overwrites the start of `buf` with `data`.
     pub fn write<T: DeviceRepr>(&self, buf: &mut Buf<T>, data: &[T]) -> Result<(), GpuError> {
-        let mut view = buf.slice.slice_mut(0..data.len());
-        self.stream.memcpy_htod(data, &mut view)?;
+        match (&self.device, &mut buf.mem) {
+            (Device::Cuda(g), Mem::Device(slice)) => {
+                let mut view = slice.slice_mut(0..data.len());
+                g.stream.memcpy_htod(data, &mut view)?;
+            }
+            (Device::Sim(_), Mem::Host(mem)) => mem.write(data),
+            _ => return Err(foreign()),
+        }
         Ok(())
     }
 
     /// The buffer's contents.
     pub fn download<T: DeviceRepr>(&self, buf: &Buf<T>) -> Result<Vec<T>, GpuError> {
-        Ok(self.stream.clone_dtoh(&buf.slice)?)
+        match (&self.device, &buf.mem) {
+            (Device::Cuda(g), Mem::Device(slice)) => Ok(g.stream.clone_dtoh(slice)?),
+            (Device::Sim(_), Mem::Host(mem)) => Ok(mem.read(buf.len)),
+            _ => Err(foreign()),
+        }
     }
 
     /// Zeroes the buffer.
@@ -293,17 +327,91 @@ impl Gpu {
         &self,
         buf: &mut Buf<T>,
     ) -> Result<(), GpuError> {
-        self.stream.memset_zeros(&mut buf.slice)?;
+        match (&self.device, &mut buf.mem) {
+            (Device::Cuda(g), Mem::Device(slice)) => g.stream.memset_zeros(slice)?,
+            (Device::Sim(_), Mem::Host(mem)) => mem.zero(),
+            _ => return Err(foreign()),
+        }
         Ok(())
     }
 
     pub fn synchronize(&self) -> Result<(), GpuError> {
-        Ok(self.stream.synchronize()?)
+        match &self.device {
+            Device::Cuda(g) => Ok(g.stream.synchronize()?),
+            Device::Sim(_) => Ok(()), // launches run to completion
+        }
     }
 
-    /// (free, total) device memory in bytes.
+    /// (free, total) device memory in bytes; the simulator counts its live buffers as used
+    /// (of a nominal total of usize::MAX).
     pub fn memory(&self) -> Result<(usize, usize), GpuError> {
-        Ok(self.ctx.mem_get_info()?)
+        match &self.device {
+            Device::Cuda(g) => Ok(g.ctx.mem_get_info()?),
+            Device::Sim(s) => Ok((usize::MAX - s.allocated(), usize::MAX)),
+        }
+    }
+}
+
+fn host_buf<T>(mem: sim::HostMem, len: usize) -> Buf<T> {
+    let ptr = mem.addr();
+    Buf {
+        mem: Mem::Host(mem),
+        ptr,
+        len,
+    }
+}
+
+/// A buffer used with a device other than its own.
+fn foreign() -> GpuError {
+    GpuError::Unsupported("a buffer of another device (GPU vs simulator)".into())
+}
+
+impl Cuda {
+    /// Device 0: context, stream, cuBLAS and cuBLASLt sharing one workspace, and every
+    /// kernel file compiled (attention for `head_size`) and loaded; with its arch name.
+    fn new(head_size: usize) -> Result<(Cuda, &'static str), GpuError> {
+        let ctx = CudaContext::new(0)?;
+        // One stream: cudarc's cross-stream event tracking is not needed.
+        // SAFETY: nothing here uses a second stream.
+        unsafe { ctx.disable_event_tracking() };
+        let cc = ctx.compute_capability()?;
+        let arch = arch_name(cc).ok_or_else(|| {
+            GpuError::Unsupported(format!("compute capability {}.{}", cc.0, cc.1))
+        })?;
+        let stream = ctx.default_stream();
+        let blas = CudaBlas::new(stream.clone())?;
+        let blas_workspace = stream.alloc_zeros::<u8>(BLAS_WORKSPACE)?;
+        // SAFETY: the handle is live and the buffer outlives it (both owned by Cuda; the
+        // buffer is dropped after the handle, fields dropping in declaration order).
+        unsafe {
+            cudarc::cublas::sys::cublasSetWorkspace_v2(
+                *blas.handle(),
+                blas_workspace.device_ptr(&stream).0 as *mut std::ffi::c_void,
+                BLAS_WORKSPACE,
+            )
+            .result()?;
+        }
+        // The two libraries share the workspace: they run one after another on one stream.
+        let lt = lt::LtGemm::new(blas_workspace.device_ptr(&stream).0, BLAS_WORKSPACE)?;
+        let mut functions = HashMap::new();
+        for file in compile::FILES {
+            let defines = compile::defines(&file, head_size);
+            let module = ctx.load_module(compile::cached(&file, arch, &defines)?)?;
+            for &k in file.kernels {
+                functions.insert(k, module.load_function(k)?);
+            }
+        }
+        Ok((
+            Cuda {
+                ctx,
+                stream,
+                blas,
+                lt,
+                _blas_workspace: blas_workspace,
+                functions,
+            },
+            arch,
+        ))
     }
 }
 

@@ -4,7 +4,7 @@
 //! `[N, C]` activations, `[OC, C]` weights. bf16 buffers are `u16`, fp32 `f32`, ids `i32`.
 
 use super::lt::{Epilogue, Shape};
-use super::{AttentionKernels, Buf, GemmBackend, Gpu, GpuError};
+use super::{AttentionKernels, Buf, Device, GemmBackend, Gpu, GpuError};
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
 use std::ffi::c_void;
 
@@ -65,22 +65,24 @@ impl Gpu {
             .iter_mut()
             .map(|s| s as *mut u64 as *mut c_void)
             .collect();
-        let f = self.function(name);
         self.timed(
             || name.to_string(),
-            // SAFETY: each slot holds one argument in its low bytes (little-endian), in the
-            // kernel's parameter order; the addresses are live device buffers of the right
-            // size (the callers' contract).
-            || unsafe {
-                cudarc::driver::result::launch_kernel(
-                    f.cu_function(),
-                    grid,
-                    (block, 1, 1),
-                    0,
-                    self.stream.cu_stream(),
-                    &mut ptrs,
-                )
-                .map_err(GpuError::from)
+            || match &self.device {
+                // SAFETY: each slot holds one argument in its low bytes (little-endian), in
+                // the kernel's parameter order; the addresses are live device buffers of the
+                // right size (the callers' contract).
+                Device::Cuda(g) => unsafe {
+                    cudarc::driver::result::launch_kernel(
+                        g.functions[name].cu_function(),
+                        grid,
+                        (block, 1, 1),
+                        0,
+                        g.stream.cu_stream(),
+                        &mut ptrs,
+                    )
+                    .map_err(GpuError::from)
+                },
+                Device::Sim(sim) => sim.launch(name, grid, block, &mut ptrs),
             },
         )
     }
@@ -325,14 +327,22 @@ impl Gpu {
         bias: Option<u64>,
         aux: Option<u64>,
     ) -> Result<bool, GpuError> {
-        if self.gemm_backend != GemmBackend::Lt || !self.lt.supports(s) {
+        if self.gemm_backend != GemmBackend::Lt {
             return Ok(false);
         }
-        let stream = self.stream.cu_stream() as _;
-        self.timed(
-            || s.to_string(),
-            || self.lt.gemm(s, a, b, c, beta, bias, aux, stream),
-        )?;
+        match &self.device {
+            Device::Cuda(g) => {
+                if !g.lt.supports(s) {
+                    return Ok(false);
+                }
+                let stream = g.stream.cu_stream() as _;
+                self.timed(
+                    || s.to_string(),
+                    || g.lt.gemm(s, a, b, c, beta, bias, aux, stream),
+                )?;
+            }
+            Device::Sim(sim) => sim.gemm(s, a, b, c, beta, bias, aux)?,
+        }
         Ok(true)
     }
 
@@ -369,13 +379,20 @@ impl Gpu {
             epilogue: Epilogue::None,
             ..s
         };
+        let g = match &self.device {
+            Device::Cuda(g) => g,
+            Device::Sim(sim) => {
+                sim.gemm(&plain, a, b, c, beta, None, None)?;
+                return self.add_bias(&s, c, bias);
+            }
+        };
         // SAFETY: the addresses are device buffers holding the shapes described by
         // (m, n, k, ld*), which the callers derive from the same sizes they allocated.
         self.timed(
             || plain.to_string(),
             || unsafe {
                 cudarc::cublas::result::gemm_ex(
-                    *self.blas.handle(),
+                    *g.blas.handle(),
                     op(s.trans_a),
                     op(s.trans_b),
                     int(s.m)?,
@@ -398,6 +415,11 @@ impl Gpu {
                 Ok(())
             },
         )?;
+        self.add_bias(&s, c, bias)
+    }
+
+    /// c[m, n] (column-major) += bias[m] over the columns, when there is a bias.
+    fn add_bias(&self, s: &Shape, c: u64, bias: Option<u64>) -> Result<(), GpuError> {
         if let Some(bias) = bias {
             self.launch(
                 "add_bias",
