@@ -12,6 +12,23 @@ __device__ __forceinline__ float bf2f(bf16 x) {
     return __uint_as_float(((unsigned int)x) << 16);
 }
 
+// SplitMix64's output function of (key, i), as kernels/src/cpu/dropout.rs's `mix`: the
+// dropout masks, a pure function of the key and the element's index.
+__device__ __forceinline__ unsigned long long mix64(unsigned long long key, unsigned long long i) {
+    unsigned long long z = key ^ (i * 0x9e3779b97f4a7c15ull);
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+// Inverted dropout's factor for element i: 0 when mix64(key, i) < threshold (p · 2^64),
+// else scale = 1 / (1 - p).
+__device__ __forceinline__ float drop_factor(unsigned long long threshold, float scale,
+                                             unsigned long long key, unsigned long long i) {
+    return mix64(key, i) < threshold ? 0.0f : scale;
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) {
         v += __shfl_xor_sync(0xffffffffu, v, o);

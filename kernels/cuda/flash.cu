@@ -14,6 +14,15 @@
 #ifndef HS
 #define HS 64
 #endif
+// Built twice: without dropout, and with it (-DDROPOUT: the kernels named *_dropout apply
+// the attention probabilities' mask, element (b·NH + h, query, key) at index
+// ((b·NH + h)·T + query)·T + key, as the CPU reference does). Both take the dropout
+// arguments (threshold = p · 2^64, scale = 1 / (1 - p), key); the first ignores them.
+#ifdef DROPOUT
+#define FLASH(name) name##_dropout
+#else
+#define FLASH(name) name
+#endif
 #define ROWS 64            // rows per tile (4 warps × 16)
 #define RS (HS + 8)        // bf16 stride of a row-major [ROWS][HS] tile (16-byte pad)
 #define LN2 0.6931471805599453f
@@ -155,9 +164,10 @@ __device__ __forceinline__ void store_rows(bf16* dst, const float (*acc)[4], con
 
 // grid (ceil(T / 64), B * NH), 128 threads; block x handles query tile (tiles - 1 - x), the
 // longest rows first.
-extern "C" __global__ void __launch_bounds__(128) flash_forward(bf16* out, float* lse,
-                                                                const bf16* qkv, int t_len,
-                                                                int nh) {
+extern "C" __global__ void __launch_bounds__(128)
+    FLASH(flash_forward)(bf16* out, float* lse, const bf16* qkv, int t_len, int nh,
+                         unsigned long long threshold, float drop_scale,
+                         unsigned long long drop_key) {
     __shared__ __align__(16) bf16 qs[ROWS * RS];
     __shared__ __align__(16) bf16 ks[2 * ROWS * RS];  // two buffers: current and next tile
     __shared__ __align__(16) bf16 vs[2 * ROWS * RS];
@@ -232,9 +242,21 @@ extern "C" __global__ void __launch_bounds__(128) flash_forward(bf16* out, float
             for (int e = 0; e < 4; e++) {
                 const float p = ex2(fmaf(s[nt][e], sl2, -base[e >> 1]));
                 s[nt][e] = p;
-                l[e >> 1] += p;
+                l[e >> 1] += p;  // the normalizer counts every probability, dropped or not
             }
         }
+#ifdef DROPOUT
+#pragma unroll
+        for (int nt = 0; nt < ROWS / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const unsigned long long query = row0 + (e >> 1) * 8;
+                const unsigned long long key = kt * ROWS + nt * 8 + q4 * 2 + (e & 1);
+                s[nt][e] *= drop_factor(threshold, drop_scale, drop_key,
+                                        ((unsigned long long)blockIdx.y * t_len + query) * t_len + key);
+            }
+        }
+#endif
         seq_product(o, s, vb, lane);
         __syncthreads();  // this tile's buffers are refilled next iteration
     }
@@ -254,9 +276,10 @@ extern "C" __global__ void __launch_bounds__(128) flash_forward(bf16* out, float
 
 // grid (ceil(T / 64), B * NH), 128 threads; block x owns key tile x and loops over the query
 // tiles that see it; writes dK and dV into dqkv.
-extern "C" __global__ void __launch_bounds__(128) flash_backward_dkdv(
+extern "C" __global__ void __launch_bounds__(128) FLASH(flash_backward_dkdv)(
     bf16* dqkv, const bf16* qkv, const bf16* dout, const float* lse, const float* dsum,
-    int t_len, int nh) {
+    int t_len, int nh, unsigned long long threshold, float drop_scale,
+    unsigned long long drop_key) {
     __shared__ __align__(16) bf16 qs[2 * ROWS * RS];  // two buffers: current and next tile
     __shared__ __align__(16) bf16 dos[2 * ROWS * RS];
     __shared__ float ls[2 * ROWS];
@@ -337,7 +360,17 @@ extern "C" __global__ void __launch_bounds__(128) flash_backward_dkdv(
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int qi = nt * 8 + q4 * 2 + (e & 1);
+#ifdef DROPOUT
+                // dS = P ∘ (Z ∘ dP' − D) and dV takes the dropped P ∘ Z.
+                const unsigned long long key = key0 + (e >> 1) * 8;
+                const unsigned long long query = qt * ROWS + qi;
+                const float z = drop_factor(threshold, drop_scale, drop_key,
+                                            ((unsigned long long)blockIdx.y * t_len + query) * t_len + key);
+                dpt[nt][e] = st[nt][e] * (z * dpt[nt][e] - sb[qi]);
+                st[nt][e] *= z;
+#else
                 dpt[nt][e] = st[nt][e] * (dpt[nt][e] - sb[qi]);
+#endif
             }
         }
         seq_product(dv, st, db, lane);
@@ -357,9 +390,10 @@ extern "C" __global__ void __launch_bounds__(128) flash_backward_dkdv(
 
 // grid (ceil(T / 64), B * NH), 128 threads; block x owns query tile (tiles - 1 - x) and loops
 // over the key tiles it sees; writes dQ into dqkv.
-extern "C" __global__ void __launch_bounds__(128) flash_backward_dq(
+extern "C" __global__ void __launch_bounds__(128) FLASH(flash_backward_dq)(
     bf16* dqkv, const bf16* qkv, const bf16* dout, const float* lse, const float* dsum,
-    int t_len, int nh) {
+    int t_len, int nh, unsigned long long threshold, float drop_scale,
+    unsigned long long drop_key) {
     __shared__ __align__(16) bf16 ks[2 * ROWS * RS];  // two buffers: current and next tile
     __shared__ __align__(16) bf16 vs[2 * ROWS * RS];
     const int c = nh * HS;
@@ -424,7 +458,15 @@ extern "C" __global__ void __launch_bounds__(128) flash_backward_dq(
         for (int nt = 0; nt < ROWS / 8; nt++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
+#ifdef DROPOUT
+                const unsigned long long query = row0 + (e >> 1) * 8;
+                const unsigned long long key = kt * ROWS + nt * 8 + (lane & 3) * 2 + (e & 1);
+                const float z = drop_factor(threshold, drop_scale, drop_key,
+                                            ((unsigned long long)blockIdx.y * t_len + query) * t_len + key);
+                s[nt][e] *= z * dp[nt][e] - dd[e >> 1];
+#else
                 s[nt][e] *= dp[nt][e] - dd[e >> 1];
+#endif
             }
         }
         seq_product(dq, s, kb, lane);

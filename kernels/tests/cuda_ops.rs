@@ -343,21 +343,44 @@ fn flash_attention_forward_and_backward() {
     for kernels in [AttentionKernels::TensorCores, AttentionKernels::CudaCores] {
         g.attention = kernels;
         for (b, t, nh, seed) in [(2, 150, 3, 4), (1, 256, 2, 40)] {
-            check_attention(&g, b, t, nh, seed, &format!("{kernels:?} B={b} T={t}"));
+            check_attention(
+                &g,
+                b,
+                t,
+                nh,
+                seed,
+                None,
+                &format!("{kernels:?} B={b} T={t}"),
+            );
         }
     }
+    // Dropout on the probabilities (tensor-core kernels): the same mask as the CPU's.
+    g.attention = AttentionKernels::TensorCores;
+    let drop = Some((0.2, 0x5eed_u64));
+    check_attention(&g, 2, 150, 3, 5, drop, "TensorCores dropout 0.2 B=2 T=150");
+    g.attention = AttentionKernels::CudaCores;
+    let refused = g.attention_forward(0, 0, 0, 1, 64, 1, drop).unwrap_err();
+    assert!(refused.to_string().contains("tensor-core"), "{refused}");
 }
 
-fn check_attention(g: &Gpu, b: usize, t: usize, nh: usize, seed: u64, what: &str) {
+fn check_attention(
+    g: &Gpu,
+    b: usize,
+    t: usize,
+    nh: usize,
+    seed: u64,
+    drop: Option<(f32, u64)>,
+    what: &str,
+) {
     let c = nh * 64;
     let mut r = Rng(seed);
     let qkv = bf(&r.vec(b * t * 3 * c, 1.0));
     let (mut want, mut att) = (vec![0f32; b * t * c], vec![0f32; b * nh * t * t]);
-    cpu::attention::forward(&mut want, &mut att, &qkv, b, t, c, nh, None, 1);
+    cpu::attention::forward(&mut want, &mut att, &qkv, b, t, c, nh, drop, 1);
     let qkv_d = g.upload(&to_bf16(&qkv)).unwrap();
     let out = poisoned_bf16(g, b * t * c);
     let lse = poisoned_f32(g, b * nh * t);
-    g.attention_forward(out.ptr(), lse.ptr(), qkv_d.ptr(), b, t, nh)
+    g.attention_forward(out.ptr(), lse.ptr(), qkv_d.ptr(), b, t, nh, drop)
         .unwrap();
     let e = rel_err(&dl16(g, &out), &want);
     eprintln!("{what}: attention forward relative error {e:.2e}");
@@ -365,7 +388,7 @@ fn check_attention(g: &Gpu, b: usize, t: usize, nh: usize, seed: u64, what: &str
 
     let dout = bf(&r.vec(b * t * c, 1.0));
     let mut dqkv = vec![0f32; b * t * 3 * c];
-    cpu::attention::backward(&mut dqkv, &dout, &qkv, &att, b, t, c, nh, None, 1);
+    cpu::attention::backward(&mut dqkv, &dout, &qkv, &att, b, t, c, nh, drop, 1);
     let dout_d = g.upload(&to_bf16(&dout)).unwrap();
     let dqkv_d = poisoned_bf16(g, b * t * 3 * c);
     let dsum = poisoned_f32(g, b * nh * t);
@@ -379,6 +402,7 @@ fn check_attention(g: &Gpu, b: usize, t: usize, nh: usize, seed: u64, what: &str
         b,
         t,
         nh,
+        drop,
     )
     .unwrap();
     let got = dl16(g, &dqkv_d);
@@ -392,6 +416,29 @@ fn check_attention(g: &Gpu, b: usize, t: usize, nh: usize, seed: u64, what: &str
         eprintln!("{what}: attention backward {name} relative error {e:.2e}");
         assert!(e < 2.0 * TOL, "{what}: attention backward {name} {e}");
     }
+}
+
+#[test]
+fn dropout_matches_the_cpu_mask() {
+    let Some(g) = gpu() else { return };
+    let n = 20_011;
+    let x = bf(&Rng(8).vec(n, 1.0));
+    let key = cpu::dropout::key(1, 2, 3, 4);
+    let mut want = x.clone();
+    cpu::dropout::apply(&mut want, 0.25, key);
+    let inp = g.upload(&to_bf16(&x)).unwrap();
+    let out = poisoned_bf16(&g, n);
+    g.dropout(out.ptr(), inp.ptr(), n, 0.25, key).unwrap();
+    let got = dl16(&g, &out);
+    // The same elements dropped; the kept ones scaled (then rounded to bf16).
+    for (i, (a, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(*a == 0.0, *w == 0.0, "element {i}: {a} vs {w}");
+    }
+    let e = rel_err(&got, &bf(&want));
+    assert!(e < 1e-2, "dropout {e}");
+    // In place.
+    g.dropout(inp.ptr(), inp.ptr(), n, 0.25, key).unwrap();
+    assert_eq!(dl16(&g, &inp), got);
 }
 
 #[test]

@@ -20,17 +20,17 @@ pub struct Dropout {
 impl Dropout {
     /// Site 0 = embeddings, 1 + 2l = block l's attention projection, 2 + 2l = its MLP.
     fn apply(self, x: &mut [f32], site: u64) {
-        dropout::apply(
-            x,
-            self.p,
-            dropout::key(self.seed, self.step, self.micro, site),
-        );
+        dropout::apply(x, self.p, self.key(site));
+    }
+
+    /// The mask key of `site` in this micro-step.
+    pub fn key(self, site: u64) -> u64 {
+        dropout::key(self.seed, self.step, self.micro, site)
     }
 
     /// (p, key) of block `l`'s attention probabilities (site 1,000,000 + l).
-    fn attention(self, l: usize) -> (f32, u64) {
-        let site = 1_000_000 + l as u64;
-        (self.p, dropout::key(self.seed, self.step, self.micro, site))
+    pub fn attention(self, l: usize) -> (f32, u64) {
+        (self.p, self.key(1_000_000 + l as u64))
     }
 }
 

@@ -5,6 +5,7 @@
 //! a model here with [`GpuModel::new`] and back with [`GpuModel::download`], so checkpoints
 //! are the same files on either device.
 
+use crate::cpu::Dropout;
 use crate::model::{GptConfig, ParamLayout, Params};
 use harman_kernels::cpu::adamw::AdamW;
 use harman_kernels::cuda::{Buf, Gpu, GpuError, Scratch};
@@ -62,6 +63,9 @@ pub struct GpuModel {
     /// Recompute the GELU outputs in the backward pass instead of keeping them (saves
     /// L·B·T·4C bf16 values for one extra GELU pass per layer).
     recompute: bool,
+    /// The next forward/backward's dropout (masks as the CPU backend's: same sites, same
+    /// keys, same elements dropped).
+    dropout: Option<Dropout>,
 }
 
 impl GpuModel {
@@ -127,6 +131,7 @@ impl GpuModel {
             targets: gpu.alloc(n)?,
             last_tokens: Vec::new(),
             recompute,
+            dropout: None,
             gpu,
         };
         model.gpu.synchronize()?;
@@ -194,6 +199,10 @@ impl GpuModel {
             t,
             c,
         )?;
+        let drop = self.dropout;
+        if let Some(d) = drop {
+            g.dropout(a.encoded.ptr(), a.encoded.ptr(), n * c, d.p, d.key(0))?;
+        }
         g.residual_layernorm_forward(
             0,
             a.ln1.ptr(),
@@ -223,7 +232,8 @@ impl GpuModel {
                 c,
                 3 * c,
             )?;
-            g.attention_forward(atty, a.lse.at(l * b * nh * t), qkv, b, t, nh)?;
+            let att_drop = drop.map(|d| d.attention(l));
+            g.attention_forward(atty, a.lse.at(l * b * nh * t), qkv, b, t, nh, att_drop)?;
             g.matmul_forward(
                 a.proj.ptr(),
                 atty,
@@ -233,6 +243,15 @@ impl GpuModel {
                 c,
                 c,
             )?;
+            if let Some(d) = drop {
+                g.dropout(
+                    a.proj.ptr(),
+                    a.proj.ptr(),
+                    n * c,
+                    d.p,
+                    d.key(1 + 2 * l as u64),
+                )?;
+            }
             g.residual_layernorm_forward(
                 a.residual2.at(l * n * c),
                 a.ln2.at(l * n * c),
@@ -280,6 +299,15 @@ impl GpuModel {
                 4 * c,
                 c,
             )?;
+            if let Some(d) = drop {
+                g.dropout(
+                    a.proj.ptr(),
+                    a.proj.ptr(),
+                    n * c,
+                    d.p,
+                    d.key(2 + 2 * l as u64),
+                )?;
+            }
             let (out, mean, rstd, w, bias) = if l + 1 < l_n {
                 (
                     a.ln1.at((l + 1) * n * c),
@@ -342,6 +370,18 @@ impl GpuModel {
         let g = &self.gpu;
         let a = &self.acts;
         let s = &self.scratch;
+        let drop = self.dropout;
+        // The gradient into a dropped residual branch (`site`): dres masked into the free
+        // `proj` buffer, or dres itself without dropout.
+        let branch = |site: u64| -> Result<u64, GpuError> {
+            match drop {
+                Some(d) => {
+                    g.dropout(a.proj.ptr(), a.dres.ptr(), n * c, d.p, d.key(site))?;
+                    Ok(a.proj.ptr())
+                }
+                None => Ok(a.dres.ptr()),
+            }
+        };
         g.matmul_backward(
             s,
             a.dbuf.ptr(),
@@ -379,12 +419,13 @@ impl GpuModel {
             if self.recompute {
                 g.gelu_forward(self.fch_gelu(l), a.fch.at(l * n * 4 * c), n * 4 * c)?;
             }
+            let dfcproj = branch(2 + 2 * l as u64)?;
             g.matmul_backward(
                 s,
                 a.dfch.ptr(),
                 self.g("fcprojw", l),
                 Some(self.g("fcprojb", l)),
-                a.dres.ptr(),
+                dfcproj,
                 self.fch_gelu(l),
                 self.p("fcprojw", l),
                 n,
@@ -421,12 +462,13 @@ impl GpuModel {
                 c,
                 true,
             )?;
+            let dattproj = branch(1 + 2 * l as u64)?;
             g.matmul_backward(
                 s,
                 a.dbuf.ptr(),
                 self.g("attprojw", l),
                 Some(self.g("attprojb", l)),
-                a.dres.ptr(),
+                dattproj,
                 a.atty.at(l * n * c),
                 self.p("attprojw", l),
                 n,
@@ -445,6 +487,7 @@ impl GpuModel {
                 b,
                 t,
                 nh,
+                drop.map(|d| d.attention(l)),
             )?;
             g.matmul_backward(
                 s,
@@ -475,6 +518,9 @@ impl GpuModel {
                 true,
             )?;
         }
+        if let Some(d) = drop {
+            g.dropout(a.dres.ptr(), a.dres.ptr(), n * c, d.p, d.key(0))?;
+        }
         g.encoder_backward(
             self.g("wte", 0),
             self.g("wpe", 0),
@@ -484,6 +530,11 @@ impl GpuModel {
             t,
             c,
         )
+    }
+
+    /// Dropout for the next forward and backward passes (None: off, as for validation).
+    pub fn set_dropout(&mut self, dropout: Option<Dropout>) {
+        self.dropout = dropout.filter(|d| d.p > 0.0);
     }
 
     pub fn zero_grads(&mut self) -> Result<(), GpuError> {

@@ -349,16 +349,6 @@ impl Trainer {
                 self.threads
             ));
         }
-        if self.opts.dropout > 0.0 {
-            let message = "dropout runs on the CPU backend only (set dropout = 0 or --device cpu)";
-            if device == Device::Auto {
-                return Ok(format!("CPU backend, {} threads ({message})", self.threads));
-            }
-            return Err(TrainError::Options(OptionsError {
-                field: "dropout",
-                message: message.into(),
-            }));
-        }
         match GpuModel::new(
             &self.params,
             &self.m,
@@ -404,6 +394,7 @@ impl Trainer {
         val.reset();
         let mut sum = 0f64;
         if let Some(gpu) = self.gpu.as_mut() {
+            gpu.set_dropout(None);
             for _ in 0..self.opts.val_batches.max(1) {
                 let (x, y) = val.next_batch()?;
                 sum += gpu.forward(&x, &y, 0.0)? as f64;
@@ -440,6 +431,17 @@ impl Trainer {
         )?)
     }
 
+    /// The dropout of micro-step `micro` of the current step (None when p = 0): the same
+    /// masks on either backend.
+    fn dropout(&self, micro: usize) -> Option<cpu::Dropout> {
+        (self.opts.dropout > 0.0).then_some(cpu::Dropout {
+            p: self.opts.dropout,
+            seed: self.opts.seed,
+            step: self.step,
+            micro: micro as u64,
+        })
+    }
+
     /// One optimizer step on the CPU backend: `accum` micro-batches forward and backward,
     /// clipping, AdamW. Returns (mean loss, gradient norm before clipping).
     fn cpu_step(
@@ -452,12 +454,7 @@ impl Trainer {
         grads.fill(0.0);
         let mut loss = 0f64;
         for micro in 0..accum {
-            acts.dropout = (self.opts.dropout > 0.0).then_some(cpu::Dropout {
-                p: self.opts.dropout,
-                seed: self.opts.seed,
-                step: self.step,
-                micro: micro as u64,
-            });
+            acts.dropout = self.dropout(micro);
             let (x, y) = self.train.next_batch()?;
             loss +=
                 cpu::forward(&self.params, acts, &x, Some(&y), self.threads)? as f64 / accum as f64;
@@ -524,11 +521,13 @@ impl Trainer {
                 eps: self.opts.eps,
                 weight_decay: self.opts.weight_decay,
             };
+            let drops: Vec<_> = (0..accum).map(|micro| self.dropout(micro)).collect();
             let (loss, norm) = if let Some(gpu) = self.gpu.as_mut() {
                 gpu.zero_grads()?;
                 let mut loss = 0f64;
                 let dloss = 1.0 / (accum * b * t) as f32;
-                for _ in 0..accum {
+                for drop in drops {
+                    gpu.set_dropout(drop);
                     let (x, y) = self.train.next_batch()?;
                     loss += gpu.forward(&x, &y, dloss)? as f64 / accum as f64;
                     gpu.backward()?;

@@ -92,29 +92,41 @@ fn one_step_matches_the_cpu_backend() {
         .map(|i| ((i * 31 + i / 7) % 1000) as u32)
         .collect();
     let y: Vec<u32> = (0..b * t).map(|i| ((i * 17 + 3) % 1000) as u32).collect();
-    let mut acts = Activations::new(&cfg, b, t);
-    let loss_cpu = cpu::forward(&params, &mut acts, &x, Some(&y), 2).unwrap();
-    let mut grads = vec![0f32; params.data.len()];
-    cpu::backward(&params, &acts, &mut grads, 1.0, 2);
-
     let zeros = vec![0f32; params.data.len()];
-    // With every activation kept, and with the GELU outputs recomputed in the backward pass.
-    for recompute in [false, true] {
+    // With every activation kept, with the GELU outputs recomputed in the backward pass, and
+    // with dropout (the GPU drops exactly the elements the CPU drops).
+    let dropout = cpu::Dropout {
+        p: 0.1,
+        seed: 7,
+        step: 3,
+        micro: 1,
+    };
+    for (recompute, drop) in [(false, None), (true, None), (false, Some(dropout))] {
+        let what = format!(
+            "recompute {recompute}, dropout {}",
+            drop.map_or(0.0, |d| d.p)
+        );
+        let mut acts = Activations::new(&cfg, b, t);
+        acts.dropout = drop;
+        let loss_cpu = cpu::forward(&params, &mut acts, &x, Some(&y), 2).unwrap();
+        let mut grads = vec![0f32; params.data.len()];
+        cpu::backward(&params, &acts, &mut grads, 1.0, 2);
         let mut gpu = GpuModel::new(&params, &zeros, &zeros, b, t, recompute).unwrap();
+        gpu.set_dropout(drop);
         gpu.zero_grads().unwrap();
         let loss_gpu = gpu.forward(&x, &y, 1.0 / (b * t) as f32).unwrap();
         gpu.backward().unwrap();
         let g = gpu.gradients().unwrap();
-        eprintln!("recompute {recompute}: loss cpu {loss_cpu} gpu {loss_gpu}");
+        eprintln!("{what}: loss cpu {loss_cpu} gpu {loss_gpu}");
         assert!(
             ((loss_gpu - loss_cpu) / loss_cpu).abs() < 1e-2,
-            "loss {loss_gpu} vs {loss_cpu}"
+            "{what}: loss {loss_gpu} vs {loss_cpu}"
         );
         for (name, _, _) in &params.layout.tensors {
             let r = params.layout.range(name);
             let e = rel_err(&g[r.clone()], &grads[r]);
-            eprintln!("recompute {recompute}: gradient {name}: relative error {e:.2e}");
-            assert!(e < 5e-2, "gradient of {name}: relative error {e}");
+            eprintln!("{what}: gradient {name}: relative error {e:.2e}");
+            assert!(e < 5e-2, "{what}: gradient of {name}: relative error {e}");
         }
         // A forward without gradient gives the same loss, and a second step the same
         // gradients (the recomputed GELU equals the forward's bit for bit).
@@ -175,6 +187,45 @@ fn twenty_steps_track_the_cpu_and_resume_bit_exactly() {
     let tail = run("back", Device::Cuda, None);
     assert!((tail[9].loss - cpu_run[19].loss).abs() < 0.05 * cpu_run[19].loss);
     drop(head);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn dropout_trains_on_the_gpu_as_on_the_cpu() {
+    if !gpu_available() {
+        return;
+    }
+    let dir = tmp("dropout");
+    let (train, val) = shards(&dir, 1000);
+    let cfg = GptConfig::padded(1000, 64, 2, 2, 128);
+    let run = |name: &str, device: Device| {
+        let opts = TrainOptions {
+            dropout: 0.1,
+            ..opts(4)
+        };
+        let mut tr = Trainer::new(
+            cfg,
+            opts,
+            train.clone(),
+            val.clone(),
+            &dir.join(name),
+            true,
+            2,
+        )
+        .unwrap();
+        eprintln!("{name}: {}", tr.set_device(device).unwrap());
+        tr.run(None, |_| {}).unwrap()
+    };
+    let cpu_run = run("cpu", Device::Cpu);
+    let gpu_run = run("gpu", Device::Cuda);
+    for (c, g) in cpu_run.iter().zip(&gpu_run) {
+        eprintln!(
+            "dropout step {:2}: cpu {:.4} gpu {:.4}",
+            c.step, c.loss, g.loss
+        );
+        assert!((c.loss - g.loss).abs() < 0.02 * c.loss, "step {}", c.step);
+    }
+    assert_eq!(gpu_run.len(), 4);
     std::fs::remove_dir_all(dir).unwrap();
 }
 

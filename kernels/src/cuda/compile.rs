@@ -81,15 +81,38 @@ pub const FLASH: KernelFile = KernelFile {
     source: include_str!("../../cuda/flash.cu"),
     kernels: &["flash_forward", "flash_backward_dkdv", "flash_backward_dq"],
 };
+/// flash.cu again with the attention probabilities' dropout (`-DDROPOUT`).
+pub const FLASH_DROPOUT: KernelFile = KernelFile {
+    name: "flash_dropout",
+    source: FLASH.source,
+    kernels: &[
+        "flash_forward_dropout",
+        "flash_backward_dkdv_dropout",
+        "flash_backward_dq_dropout",
+    ],
+};
+pub const DROPOUT: KernelFile = KernelFile {
+    name: "dropout",
+    source: include_str!("../../cuda/dropout.cu"),
+    kernels: &["dropout"],
+};
 
 /// Every kernel file.
-pub const FILES: [KernelFile; 7] = [
-    ENCODER, LAYERNORM, GELU, CLASSIFIER, OPTIMIZER, ATTENTION, FLASH,
+pub const FILES: [KernelFile; 9] = [
+    ENCODER,
+    LAYERNORM,
+    GELU,
+    CLASSIFIER,
+    OPTIMIZER,
+    ATTENTION,
+    FLASH,
+    FLASH_DROPOUT,
+    DROPOUT,
 ];
 
 /// Whether `file` is built once per head size.
 pub fn per_head_size(file: &KernelFile) -> bool {
-    file.name == ATTENTION.name || file.name == FLASH.name
+    [ATTENTION.name, FLASH.name, FLASH_DROPOUT.name].contains(&file.name)
 }
 
 /// Head sizes the attention kernels are built for (a compile-time constant in them; the
@@ -220,13 +243,16 @@ pub fn cached(
 }
 
 /// The defines `file` is built with for a model of head size `head_size` (only the
-/// attention kernels depend on it).
+/// attention kernels depend on it; the dropout build of flash.cu adds DROPOUT).
 pub fn defines(file: &KernelFile, head_size: usize) -> Vec<String> {
+    let mut defines = Vec::new();
     if per_head_size(file) {
-        vec![format!("HS={head_size}")]
-    } else {
-        Vec::new()
+        defines.push(format!("HS={head_size}"));
     }
+    if file.name == FLASH_DROPOUT.name {
+        defines.push("DROPOUT".into());
+    }
+    defines
 }
 
 /// Every build of `file`: one per supported head size where it depends on it.

@@ -24,6 +24,12 @@ const COLUMN_CHUNKS: usize = 128;
 /// Blocks of the sum-of-squares pass (fixed, so the sum's order is too).
 const NORM_BLOCKS: usize = 512;
 
+/// p · 2^64: the mask drops element i when SplitMix64(key, i) is below it (as the CPU's
+/// `dropout::factor` computes it).
+fn dropout_threshold(p: f32) -> u64 {
+    (p as f64 * 2f64.powi(64)) as u64
+}
+
 fn blocks(n: usize, per: u32) -> u32 {
     n.div_ceil(per as usize).max(1) as u32
 }
@@ -578,7 +584,55 @@ impl Gpu {
         (blocks(t, 64), (b * nh) as u32, 1)
     }
 
-    /// out[b, t, C] and lse[b, h, t] from qkv[b, t, 3C] (causal, no T×T buffer).
+    /// The attention kernels to launch (forward, dK/dV, dQ), their block size and their
+    /// dropout arguments: `drop` = (p, key) of the probabilities' mask, tensor-core
+    /// kernels only.
+    fn attention_kernels(
+        &self,
+        drop: Option<(f32, u64)>,
+    ) -> Result<([&'static str; 3], u32, Vec<Arg>), GpuError> {
+        let (threshold, scale, key) = match drop {
+            Some((p, key)) if p > 0.0 => (dropout_threshold(p), 1.0 / (1.0 - p), key),
+            _ => (0, 1.0, 0),
+        };
+        let extra = vec![L(threshold as i64), F(scale), L(key as i64)];
+        Ok(match (self.attention, threshold > 0) {
+            (AttentionKernels::TensorCores, false) => (
+                ["flash_forward", "flash_backward_dkdv", "flash_backward_dq"],
+                128,
+                extra,
+            ),
+            (AttentionKernels::TensorCores, true) => (
+                [
+                    "flash_forward_dropout",
+                    "flash_backward_dkdv_dropout",
+                    "flash_backward_dq_dropout",
+                ],
+                128,
+                extra,
+            ),
+            (AttentionKernels::CudaCores, false) => (
+                [
+                    "attention_forward",
+                    "attention_backward_dkdv",
+                    "attention_backward_dq",
+                ],
+                64,
+                Vec::new(),
+            ),
+            (AttentionKernels::CudaCores, true) => {
+                return Err(GpuError::Unsupported(
+                    "attention dropout runs in the tensor-core kernels only (unset \
+                     HARMAN_ATTENTION=simt)"
+                        .into(),
+                ))
+            }
+        })
+    }
+
+    /// out[b, t, C] and lse[b, h, t] from qkv[b, t, 3C] (causal, no T×T buffer); `drop` =
+    /// (p, key) drops attention probabilities (the normalizer counts them all).
+    #[allow(clippy::too_many_arguments)]
     pub fn attention_forward(
         &self,
         out: u64,
@@ -587,21 +641,16 @@ impl Gpu {
         b: usize,
         t: usize,
         nh: usize,
+        drop: Option<(f32, u64)>,
     ) -> Result<(), GpuError> {
-        let (name, threads) = match self.attention {
-            AttentionKernels::TensorCores => ("flash_forward", 128),
-            AttentionKernels::CudaCores => ("attention_forward", 64),
-        };
-        self.launch(
-            name,
-            self.attention_grid(b, t, nh),
-            threads,
-            &[P(out), P(lse), P(qkv), I(int(t)?), I(int(nh)?)],
-        )
+        let ([name, _, _], threads, extra) = self.attention_kernels(drop)?;
+        let mut args = vec![P(out), P(lse), P(qkv), I(int(t)?), I(int(nh)?)];
+        args.extend(extra);
+        self.launch(name, self.attention_grid(b, t, nh), threads, &args)
     }
 
     /// dqkv (overwritten) from dout, the forward's qkv, out and lse; `dsum` holds b·nh·t
-    /// floats of scratch.
+    /// floats of scratch; `drop` as the forward's.
     #[allow(clippy::too_many_arguments)]
     pub fn attention_backward(
         &self,
@@ -614,7 +663,9 @@ impl Gpu {
         b: usize,
         t: usize,
         nh: usize,
+        drop: Option<(f32, u64)>,
     ) -> Result<(), GpuError> {
+        let ([_, dkdv, dq], threads, extra) = self.attention_kernels(drop)?;
         self.launch(
             "attention_backward_d",
             (blocks(b * nh * t, THREADS), 1, 1),
@@ -628,7 +679,7 @@ impl Gpu {
                 I(int(nh)?),
             ],
         )?;
-        let args = [
+        let mut args = vec![
             P(dqkv),
             P(qkv),
             P(dout),
@@ -637,12 +688,27 @@ impl Gpu {
             I(int(t)?),
             I(int(nh)?),
         ];
-        let (dkdv, dq, threads) = match self.attention {
-            AttentionKernels::TensorCores => ("flash_backward_dkdv", "flash_backward_dq", 128),
-            AttentionKernels::CudaCores => ("attention_backward_dkdv", "attention_backward_dq", 64),
-        };
+        args.extend(extra);
         self.launch(dkdv, self.attention_grid(b, t, nh), threads, &args)?;
         self.launch(dq, self.attention_grid(b, t, nh), threads, &args)
+    }
+
+    /// out[i] = inp[i] · (0 or 1 / (1 − p)), bf16, the mask a pure function of (key, i)
+    /// (the CPU's `dropout::apply`); in place when out == inp.
+    pub fn dropout(&self, out: u64, inp: u64, n: usize, p: f32, key: u64) -> Result<(), GpuError> {
+        self.launch(
+            "dropout",
+            (blocks(n, THREADS), 1, 1),
+            THREADS,
+            &[
+                P(out),
+                P(inp),
+                L(n as i64),
+                L(dropout_threshold(p) as i64),
+                F(1.0 / (1.0 - p)),
+                L(key as i64),
+            ],
+        )
     }
 
     pub fn gelu_forward(&self, out: u64, inp: u64, n: usize) -> Result<(), GpuError> {
