@@ -9,7 +9,10 @@
 // (attention.cu's attention_backward_d), dK/dV per key tile looping over query tiles, and
 // dQ per query tile looping over key tiles; every sum runs in a fixed order, so results
 // repeat bit for bit. The probabilities are recomputed from the saved log-sum-exp and fed
-// to the second product as bf16, as FlashAttention does.
+// to the second product as bf16, as FlashAttention does. The backward kernels walk each
+// 64-row tile of the other operand in chunks of 16 (the scores of a chunk take 16 registers
+// per thread instead of 64, so more warps fit on an SM) and skip the chunks the causal mask
+// empties.
 
 #ifndef HS
 #define HS 64
@@ -20,8 +23,10 @@
 // arguments (threshold = p · 2^64, scale = 1 / (1 - p), key); the first ignores them.
 #ifdef DROPOUT
 #define FLASH(name) name##_dropout
+#define DKDV_BLOCKS 3  // blocks per SM the dK/dV kernel is built for (register cap 170)
 #else
 #define FLASH(name) name
+#define DKDV_BLOCKS 4  // (register cap 128; the dropout build would spill there)
 #endif
 #define ROWS 64            // rows per tile (4 warps × 16)
 #define RS (HS + 8)        // bf16 stride of a row-major [ROWS][HS] tile (16-byte pad)
@@ -80,18 +85,20 @@ __device__ __forceinline__ void a_fragments(u32 (*a)[4], const bf16* tile, int w
     }
 }
 
-// acc[16 × ROWS] = a[16 × HS] · tileᵀ (tile row-major [ROWS][HS]): scores against every
-// row of the tile. One ldmatrix.x4 gives the B fragments of two 8-row column tiles.
+// acc[16 × N] = a[16 × HS] · tileᵀ (tile row-major [N][HS], N = ROWS or a 16-row chunk of
+// one): scores against every row of the tile. One ldmatrix.x4 gives the B fragments of two
+// 8-row column tiles.
+template <int N>
 __device__ __forceinline__ void rows_product(float (*acc)[4], const u32 (*a)[4],
                                              const bf16* tile, int lane) {
 #pragma unroll
-    for (int nt = 0; nt < ROWS / 8; nt++) {
+    for (int nt = 0; nt < N / 8; nt++) {
         acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
     }
     const int row = (lane & 7) + ((lane >> 4) << 3);
     const int col = ((lane >> 3) & 1) * 8;
 #pragma unroll
-    for (int nt2 = 0; nt2 < ROWS / 16; nt2++) {
+    for (int nt2 = 0; nt2 < N / 16; nt2++) {
 #pragma unroll
         for (int kc = 0; kc < HS / 16; kc++) {
             u32 b[4];
@@ -102,14 +109,15 @@ __device__ __forceinline__ void rows_product(float (*acc)[4], const u32 (*a)[4],
     }
 }
 
-// acc[16 × HS] += p[16 × ROWS] · tile (tile row-major [ROWS][HS], read transposed by
-// ldmatrix); p in fp32 accumulator layout, rounded to bf16 A fragments here.
+// acc[16 × HS] += p[16 × N] · tile (tile row-major [N][HS], read transposed by ldmatrix);
+// p in fp32 accumulator layout, rounded to bf16 A fragments here.
+template <int N>
 __device__ __forceinline__ void seq_product(float (*acc)[4], const float (*p)[4],
                                             const bf16* tile, int lane) {
     const int row = (lane & 7) + ((lane >> 3) & 1) * 8;
     const int col = (lane >> 4) * 8;
 #pragma unroll
-    for (int kc = 0; kc < ROWS / 16; kc++) {
+    for (int kc = 0; kc < N / 16; kc++) {
         const u32 a[4] = {pack(p[2 * kc][0], p[2 * kc][1]), pack(p[2 * kc][2], p[2 * kc][3]),
                           pack(p[2 * kc + 1][0], p[2 * kc + 1][1]),
                           pack(p[2 * kc + 1][2], p[2 * kc + 1][3])};
@@ -124,13 +132,14 @@ __device__ __forceinline__ void seq_product(float (*acc)[4], const float (*p)[4]
 }
 
 // Sets the scores (or probabilities) s of this warp's rows row0, row0 + 8 against keys
-// key0 .. key0 + ROWS (accumulator layout) to `value` where the key comes after the row or
+// key0 .. key0 + N (accumulator layout) to `value` where the key comes after the row or
 // lies past T. Only the diagonal tile and one that runs past T need it.
+template <int N>
 __device__ __forceinline__ void mask_causal(float (*s)[4], int row0, int key0, int t_len,
                                             int lane, float value) {
     const int q4 = lane & 3;
 #pragma unroll
-    for (int nt = 0; nt < ROWS / 8; nt++) {
+    for (int nt = 0; nt < N / 8; nt++) {
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             const int row = row0 + (e >> 1) * 8;
@@ -208,9 +217,9 @@ extern "C" __global__ void __launch_bounds__(128)
         }
         __syncthreads();
         float s[ROWS / 8][4];
-        rows_product(s, qa, kb, lane);
+        rows_product<ROWS>(s, qa, kb, lane);
         if (kt == qt || (kt + 1) * ROWS > t_len) {  // a uniform branch
-            mask_causal(s, row0, kt * ROWS, t_len, lane, NEG_INF);
+            mask_causal<ROWS>(s, row0, kt * ROWS, t_len, lane, NEG_INF);
         }
         float mx[2] = {m[0], m[1]};
 #pragma unroll
@@ -257,7 +266,7 @@ extern "C" __global__ void __launch_bounds__(128)
             }
         }
 #endif
-        seq_product(o, s, vb, lane);
+        seq_product<ROWS>(o, s, vb, lane);
         __syncthreads();  // this tile's buffers are refilled next iteration
     }
     float inv[2];
@@ -276,7 +285,7 @@ extern "C" __global__ void __launch_bounds__(128)
 
 // grid (ceil(T / 64), B * NH), 128 threads; block x owns key tile x and loops over the query
 // tiles that see it; writes dK and dV into dqkv.
-extern "C" __global__ void __launch_bounds__(128) FLASH(flash_backward_dkdv)(
+extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backward_dkdv)(
     bf16* dqkv, const bf16* qkv, const bf16* dout, const float* lse, const float* dsum,
     int t_len, int nh, unsigned long long threshold, float drop_scale,
     unsigned long long drop_key) {
@@ -329,52 +338,49 @@ extern "C" __global__ void __launch_bounds__(128) FLASH(flash_backward_dkdv)(
         const bf16* db = dos + buf * ROWS * RS;
         const float* lb = ls + buf * ROWS;
         const float* sb = ds + buf * ROWS;
-        float st[ROWS / 8][4];
-        float dpt[ROWS / 8][4];
-        rows_product(st, ka, qb, lane);
-        rows_product(dpt, va, db, lane);
+        // 16 queries at a time: the scores of one chunk live in 16 registers, not 64.
+        const bool diag = qt == kt;
+        const bool tail = (qt + 1) * ROWS > t_len;
 #pragma unroll
-        for (int nt = 0; nt < ROWS / 8; nt++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int qi = nt * 8 + q4 * 2 + (e & 1);
-                st[nt][e] = ex2(fmaf(st[nt][e], sl2, -lb[qi]));
+        for (int c16 = 0; c16 < ROWS / 16; c16++) {
+            if (diag && c16 < warp) {
+                continue;  // every query of the chunk comes before this warp's keys
             }
-        }
-        // Only the diagonal tile and one that runs past T need masks (a uniform branch).
-        if (qt == kt || (qt + 1) * ROWS > t_len) {
+            const bf16* qc = qb + c16 * 16 * RS;
+            const bf16* dc = db + c16 * 16 * RS;
+            // Only the diagonal chunk and a tile that runs past T need masks (uniform).
+            const bool masked = (diag && c16 == warp) || tail;
+            float st[2][4];
+            float dpt[2][4];
+            rows_product<16>(st, ka, qc, lane);
+            rows_product<16>(dpt, va, dc, lane);
 #pragma unroll
-            for (int nt = 0; nt < ROWS / 8; nt++) {
+            for (int nt = 0; nt < 2; nt++) {
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
+                    const int qi = c16 * 16 + nt * 8 + q4 * 2 + (e & 1);
                     const int key = key0 + (e >> 1) * 8;
-                    const int query = qt * ROWS + nt * 8 + q4 * 2 + (e & 1);
-                    if (query < key || query >= t_len) {
-                        st[nt][e] = 0.0f;
+                    const int query = qt * ROWS + qi;
+                    float p = ex2(fmaf(st[nt][e], sl2, -lb[qi]));
+                    if (masked && (query < key || query >= t_len)) {
+                        p = 0.0f;
                     }
+#ifdef DROPOUT
+                    // dS = P ∘ (Z ∘ dP' − D) and dV takes the dropped P ∘ Z.
+                    const float z = drop_factor(
+                        threshold, drop_scale, drop_key,
+                        ((unsigned long long)blockIdx.y * t_len + query) * t_len + key);
+                    dpt[nt][e] = p * (z * dpt[nt][e] - sb[qi]);
+                    st[nt][e] = p * z;
+#else
+                    dpt[nt][e] = p * (dpt[nt][e] - sb[qi]);
+                    st[nt][e] = p;
+#endif
                 }
             }
+            seq_product<16>(dv, st, dc, lane);
+            seq_product<16>(dk, dpt, qc, lane);
         }
-#pragma unroll
-        for (int nt = 0; nt < ROWS / 8; nt++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int qi = nt * 8 + q4 * 2 + (e & 1);
-#ifdef DROPOUT
-                // dS = P ∘ (Z ∘ dP' − D) and dV takes the dropped P ∘ Z.
-                const unsigned long long key = key0 + (e >> 1) * 8;
-                const unsigned long long query = qt * ROWS + qi;
-                const float z = drop_factor(threshold, drop_scale, drop_key,
-                                            ((unsigned long long)blockIdx.y * t_len + query) * t_len + key);
-                dpt[nt][e] = st[nt][e] * (z * dpt[nt][e] - sb[qi]);
-                st[nt][e] *= z;
-#else
-                dpt[nt][e] = st[nt][e] * (dpt[nt][e] - sb[qi]);
-#endif
-            }
-        }
-        seq_product(dv, st, db, lane);
-        seq_product(dk, dpt, qb, lane);
         __syncthreads();  // this tile's buffers take tile qt + 2 now
         if (qt + 2 < tiles) {
             load_rows_async(qs + buf * ROWS * RS, qkv, b, (qt + 2) * ROWS, t_len, stride, h * HS);
@@ -440,36 +446,49 @@ extern "C" __global__ void __launch_bounds__(128) FLASH(flash_backward_dq)(
         __syncthreads();
         const bf16* kb = ks + buf * ROWS * RS;
         const bf16* vb = vs + buf * ROWS * RS;
-        float s[ROWS / 8][4];
-        float dp[ROWS / 8][4];
-        rows_product(s, qa, kb, lane);
-        rows_product(dp, da, vb, lane);
+        // 16 keys at a time: the scores of one chunk live in 16 registers, not 64.
+        const bool diag = kt == qt;
+        const bool tail = (kt + 1) * ROWS > t_len;
 #pragma unroll
-        for (int nt = 0; nt < ROWS / 8; nt++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                s[nt][e] = ex2(fmaf(s[nt][e], sl2, -l2[e >> 1]));
+        for (int c16 = 0; c16 < ROWS / 16; c16++) {
+            if (diag && c16 > warp) {
+                continue;  // every key of the chunk comes after this warp's rows
             }
-        }
-        if (kt == qt || (kt + 1) * ROWS > t_len) {  // a uniform branch
-            mask_causal(s, row0, kt * ROWS, t_len, lane, 0.0f);
-        }
+            const bf16* kc = kb + c16 * 16 * RS;
+            const bf16* vc = vb + c16 * 16 * RS;
+            float s[2][4];
+            float dp[2][4];
+            rows_product<16>(s, qa, kc, lane);
+            rows_product<16>(dp, da, vc, lane);
 #pragma unroll
-        for (int nt = 0; nt < ROWS / 8; nt++) {
+            for (int nt = 0; nt < 2; nt++) {
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
+                for (int e = 0; e < 4; e++) {
+                    s[nt][e] = ex2(fmaf(s[nt][e], sl2, -l2[e >> 1]));
+                }
+            }
+            if ((diag && c16 == warp) || tail) {  // uniform: the diagonal chunk, or past T
+                mask_causal<16>(s, row0, kt * ROWS + c16 * 16, t_len, lane, 0.0f);
+            }
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
 #ifdef DROPOUT
-                const unsigned long long query = row0 + (e >> 1) * 8;
-                const unsigned long long key = kt * ROWS + nt * 8 + (lane & 3) * 2 + (e & 1);
-                const float z = drop_factor(threshold, drop_scale, drop_key,
-                                            ((unsigned long long)blockIdx.y * t_len + query) * t_len + key);
-                s[nt][e] *= z * dp[nt][e] - dd[e >> 1];
+                    const unsigned long long query = row0 + (e >> 1) * 8;
+                    const unsigned long long key =
+                        kt * ROWS + c16 * 16 + nt * 8 + (lane & 3) * 2 + (e & 1);
+                    const float z = drop_factor(
+                        threshold, drop_scale, drop_key,
+                        ((unsigned long long)blockIdx.y * t_len + query) * t_len + key);
+                    s[nt][e] *= z * dp[nt][e] - dd[e >> 1];
 #else
-                s[nt][e] *= dp[nt][e] - dd[e >> 1];
+                    s[nt][e] *= dp[nt][e] - dd[e >> 1];
 #endif
+                }
             }
+            seq_product<16>(dq, s, kc, lane);
         }
-        seq_product(dq, s, kb, lane);
         __syncthreads();  // this tile's buffers take tile kt + 2 now
         if (kt + 2 <= qt) {
             load_rows_async(ks + buf * ROWS * RS, qkv, b, (kt + 2) * ROWS, t_len, stride,
