@@ -200,9 +200,14 @@ impl GpuModel {
             c,
         )?;
         let drop = self.dropout;
-        if let Some(d) = drop {
-            g.dropout(a.encoded.ptr(), a.encoded.ptr(), n * c, d.p, d.key(0))?;
-        }
+        // Dropout in place on an [n, c] buffer: the embeddings (site 0) or a residual branch.
+        let drop_in_place = |buf: u64, site: u64| -> Result<(), GpuError> {
+            match drop {
+                Some(d) => g.dropout(buf, buf, n * c, d.p, d.key(site)),
+                None => Ok(()),
+            }
+        };
+        drop_in_place(a.encoded.ptr(), 0)?;
         g.residual_layernorm_forward(
             0,
             a.ln1.ptr(),
@@ -243,15 +248,7 @@ impl GpuModel {
                 c,
                 c,
             )?;
-            if let Some(d) = drop {
-                g.dropout(
-                    a.proj.ptr(),
-                    a.proj.ptr(),
-                    n * c,
-                    d.p,
-                    d.key(1 + 2 * l as u64),
-                )?;
-            }
+            drop_in_place(a.proj.ptr(), 1 + 2 * l as u64)?;
             g.residual_layernorm_forward(
                 a.residual2.at(l * n * c),
                 a.ln2.at(l * n * c),
@@ -299,15 +296,7 @@ impl GpuModel {
                 4 * c,
                 c,
             )?;
-            if let Some(d) = drop {
-                g.dropout(
-                    a.proj.ptr(),
-                    a.proj.ptr(),
-                    n * c,
-                    d.p,
-                    d.key(2 + 2 * l as u64),
-                )?;
-            }
+            drop_in_place(a.proj.ptr(), 2 + 2 * l as u64)?;
             let (out, mean, rstd, w, bias) = if l + 1 < l_n {
                 (
                     a.ln1.at((l + 1) * n * c),

@@ -9,7 +9,7 @@ use harman_train::cpu::{self, Activations};
 use harman_train::cuda::GpuModel;
 use harman_train::model::{GptConfig, Params};
 use harman_train::schedule::{Decay, Schedule};
-use harman_train::trainer::{Device, TrainOptions, Trainer};
+use harman_train::trainer::{Device, StepLog, TrainOptions, Trainer};
 use std::path::{Path, PathBuf};
 
 fn gpu_available() -> bool {
@@ -67,6 +67,31 @@ fn opts(steps: u64) -> TrainOptions {
         checkpoint_every: 5,
         ..Default::default()
     }
+}
+
+/// Trains (or resumes) run `name` under `dir` on `device` until `stop` more steps or the end.
+#[allow(clippy::too_many_arguments)]
+fn train(
+    cfg: GptConfig,
+    opts: TrainOptions,
+    (train, val): (&[PathBuf], &[PathBuf]),
+    dir: &Path,
+    name: &str,
+    device: Device,
+    stop: Option<u64>,
+) -> Vec<StepLog> {
+    let mut tr = Trainer::new(
+        cfg,
+        opts,
+        train.to_vec(),
+        val.to_vec(),
+        &dir.join(name),
+        true,
+        2,
+    )
+    .unwrap();
+    eprintln!("{name}: {}", tr.set_device(device).unwrap());
+    tr.run(stop, |_| {}).unwrap()
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -145,21 +170,10 @@ fn twenty_steps_track_the_cpu_and_resume_bit_exactly() {
         return;
     }
     let dir = tmp("track");
-    let (train, val) = shards(&dir, 1000);
+    let (tr, va) = shards(&dir, 1000);
     let cfg = GptConfig::padded(1000, 64, 2, 2, 128);
     let run = |name: &str, device: Device, stop: Option<u64>| {
-        let mut tr = Trainer::new(
-            cfg,
-            opts(20),
-            train.clone(),
-            val.clone(),
-            &dir.join(name),
-            true,
-            2,
-        )
-        .unwrap();
-        eprintln!("{name}: {}", tr.set_device(device).unwrap());
-        tr.run(stop, |_| {}).unwrap()
+        train(cfg, opts(20), (&tr, &va), &dir, name, device, stop)
     };
     let cpu_run = run("cpu", Device::Cpu, None);
     let gpu_run = run("gpu", Device::Cuda, None);
@@ -196,26 +210,14 @@ fn dropout_trains_on_the_gpu_as_on_the_cpu() {
         return;
     }
     let dir = tmp("dropout");
-    let (train, val) = shards(&dir, 1000);
+    let (tr, va) = shards(&dir, 1000);
     let cfg = GptConfig::padded(1000, 64, 2, 2, 128);
-    let run = |name: &str, device: Device| {
-        let opts = TrainOptions {
-            dropout: 0.1,
-            ..opts(4)
-        };
-        let mut tr = Trainer::new(
-            cfg,
-            opts,
-            train.clone(),
-            val.clone(),
-            &dir.join(name),
-            true,
-            2,
-        )
-        .unwrap();
-        eprintln!("{name}: {}", tr.set_device(device).unwrap());
-        tr.run(None, |_| {}).unwrap()
+    let opts = TrainOptions {
+        dropout: 0.1,
+        ..opts(4)
     };
+    let run =
+        |name: &str, device: Device| train(cfg, opts.clone(), (&tr, &va), &dir, name, device, None);
     let cpu_run = run("cpu", Device::Cpu);
     let gpu_run = run("gpu", Device::Cuda);
     for (c, g) in cpu_run.iter().zip(&gpu_run) {
