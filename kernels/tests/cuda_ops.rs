@@ -361,6 +361,16 @@ fn flash_attention_forward_and_backward() {
     g.attention = AttentionKernels::CudaCores;
     let refused = g.attention_forward(0, 0, 0, 1, 64, 1, drop).unwrap_err();
     assert!(refused.to_string().contains("tensor-core"), "{refused}");
+    // The kernels built for head size 32.
+    let mut g32 = Gpu::new(32).expect("GPU init (head size 32)");
+    for kernels in [AttentionKernels::TensorCores, AttentionKernels::CudaCores] {
+        g32.attention = kernels;
+        let what = format!("{kernels:?} HS=32 B=2 T=100");
+        check_attention(&g32, 2, 100, 2, 6, None, &what);
+    }
+    g32.attention = AttentionKernels::TensorCores;
+    let what = "TensorCores HS=32 dropout 0.2 B=1 T=130";
+    check_attention(&g32, 1, 130, 2, 7, drop, what);
 }
 
 fn check_attention(
@@ -372,7 +382,7 @@ fn check_attention(
     drop: Option<(f32, u64)>,
     what: &str,
 ) {
-    let c = nh * 64;
+    let c = nh * g.head_size;
     let mut r = Rng(seed);
     let qkv = bf(&r.vec(b * t * 3 * c, 1.0));
     let (mut want, mut att) = (vec![0f32; b * t * c], vec![0f32; b * nh * t * t]);
