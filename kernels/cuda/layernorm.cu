@@ -179,6 +179,114 @@ extern "C" __global__ void layernorm_backward_input(bf16* dinp, const bf16* dout
     }
 }
 
+// 16-byte vectors a lane handles in layernorm_backward_fused: rows up to 32 · 8 · 4 = 1024
+// wide (GPT-2 small and medium; wider rows take the two separate kernels).
+#define LN_VMAX 4
+
+// layernorm_backward_input and layernorm_backward_params in one pass over dout and inp:
+// block k owns rows [k · rows_per_chunk, ...) and writes partial[k, 0:c] = Σ norm · dout,
+// partial[k, c:2c] = Σ dout over them (each lane keeps its columns' sums in registers over
+// its warp's rows, in row order; the warps' sums are added in warp order), then
+// sum_partials adds the chunks in order, as for the separate kernels. Rows a multiple of 8
+// wide, at most 32 · 8 · LN_VMAX, 16-byte aligned buffers. grid (chunks), 256 threads.
+extern "C" __global__ void __launch_bounds__(256) layernorm_backward_fused(
+    bf16* dinp, float* partial, const bf16* dout, const bf16* inp, const bf16* weight,
+    const float* mean, const float* rstd, int n, int c, int rows_per_chunk, int accumulate) {
+    __shared__ float red[2 * 32 * 8 * LN_VMAX];
+    const int warp = threadIdx.x >> 5;
+    const int lane = threadIdx.x & 31;
+    const int warps = blockDim.x >> 5;
+    const int cv = c >> 3;
+    const int from = blockIdx.x * rows_per_chunk;
+    const int to = min(n, from + rows_per_chunk);
+    float dw[LN_VMAX][8];
+    float db[LN_VMAX][8];
+#pragma unroll
+    for (int j = 0; j < LN_VMAX; j++) {
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            dw[j][k] = 0.0f;
+            db[j][k] = 0.0f;
+        }
+    }
+    float xv[8];
+    float wv[8];
+    float dv[8];
+    float old[8];
+    for (int row = from + warp; row < to; row += warps) {
+        const uint4* x = (const uint4*)(inp + (i64)row * c);
+        const uint4* dy = (const uint4*)(dout + (i64)row * c);
+        uint4* dx = (uint4*)(dinp + (i64)row * c);
+        const float m = mean[row];
+        const float r = rstd[row];
+        float s1 = 0.0f;
+        float s2 = 0.0f;
+#pragma unroll
+        for (int j = 0; j < LN_VMAX; j++) {
+            const int v = lane + 32 * j;
+            if (v < cv) {
+                unpack8(xv, x[v]);
+                unpack8(wv, ((const uint4*)weight)[v]);
+                unpack8(dv, dy[v]);
+#pragma unroll
+                for (int k = 0; k < 8; k++) {
+                    const float norm = (xv[k] - m) * r;
+                    const float g = wv[k] * dv[k];
+                    s1 += g;
+                    s2 += g * norm;
+                    dw[j][k] += norm * dv[k];
+                    db[j][k] += dv[k];
+                }
+            }
+        }
+        s1 = warp_sum(s1) / c;
+        s2 = warp_sum(s2) / c;
+#pragma unroll
+        for (int j = 0; j < LN_VMAX; j++) {
+            const int v = lane + 32 * j;
+            if (v < cv) {
+                unpack8(xv, x[v]);
+                unpack8(wv, ((const uint4*)weight)[v]);
+                unpack8(dv, dy[v]);
+                if (accumulate) {
+                    unpack8(old, dx[v]);
+                }
+#pragma unroll
+                for (int k = 0; k < 8; k++) {
+                    float d = (wv[k] * dv[k] - s1 - (xv[k] - m) * r * s2) * r;
+                    if (accumulate) {
+                        d += old[k];
+                    }
+                    dv[k] = d;
+                }
+                dx[v] = pack8(dv);
+            }
+        }
+    }
+    // The warps' column sums, added in warp order.
+    for (int w = 0; w < warps; w++) {
+        if (warp == w) {
+#pragma unroll
+            for (int j = 0; j < LN_VMAX; j++) {
+                const int v = lane + 32 * j;
+                if (v < cv) {
+#pragma unroll
+                    for (int k = 0; k < 8; k++) {
+                        const int i = v * 8 + k;
+                        red[i] = (w == 0 ? 0.0f : red[i]) + dw[j][k];
+                        red[c + i] = (w == 0 ? 0.0f : red[c + i]) + db[j][k];
+                    }
+                }
+            }
+        }
+        __syncthreads();
+    }
+    float* p = partial + (i64)blockIdx.x * 2 * c;
+    for (int i = threadIdx.x; i < 2 * c; i += blockDim.x) {
+        p[i] = red[i];
+    }
+}
+
 // partial[chunk, 0:c] = Σ norm*dout, partial[chunk, c:2c] = Σ dout over the chunk's rows.
 // With `pairs` (c even, buffers 4-byte aligned) a thread sums two neighbouring columns with
 // 4-byte loads (each column's sum in the same row order as one at a time): grid

@@ -100,10 +100,15 @@ fn encoder_forward_and_backward() {
 
 #[test]
 fn residual_layernorm_forward_and_backward() {
-    let Some(g) = gpu() else { return };
-    // A width of 16-byte vectors (the vectorized paths) and an odd one (the scalar paths).
-    for (n, c) in [(67, 192), (33, 77)] {
-        check_layernorm(&g, n, c);
+    let Some(mut g) = gpu() else { return };
+    // Widths of 16-byte vectors (the vectorized paths; the fused backward where it is on)
+    // and an odd one (the scalar paths); chunks of one row, of several rows per warp, and
+    // GPT-2's width.
+    for fused in [true, false] {
+        g.fused_layernorm = fused;
+        for (n, c) in [(67, 192), (33, 77), (4000, 768)] {
+            check_layernorm(&g, n, c);
+        }
     }
 }
 
@@ -142,6 +147,7 @@ fn check_layernorm(g: &Gpu, n: usize, c: usize) {
     assert!(rel_err(&dl16(g, &res), &x) < 1e-6, "C={c}: residual sum");
     let e = rel_err(&dl16(g, &out), &want);
     assert!(e < TOL, "C={c}: layernorm forward {e}");
+    let what = format!("C={c} N={n} fused={}", g.fused_layernorm);
     assert!(rel_err(&g.download(&rstd_d).unwrap(), &rstd) < 1e-4);
 
     let dout = bf(&r.vec(n * c, 1.0));
@@ -176,8 +182,8 @@ fn check_layernorm(g: &Gpu, n: usize, c: usize) {
         ("dbias", g.download(&db_d).unwrap(), db, 1e-5),
     ] {
         let e = rel_err(&got, &want);
-        eprintln!("C={c}: layernorm backward {name} relative error {e:.2e}");
-        assert!(e < tol, "C={c}: layernorm backward {name} {e}");
+        eprintln!("{what}: layernorm backward {name} relative error {e:.2e}");
+        assert!(e < tol, "{what}: layernorm backward {name} {e}");
     }
 }
 

@@ -39,6 +39,7 @@ pub const LAYERNORM: KernelFile = KernelFile {
         "residual_layernorm_forward",
         "layernorm_backward_input",
         "layernorm_backward_params",
+        "layernorm_backward_fused",
         "column_sums",
         "sum_partials",
     ],

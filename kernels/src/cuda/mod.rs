@@ -144,6 +144,10 @@ pub struct Gpu {
     pub arch: &'static str,
     pub name: String,
     pub attention: AttentionKernels,
+    /// LayerNorm's backward in one pass (`layernorm_backward_fused`, the default where the
+    /// row width allows) or as separate input- and parameter-gradient kernels
+    /// (`HARMAN_LN_FUSED=0`, and rows wider than 1024 or not a multiple of 8).
+    pub fused_layernorm: bool,
     /// Per-kernel device time when `HARMAN_CUDA_PROFILE` is set ([`Gpu::profile_table`]).
     profile: Option<Mutex<BTreeMap<String, (u64, f64)>>>,
 }
@@ -201,6 +205,7 @@ impl Gpu {
                 Ok("simt") => AttentionKernels::CudaCores,
                 _ => AttentionKernels::TensorCores,
             },
+            fused_layernorm: std::env::var("HARMAN_LN_FUSED").as_deref() != Ok("0"),
             profile: std::env::var_os("HARMAN_CUDA_PROFILE").map(|_| Mutex::default()),
         })
     }

@@ -21,6 +21,8 @@ use Arg::{F, I, L, P};
 const THREADS: u32 = 256;
 /// Rows per chunk of the column sums (bias and LayerNorm parameter gradients).
 const COLUMN_CHUNKS: usize = 128;
+/// The widest row layernorm_backward_fused takes (LN_VMAX 16-byte vectors per lane).
+const LN_FUSED_MAX_COLS: usize = 32 * 8 * 4;
 /// Blocks of the sum-of-squares pass (fixed, so the sum's order is too).
 const NORM_BLOCKS: usize = 512;
 
@@ -232,6 +234,31 @@ impl Gpu {
         accumulate: bool,
     ) -> Result<(), GpuError> {
         let (per, chunks) = chunking(n);
+        let fused = self.fused_layernorm
+            && c % 8 == 0
+            && c <= LN_FUSED_MAX_COLS
+            && [dinp, dout, inp, weight].iter().all(|p| p % 16 == 0);
+        if fused {
+            self.launch(
+                "layernorm_backward_fused",
+                (chunks as u32, 1, 1),
+                THREADS,
+                &[
+                    P(dinp),
+                    P(scratch.partial.ptr()),
+                    P(dout),
+                    P(inp),
+                    P(weight),
+                    P(mean),
+                    P(rstd),
+                    I(int(n)?),
+                    I(int(c)?),
+                    I(int(per)?),
+                    I(accumulate as i32),
+                ],
+            )?;
+            return self.layernorm_params_sums(scratch, dweight, dbias, chunks, c);
+        }
         // Two columns a thread when c is even and the rows 4-byte aligned (4-byte loads).
         let pairs = c % 2 == 0 && dout % 4 == 0 && inp % 4 == 0;
         let threads_x = if pairs { c / 2 } else { c };
@@ -251,20 +278,7 @@ impl Gpu {
                 I(pairs as i32),
             ],
         )?;
-        for (dst, offset) in [(dweight, 0), (dbias, c)] {
-            self.launch(
-                "sum_partials",
-                (blocks(c, THREADS), 1, 1),
-                THREADS,
-                &[
-                    P(dst),
-                    P(scratch.partial.at(offset)),
-                    I(int(chunks)?),
-                    I(int(2 * c)?),
-                    I(int(c)?),
-                ],
-            )?;
-        }
+        self.layernorm_params_sums(scratch, dweight, dbias, chunks, c)?;
         self.launch(
             "layernorm_backward_input",
             (blocks(n, 4), 1, 1),
@@ -281,6 +295,33 @@ impl Gpu {
                 I(accumulate as i32),
             ],
         )
+    }
+
+    /// dweight += Σ_chunks partial[chunk, 0:c], dbias += Σ_chunks partial[chunk, c:2c], the
+    /// chunks in order.
+    fn layernorm_params_sums(
+        &self,
+        scratch: &Scratch,
+        dweight: u64,
+        dbias: u64,
+        chunks: usize,
+        c: usize,
+    ) -> Result<(), GpuError> {
+        for (dst, offset) in [(dweight, 0), (dbias, c)] {
+            self.launch(
+                "sum_partials",
+                (blocks(c, THREADS), 1, 1),
+                THREADS,
+                &[
+                    P(dst),
+                    P(scratch.partial.at(offset)),
+                    I(int(chunks)?),
+                    I(int(2 * c)?),
+                    I(int(c)?),
+                ],
+            )?;
+        }
+        Ok(())
     }
 
     /// dbias += Σ_rows x (x: bf16 [n, c]).
