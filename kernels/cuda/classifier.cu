@@ -2,9 +2,13 @@
 // -log softmax(logits)[target] over the real vocabulary V, and (when dloss != 0) the
 // logits overwritten in place by (softmax - onehot(target)) * dloss, the padded columns
 // V..Vp by 0. Nothing of size V is written besides the gradient itself. The row is read
-// twice: once for its maximum and sum together (online softmax: each thread rescales its
-// running sum when its maximum grows; the block combines the pairs in a fixed order), once
-// to write the gradient; 16 bytes per access when Vp is a multiple of 8.
+// once for its maximum and sum together (online softmax: each thread rescales its running
+// sum when its maximum grows; the block combines the pairs in a fixed order), 16 bytes per
+// access when Vp is a multiple of 8; those reads stay in registers (up to CL_VMAX vectors a
+// thread: Vp ≤ 65536 at 1024 threads) for writing the gradient, so the row is not read
+// again. Other widths and alignments read it twice.
+
+#define CL_VMAX 8
 
 // Adds logit x (in log2 units: x · log2 e) to a running (max, sum of 2^(· - max)).
 __device__ __forceinline__ void online(float& mx, float& s, float x) {
@@ -24,7 +28,26 @@ extern "C" __global__ void fused_classifier(bf16* logits, float* losses, const i
     const bool vec = (vp & 7) == 0 && aligned16(x);
     float mx = NEG_INF;
     float s = 0.0f;
-    if (vec) {
+    // The row's vectors this thread reads, kept for the gradient.
+    const bool cached = vec && vp / 8 <= CL_VMAX * (int)blockDim.x;
+    uint4 cache[CL_VMAX];
+    if (cached) {
+#pragma unroll
+        for (int j = 0; j < CL_VMAX; j++) {
+            const int i = threadIdx.x + j * blockDim.x;
+            if (i < vp / 8) {
+                cache[j] = ((const uint4*)x)[i];
+                float f[8];
+                unpack8(f, cache[j]);
+#pragma unroll
+                for (int k = 0; k < 8; k++) {
+                    if (i * 8 + k < v) {
+                        online(mx, s, f[k] * LOG2E);
+                    }
+                }
+            }
+        }
+    } else if (vec) {
         float f[8];
         for (int i = threadIdx.x; i < vp / 8; i += blockDim.x) {
             unpack8(f, ((const uint4*)x)[i]);
@@ -51,6 +74,25 @@ extern "C" __global__ void fused_classifier(bf16* logits, float* losses, const i
     }
     __syncthreads();  // the target's logit is read before it is overwritten
     if (dloss == 0.0f) {
+        return;
+    }
+    if (cached) {
+#pragma unroll
+        for (int j = 0; j < CL_VMAX; j++) {
+            const int i = threadIdx.x + j * blockDim.x;
+            if (i < vp / 8) {
+                float f[8];
+                unpack8(f, cache[j]);
+#pragma unroll
+                for (int k = 0; k < 8; k++) {
+                    const int col = i * 8 + k;
+                    f[k] = col < v ? (ex2(f[k] * LOG2E - lse2) - (col == target ? 1.0f : 0.0f)) *
+                                         dloss
+                                   : 0.0f;
+                }
+                ((uint4*)x)[i] = pack8(f);
+            }
+        }
         return;
     }
     if (vec) {

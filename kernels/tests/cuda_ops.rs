@@ -484,8 +484,21 @@ fn gelu_forward_and_backward() {
 #[test]
 fn fused_classifier_matches_softmax_crossentropy() {
     let Some(g) = gpu() else { return };
-    let (n, v, vp) = (33, 1000, 1024);
-    let mut r = Rng(6);
+    // Rows held in registers (Vp ≤ 65536: one vector a thread, several), one too wide for
+    // them (read twice), and a width not a multiple of 8 (the scalar path).
+    let shapes = [
+        (33, 1000, 1024),
+        (9, 20_000, 20_008),
+        (3, 70_000, 70_016),
+        (7, 999, 1001),
+    ];
+    for (n, v, vp) in shapes {
+        check_classifier(&g, n, v, vp);
+    }
+}
+
+fn check_classifier(g: &Gpu, n: usize, v: usize, vp: usize) {
+    let mut r = Rng(6 + vp as u64);
     let mut logits = bf(&r.vec(n * vp, 4.0));
     for row in logits.chunks_exact_mut(vp) {
         row[v..].fill(0.0);
@@ -507,16 +520,16 @@ fn fused_classifier_matches_softmax_crossentropy() {
         1,
     );
     let l_d = g.upload(&to_bf16(&logits)).unwrap();
-    let losses_d = poisoned_f32(&g, n);
+    let losses_d = poisoned_f32(g, n);
     let t_d = g
         .upload(&targets.iter().map(|&x| x as i32).collect::<Vec<_>>())
         .unwrap();
     g.fused_classifier(l_d.ptr(), losses_d.ptr(), t_d.ptr(), n, v, vp, dloss)
         .unwrap();
     let e = rel_err(&g.download(&losses_d).unwrap(), &losses);
-    assert!(e < 1e-5, "losses {e}");
-    let e = rel_err(&dl16(&g, &l_d), &dlogits);
-    assert!(e < TOL, "dlogits {e}");
+    assert!(e < 1e-5, "Vp={vp}: losses {e}");
+    let e = rel_err(&dl16(g, &l_d), &dlogits);
+    assert!(e < TOL, "Vp={vp}: dlogits {e}");
 }
 
 #[test]
