@@ -34,6 +34,10 @@ timeout 150 ./harman bench train --device cuda --preset gpt2-124m --batch 32 --s
 timeout 150 ./harman bench train --device cuda --preset gpt2-124m --batch 32 --seq 1024 --steps ${STEPS:-10} --recompute 2>&1 | tee "$out/bench_124m_recompute.log"
 # The same step with cuBLAS's GemmEx (and the separate bias kernel) instead of cuBLASLt.
 HARMAN_GEMM=cublas timeout 150 ./harman bench train --device cuda --preset gpt2-124m --batch 32 --seq 1024 --steps ${STEPS:-10} 2>&1 | tee "$out/bench_124m_cublas.log"
+# A/B in this call: the attention backward on whole 64-row tiles (the kernels before the
+# 16-row chunks), and LayerNorm's backward as two passes (before the fused kernel).
+HARMAN_FLASH_CHUNK=64 timeout 150 ./harman bench train --device cuda --preset gpt2-124m --batch 32 --seq 1024 --steps ${STEPS:-10} 2>&1 | tee "$out/bench_124m_chunk64.log"
+HARMAN_LN_FUSED=0 timeout 150 ./harman bench train --device cuda --preset gpt2-124m --batch 32 --seq 1024 --steps ${STEPS:-10} 2>&1 | tee "$out/bench_124m_ln_unfused.log"
 # Where the step's time goes: every launch synchronized and timed (slower than the run above).
 HARMAN_CUDA_PROFILE=1 timeout 90 ./harman bench train --device cuda --preset gpt2-124m --batch 32 --seq 1024 --steps 2 2>&1 | tee "$out/profile_124m.log"
 if [ -f torch_gpt2_bench.py ]; then
@@ -42,7 +46,9 @@ if [ -f torch_gpt2_bench.py ]; then
 fi
 echo "== summary"
 echo "tests: $([ $status = 0 ] && echo all passed || echo FAILURES)"
-grep -h "tokens/s" "$out"/bench_*.log
+for f in "$out"/bench_*.log; do
+    echo "$(basename "$f" .log): $(grep -h "tokens/s" "$f")"
+done
 grep -h "tok/s\|tokens/s" "$out"/torch_*.log 2>/dev/null
 python3 - "$out" <<'EOF'
 import re, sys

@@ -10,9 +10,9 @@
 // dQ per query tile looping over key tiles; every sum runs in a fixed order, so results
 // repeat bit for bit. The probabilities are recomputed from the saved log-sum-exp and fed
 // to the second product as bf16, as FlashAttention does. The backward kernels walk each
-// 64-row tile of the other operand in chunks of 16 (the scores of a chunk take 16 registers
-// per thread instead of 64, so more warps fit on an SM) and skip the chunks the causal mask
-// empties.
+// 64-row tile of the other operand in chunks of CHUNK = 16 rows (the scores of a chunk take
+// 16 registers per thread instead of 64, so more warps fit on an SM) and skip the chunks the
+// causal mask empties.
 
 #ifndef HS
 #define HS 64
@@ -23,10 +23,23 @@
 // arguments (threshold = p · 2^64, scale = 1 / (1 - p), key); the first ignores them.
 #ifdef DROPOUT
 #define FLASH(name) name##_dropout
-#define DKDV_BLOCKS 3  // blocks per SM the dK/dV kernel is built for (register cap 170)
 #else
 #define FLASH(name) name
-#define DKDV_BLOCKS 4  // (register cap 128; the dropout build would spill there)
+#endif
+// Rows of the other operand the backward kernels take at a time (16, 32 or 64 = a whole
+// tile, where the scores of a chunk take CHUNK registers per thread); HARMAN_FLASH_CHUNK
+// builds another for comparison.
+#ifndef CHUNK
+#define CHUNK 16
+#endif
+// Blocks per SM the dK/dV kernel is built for: a register cap of 128 (16-row chunks, no
+// dropout), 170 (with dropout, which would spill at 128), none for wider chunks.
+#if CHUNK == 16 && !defined(DROPOUT)
+#define DKDV_BLOCKS 4
+#elif CHUNK == 16
+#define DKDV_BLOCKS 3
+#else
+#define DKDV_BLOCKS 1
 #endif
 #define ROWS 64            // rows per tile (4 warps × 16)
 #define RS (HS + 8)        // bf16 stride of a row-major [ROWS][HS] tile (16-byte pad)
@@ -338,27 +351,28 @@ extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backw
         const bf16* db = dos + buf * ROWS * RS;
         const float* lb = ls + buf * ROWS;
         const float* sb = ds + buf * ROWS;
-        // 16 queries at a time: the scores of one chunk live in 16 registers, not 64.
+        // CHUNK queries at a time: the scores of a chunk live in CHUNK registers, not 64.
         const bool diag = qt == kt;
         const bool tail = (qt + 1) * ROWS > t_len;
 #pragma unroll
-        for (int c16 = 0; c16 < ROWS / 16; c16++) {
-            if (diag && c16 < warp) {
+        for (int ch = 0; ch < ROWS / CHUNK; ch++) {
+            if (diag && (ch + 1) * CHUNK <= warp * 16) {
                 continue;  // every query of the chunk comes before this warp's keys
             }
-            const bf16* qc = qb + c16 * 16 * RS;
-            const bf16* dc = db + c16 * 16 * RS;
-            // Only the diagonal chunk and a tile that runs past T need masks (uniform).
-            const bool masked = (diag && c16 == warp) || tail;
-            float st[2][4];
-            float dpt[2][4];
-            rows_product<16>(st, ka, qc, lane);
-            rows_product<16>(dpt, va, dc, lane);
+            const bf16* qc = qb + ch * CHUNK * RS;
+            const bf16* dc = db + ch * CHUNK * RS;
+            // Only a chunk that meets the diagonal and a tile that runs past T need masks
+            // (uniform).
+            const bool masked = (diag && ch * CHUNK < warp * 16 + 16) || tail;
+            float st[CHUNK / 8][4];
+            float dpt[CHUNK / 8][4];
+            rows_product<CHUNK>(st, ka, qc, lane);
+            rows_product<CHUNK>(dpt, va, dc, lane);
 #pragma unroll
-            for (int nt = 0; nt < 2; nt++) {
+            for (int nt = 0; nt < CHUNK / 8; nt++) {
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    const int qi = c16 * 16 + nt * 8 + q4 * 2 + (e & 1);
+                    const int qi = ch * CHUNK + nt * 8 + q4 * 2 + (e & 1);
                     const int key = key0 + (e >> 1) * 8;
                     const int query = qt * ROWS + qi;
                     float p = ex2(fmaf(st[nt][e], sl2, -lb[qi]));
@@ -378,8 +392,8 @@ extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backw
 #endif
                 }
             }
-            seq_product<16>(dv, st, dc, lane);
-            seq_product<16>(dk, dpt, qc, lane);
+            seq_product<CHUNK>(dv, st, dc, lane);
+            seq_product<CHUNK>(dk, dpt, qc, lane);
         }
         __syncthreads();  // this tile's buffers take tile qt + 2 now
         if (qt + 2 < tiles) {
@@ -446,38 +460,39 @@ extern "C" __global__ void __launch_bounds__(128) FLASH(flash_backward_dq)(
         __syncthreads();
         const bf16* kb = ks + buf * ROWS * RS;
         const bf16* vb = vs + buf * ROWS * RS;
-        // 16 keys at a time: the scores of one chunk live in 16 registers, not 64.
+        // CHUNK keys at a time: the scores of a chunk live in CHUNK registers, not 64.
         const bool diag = kt == qt;
         const bool tail = (kt + 1) * ROWS > t_len;
 #pragma unroll
-        for (int c16 = 0; c16 < ROWS / 16; c16++) {
-            if (diag && c16 > warp) {
+        for (int ch = 0; ch < ROWS / CHUNK; ch++) {
+            if (diag && ch * CHUNK >= warp * 16 + 16) {
                 continue;  // every key of the chunk comes after this warp's rows
             }
-            const bf16* kc = kb + c16 * 16 * RS;
-            const bf16* vc = vb + c16 * 16 * RS;
-            float s[2][4];
-            float dp[2][4];
-            rows_product<16>(s, qa, kc, lane);
-            rows_product<16>(dp, da, vc, lane);
+            const bf16* kc = kb + ch * CHUNK * RS;
+            const bf16* vc = vb + ch * CHUNK * RS;
+            float s[CHUNK / 8][4];
+            float dp[CHUNK / 8][4];
+            rows_product<CHUNK>(s, qa, kc, lane);
+            rows_product<CHUNK>(dp, da, vc, lane);
 #pragma unroll
-            for (int nt = 0; nt < 2; nt++) {
+            for (int nt = 0; nt < CHUNK / 8; nt++) {
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     s[nt][e] = ex2(fmaf(s[nt][e], sl2, -l2[e >> 1]));
                 }
             }
-            if ((diag && c16 == warp) || tail) {  // uniform: the diagonal chunk, or past T
-                mask_causal<16>(s, row0, kt * ROWS + c16 * 16, t_len, lane, 0.0f);
+            // Uniform: a chunk that meets the diagonal, or a tile past T.
+            if ((diag && (ch + 1) * CHUNK > warp * 16) || tail) {
+                mask_causal<CHUNK>(s, row0, kt * ROWS + ch * CHUNK, t_len, lane, 0.0f);
             }
 #pragma unroll
-            for (int nt = 0; nt < 2; nt++) {
+            for (int nt = 0; nt < CHUNK / 8; nt++) {
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
 #ifdef DROPOUT
                     const unsigned long long query = row0 + (e >> 1) * 8;
                     const unsigned long long key =
-                        kt * ROWS + c16 * 16 + nt * 8 + (lane & 3) * 2 + (e & 1);
+                        kt * ROWS + ch * CHUNK + nt * 8 + (lane & 3) * 2 + (e & 1);
                     const float z = drop_factor(
                         threshold, drop_scale, drop_key,
                         ((unsigned long long)blockIdx.y * t_len + query) * t_len + key);
@@ -487,7 +502,7 @@ extern "C" __global__ void __launch_bounds__(128) FLASH(flash_backward_dq)(
 #endif
                 }
             }
-            seq_product<16>(dq, s, kc, lane);
+            seq_product<CHUNK>(dq, s, kc, lane);
         }
         __syncthreads();  // this tile's buffers take tile kt + 2 now
         if (kt + 2 <= qt) {

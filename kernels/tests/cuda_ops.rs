@@ -377,6 +377,14 @@ fn flash_attention_forward_and_backward() {
     g32.attention = AttentionKernels::TensorCores;
     let what = "TensorCores HS=32 dropout 0.2 B=1 T=130";
     check_attention(&g32, 1, 130, 2, 7, drop, what);
+    // The backward kernels built for 32- and 64-row chunks (HARMAN_FLASH_CHUNK).
+    for chunk in [32, 64] {
+        let gc = Gpu::open(64, Some(chunk)).expect("GPU init (chunk)");
+        let what = format!("TensorCores chunk {chunk} B=2 T=150");
+        check_attention(&gc, 2, 150, 3, 4, None, &what);
+        let what = format!("TensorCores chunk {chunk} dropout 0.2 B=1 T=200");
+        check_attention(&gc, 1, 200, 2, 9, drop, &what);
+    }
 }
 
 fn check_attention(

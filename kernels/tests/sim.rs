@@ -62,7 +62,7 @@ fn rig() -> Option<Rig> {
         eprintln!("skipped: {why}");
         return None;
     }
-    let sim = Simulator::new(&[FILE], 64).expect("build the check kernels");
+    let sim = Simulator::new(&[FILE], 64, None).expect("build the check kernels");
     // Values that differ from one another and are never zero.
     let x = (0..128).map(|i| 1.0 + (i * 37 % 101) as f32).collect();
     Some(Rig { sim, x })

@@ -244,8 +244,9 @@ pub fn cached(
 }
 
 /// The defines `file` is built with for a model of head size `head_size` (only the
-/// attention kernels depend on it; the dropout build of flash.cu adds DROPOUT).
-pub fn defines(file: &KernelFile, head_size: usize) -> Vec<String> {
+/// attention kernels depend on it; the dropout build of flash.cu adds DROPOUT); `chunk`
+/// sets the flash backward kernels' chunk of rows (CHUNK, default 16).
+pub fn defines(file: &KernelFile, head_size: usize, chunk: Option<usize>) -> Vec<String> {
     let mut defines = Vec::new();
     if per_head_size(file) {
         defines.push(format!("HS={head_size}"));
@@ -253,12 +254,36 @@ pub fn defines(file: &KernelFile, head_size: usize) -> Vec<String> {
     if file.name == FLASH_DROPOUT.name {
         defines.push("DROPOUT".into());
     }
+    if let (Some(rows), true) = (chunk, file.source == FLASH.source) {
+        defines.push(format!("CHUNK={rows}"));
+    }
     defines
 }
 
-/// Every build of `file`: one per supported head size where it depends on it.
+/// The chunk of rows `HARMAN_FLASH_CHUNK` asks the flash backward kernels to take (16, 32
+/// or 64 = whole tiles; unset: the default, 16), or why the value is refused.
+pub fn flash_chunk() -> Result<Option<usize>, String> {
+    match std::env::var("HARMAN_FLASH_CHUNK") {
+        Err(_) => Ok(None),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(rows @ (16 | 32 | 64)) => Ok(Some(rows)),
+            _ => Err(format!("HARMAN_FLASH_CHUNK={v}: use 16, 32 or 64")),
+        },
+    }
+}
+
+/// Every build of `file`: one per supported head size where it depends on it, and
+/// flash.cu's with the other chunk sizes too.
 pub fn variants(file: &KernelFile) -> Vec<Vec<String>> {
-    let mut all: Vec<Vec<String>> = HEAD_SIZES.iter().map(|&hs| defines(file, hs)).collect();
+    let chunks: &[Option<usize>] = if file.source == FLASH.source {
+        &[None, Some(32), Some(64)]
+    } else {
+        &[None]
+    };
+    let mut all: Vec<Vec<String>> = HEAD_SIZES
+        .iter()
+        .flat_map(|&hs| chunks.iter().map(move |&ch| defines(file, hs, ch)))
+        .collect();
     all.dedup();
     all
 }

@@ -171,8 +171,16 @@ struct Cuda {
 
 impl Gpu {
     /// Device 0 with every kernel loaded (attention for `head_size`); the simulator
-    /// instead when `HARMAN_CUDA_SIM=1`.
+    /// instead when `HARMAN_CUDA_SIM=1`; `HARMAN_FLASH_CHUNK` picks the flash backward
+    /// kernels' chunk of rows ([`compile::flash_chunk`]).
     pub fn new(head_size: usize) -> Result<Gpu, GpuError> {
+        let chunk = compile::flash_chunk().map_err(GpuError::Unsupported)?;
+        Gpu::open(head_size, chunk)
+    }
+
+    /// As [`Gpu::new`], with the flash backward kernels built for `chunk` rows at a time
+    /// (None: the default, 16).
+    pub fn open(head_size: usize, chunk: Option<usize>) -> Result<Gpu, GpuError> {
         if !compile::HEAD_SIZES.contains(&head_size) {
             return Err(GpuError::Unsupported(format!(
                 "head size {head_size}: the CUDA attention kernels are built for {:?}",
@@ -181,14 +189,11 @@ impl Gpu {
         }
         let (device, arch, name) = if sim::requested() {
             let name = "kernel simulator (HARMAN_CUDA_SIM, no GPU)".to_string();
-            (
-                Device::Sim(sim::Simulator::new(&compile::FILES, head_size)?),
-                "sim",
-                name,
-            )
+            let sim = sim::Simulator::new(&compile::FILES, head_size, chunk)?;
+            (Device::Sim(sim), "sim", name)
         } else {
             probe().map_err(GpuError::Unavailable)?;
-            let (cuda, arch) = Cuda::new(head_size)?;
+            let (cuda, arch) = Cuda::new(head_size, chunk)?;
             let name = cuda.ctx.name().unwrap_or_else(|_| "CUDA device".into());
             (Device::Cuda(Box::new(cuda)), arch, name)
         };
@@ -373,8 +378,9 @@ fn foreign() -> GpuError {
 
 impl Cuda {
     /// Device 0: context, stream, cuBLAS and cuBLASLt sharing one workspace, and every
-    /// kernel file compiled (attention for `head_size`) and loaded; with its arch name.
-    fn new(head_size: usize) -> Result<(Cuda, &'static str), GpuError> {
+    /// kernel file compiled (attention for `head_size`, flash's backward with `chunk` rows
+    /// at a time) and loaded; with its arch name.
+    fn new(head_size: usize, chunk: Option<usize>) -> Result<(Cuda, &'static str), GpuError> {
         let ctx = CudaContext::new(0)?;
         // One stream: cudarc's cross-stream event tracking is not needed.
         // SAFETY: nothing here uses a second stream.
@@ -400,7 +406,7 @@ impl Cuda {
         let lt = lt::LtGemm::new(blas_workspace.device_ptr(&stream).0, BLAS_WORKSPACE)?;
         let mut functions = HashMap::new();
         for file in compile::FILES {
-            let defines = compile::defines(&file, head_size);
+            let defines = compile::defines(&file, head_size, chunk);
             let module = ctx.load_module(compile::cached(&file, arch, &defines)?)?;
             for &k in file.kernels {
                 functions.insert(k, module.load_function(k)?);

@@ -160,14 +160,18 @@ pub struct Simulator {
 }
 
 impl Simulator {
-    /// `files` (the backend's are [`compile::FILES`]) built (attention for `head_size`)
-    /// and loaded.
-    pub fn new(files: &[KernelFile], head_size: usize) -> Result<Simulator, GpuError> {
+    /// `files` (the backend's are [`compile::FILES`]) built (attention for `head_size`,
+    /// flash's backward with `chunk` rows at a time) and loaded.
+    pub fn new(
+        files: &[KernelFile],
+        head_size: usize,
+        chunk: Option<usize>,
+    ) -> Result<Simulator, GpuError> {
         let version = compiler_version().map_err(GpuError::Unavailable)?;
         let mut libs = Vec::new();
         let mut launchers = HashMap::new();
         for file in files {
-            let path = build(file, &compile::defines(file, head_size), &version)?;
+            let path = build(file, &compile::defines(file, head_size, chunk), &version)?;
             let lib = Arc::new(load(&path)?);
             // SAFETY: the library was built from `source`, which defines this symbol with
             // the LaunchFn signature.
