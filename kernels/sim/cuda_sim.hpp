@@ -196,7 +196,7 @@ inline void collective(const char* op, const void* in, int in_bytes, void* out, 
     const int w = tid / 32;
     const int lane = tid % 32;
     Warp& wp = l.warps[w];
-    if (wp.arrived > 0 && std::strcmp(wp.op, op) != 0) {
+    if (wp.arrived > 0 && wp.op != op && std::strcmp(wp.op, op) != 0) {
         fail(std::string("divergent warp: one lane at ") + op + ", another at " + wp.op);
     }
     wp.op = op;

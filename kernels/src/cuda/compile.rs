@@ -200,21 +200,33 @@ pub fn cache_dir() -> Option<PathBuf> {
     Some(base.join("harman").join("kernels"))
 }
 
-/// The cache key: sha256 of the source, arch, options and NVRTC's version.
-fn cache_key(file: &KernelFile, arch: &str, defines: &[String]) -> String {
+/// A build's cache key: `name` and the first 24 hex digits of the sha256 of `source` and
+/// `parts` (architecture, options, compiler version), NUL-separated. The PTX cache and the
+/// simulator's libraries share it.
+pub(crate) fn cache_key<'a>(
+    name: &str,
+    source: &str,
+    parts: impl IntoIterator<Item = &'a str>,
+) -> String {
     let mut h = Sha256::new();
-    h.update(full_source(file).as_bytes());
-    h.update([0]);
-    h.update(arch.as_bytes());
-    for d in defines {
+    h.update(source.as_bytes());
+    for p in parts {
         h.update([0]);
-        h.update(d.as_bytes());
+        h.update(p.as_bytes());
     }
+    format!("{name}-{}", &hex::encode(h.finalize())[..24])
+}
+
+/// The PTX cache key: the source, arch, options and NVRTC's version.
+fn ptx_cache_key(file: &KernelFile, arch: &str, defines: &[String]) -> String {
     let (mut major, mut minor) = (0, 0);
     // SAFETY: two out-parameters; only called once NVRTC is known to load.
     unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
-    h.update(format!("nvrtc {major}.{minor}").as_bytes());
-    format!("{}-{}", file.name, &hex::encode(h.finalize())[..24])
+    let version = format!("nvrtc {major}.{minor}");
+    let parts = std::iter::once(arch)
+        .chain(defines.iter().map(String::as_str))
+        .chain(std::iter::once(version.as_str()));
+    cache_key(file.name, &full_source(file), parts)
 }
 
 /// PTX for `file`, from the disk cache when it holds this exact build, else compiled (and
@@ -224,7 +236,7 @@ pub fn cached(
     arch: &'static str,
     defines: &[String],
 ) -> Result<Ptx, CompileError> {
-    let path = cache_dir().map(|d| d.join(format!("{}.ptx", cache_key(file, arch, defines))));
+    let path = cache_dir().map(|d| d.join(format!("{}.ptx", ptx_cache_key(file, arch, defines))));
     if let Some(p) = &path {
         if let Ok(src) = std::fs::read_to_string(p) {
             return Ok(Ptx::from_src(src));

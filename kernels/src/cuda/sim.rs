@@ -12,7 +12,6 @@
 use super::compile::{self, KernelFile, COMMON};
 use super::lt::{Epilogue, Shape};
 use super::GpuError;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CString};
 use std::path::{Path, PathBuf};
@@ -95,14 +94,12 @@ fn extra_flags() -> Vec<String> {
 fn build(file: &KernelFile, defines: &[String], version: &str) -> Result<PathBuf, GpuError> {
     let src = source(file);
     let flags = extra_flags();
-    let mut h = Sha256::new();
-    h.update(src.as_bytes());
-    for d in defines.iter().chain(&flags) {
-        h.update([0]);
-        h.update(d.as_bytes());
-    }
-    h.update(version.as_bytes());
-    let key = format!("{}-{}", file.name, &hex::encode(h.finalize())[..24]);
+    let parts = defines
+        .iter()
+        .chain(&flags)
+        .map(String::as_str)
+        .chain(std::iter::once(version));
+    let key = compile::cache_key(file.name, &src, parts);
     let dir = compile::cache_dir()
         .unwrap_or_else(std::env::temp_dir)
         .join("sim");
@@ -153,7 +150,8 @@ static LAUNCH: Mutex<()> = Mutex::new(());
 
 /// The loaded kernel libraries.
 pub struct Simulator {
-    libs: Vec<Arc<libloading::Library>>,
+    /// Kept loaded: the launchers point into them.
+    _libs: Vec<libloading::Library>,
     launchers: HashMap<&'static str, LaunchFn>,
     /// Bytes of live host buffers (reported as the device's used memory).
     allocated: Arc<AtomicUsize>,
@@ -172,7 +170,7 @@ impl Simulator {
         let mut launchers = HashMap::new();
         for file in files {
             let path = build(file, &compile::defines(file, head_size, chunk), &version)?;
-            let lib = Arc::new(load(&path)?);
+            let lib = load(&path)?;
             // SAFETY: the library was built from `source`, which defines this symbol with
             // the LaunchFn signature.
             let f: LaunchFn = unsafe {
@@ -185,7 +183,7 @@ impl Simulator {
             libs.push(lib);
         }
         Ok(Simulator {
-            libs,
+            _libs: libs,
             launchers,
             allocated: Arc::default(),
         })
@@ -199,7 +197,6 @@ impl Simulator {
         block: u32,
         args: &mut [*mut c_void],
     ) -> Result<(), GpuError> {
-        debug_assert!(!self.libs.is_empty());
         let f = self
             .launchers
             .get(name)
