@@ -275,12 +275,14 @@ pub fn defines(file: &KernelFile, head_size: usize, chunk: Option<usize>) -> Vec
 /// The chunk of rows `HARMAN_FLASH_CHUNK` asks the flash backward kernels to take (16, 32
 /// or 64 = whole tiles; unset: the default, 16), or why the value is refused.
 pub fn flash_chunk() -> Result<Option<usize>, String> {
-    match std::env::var("HARMAN_FLASH_CHUNK") {
-        Err(_) => Ok(None),
-        Ok(v) => match v.trim().parse::<usize>() {
-            Ok(rows @ (16 | 32 | 64)) => Ok(Some(rows)),
-            _ => Err(format!("HARMAN_FLASH_CHUNK={v}: use 16, 32 or 64")),
-        },
+    parse_flash_chunk(std::env::var("HARMAN_FLASH_CHUNK").ok().as_deref())
+}
+
+fn parse_flash_chunk(value: Option<&str>) -> Result<Option<usize>, String> {
+    let Some(v) = value else { return Ok(None) };
+    match v.trim().parse::<usize>() {
+        Ok(rows @ (16 | 32 | 64)) => Ok(Some(rows)),
+        _ => Err(format!("HARMAN_FLASH_CHUNK={v}: use 16, 32 or 64")),
     }
 }
 
@@ -322,4 +324,27 @@ pub fn check_all(arch: &'static str) -> Result<Vec<(String, String, String)>, Co
         }
     }
     Ok(built)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flash_chunk_takes_16_32_or_64_and_names_the_fix_otherwise() {
+        assert_eq!(parse_flash_chunk(None), Ok(None));
+        assert_eq!(parse_flash_chunk(Some("64")), Ok(Some(64)));
+        assert_eq!(parse_flash_chunk(Some(" 32 ")), Ok(Some(32)));
+        for bad in ["8", "48", "whole", ""] {
+            let err = parse_flash_chunk(Some(bad)).unwrap_err();
+            assert!(
+                err.contains("HARMAN_FLASH_CHUNK") && err.contains("16, 32 or 64"),
+                "{err}"
+            );
+        }
+        // The chunk reaches both flash builds and nothing else.
+        assert!(defines(&FLASH, 64, Some(32)).contains(&"CHUNK=32".to_string()));
+        assert!(defines(&FLASH_DROPOUT, 64, Some(32)).contains(&"CHUNK=32".to_string()));
+        assert!(defines(&LAYERNORM, 64, Some(32)).is_empty());
+    }
 }
