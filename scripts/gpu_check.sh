@@ -3,8 +3,8 @@
 # elsewhere: `bash scripts/gpu_check.sh DIR` where DIR holds `harman` (or harman.xz), the
 # test binaries `cuda_ops`, `cuda` (train) and `nvrtc`, and torch_gpt2_bench.py. Runs every
 # kernel test and the training tests against the CPU reference, then the GPT-2 124M
-# benchmark (B=32, T=1024) next to PyTorch's (torch.compile and eager) in the same call, and
-# prints a short table last. scripts/gpu_pack.sh builds DIR.
+# benchmark (B=32, T=1024; default kernels and the A/B variants below) next to PyTorch's
+# (torch.compile, and eager with EAGER=1) in the same call, and prints a short table last. scripts/gpu_pack.sh builds DIR.
 set -uo pipefail
 dir=${1:?usage: gpu_check.sh DIR}
 cd "$dir"
@@ -27,19 +27,42 @@ for t in nvrtc cuda_ops cuda; do
         status=1
     fi
 done
+echo "== test cuda one_step with HARMAN_ATTENTION=wgmma"
+if ! HARMAN_ATTENTION=wgmma timeout ${TEST_TIMEOUT:-150} ./cuda one_step --test-threads=1 --nocapture 2>&1 | tee "$out/test_cuda_wgmma.log" | grep -E "^test |relative error|panicked|assert"; then
+    status=1
+fi
+grep -q "test result: ok. 1 passed" "$out/test_cuda_wgmma.log" || status=1
 echo "== bench"
 timeout 60 ./harman bench train --device cuda --preset tiny --batch 4 --seq 64 --steps 5 2>&1 | tee "$out/bench_tiny.log"
-timeout 150 ./harman bench train --device cuda --preset gpt2-124m --batch 32 --seq 1024 --steps ${STEPS:-10} 2>&1 | tee "$out/bench_124m.log"
-# The same step recomputing the GELU outputs in the backward pass (less memory).
-timeout 150 ./harman bench train --device cuda --preset gpt2-124m --batch 32 --seq 1024 --steps ${STEPS:-10} --recompute 2>&1 | tee "$out/bench_124m_recompute.log"
-# The same step with cuBLAS's GemmEx (and the separate bias kernel) instead of cuBLASLt.
-HARMAN_GEMM=cublas timeout 150 ./harman bench train --device cuda --preset gpt2-124m --batch 32 --seq 1024 --steps ${STEPS:-10} 2>&1 | tee "$out/bench_124m_cublas.log"
-# A/B in this call: the attention backward on whole 64-row tiles (the kernels before the
-# 16-row chunks), and LayerNorm's backward as two passes (before the fused kernel).
-HARMAN_FLASH_CHUNK=64 timeout 150 ./harman bench train --device cuda --preset gpt2-124m --batch 32 --seq 1024 --steps ${STEPS:-10} 2>&1 | tee "$out/bench_124m_chunk64.log"
-HARMAN_LN_FUSED=0 timeout 150 ./harman bench train --device cuda --preset gpt2-124m --batch 32 --seq 1024 --steps ${STEPS:-10} 2>&1 | tee "$out/bench_124m_ln_unfused.log"
-# Where the step's time goes: every launch synchronized and timed (slower than the run above).
+bench() { # NAME [ENV=VALUE ...] [-- extra harman args]: GPT-2 124M, B=32, T=1024
+    local name=$1 envs=() args=()
+    shift
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do envs+=("$1"); shift; done
+    [ "${1:-}" = -- ] && shift && args=("$@")
+    env ${envs[@]+"${envs[@]}"} timeout 150 ./harman bench train --device cuda \
+        --preset gpt2-124m --batch 32 --seq 1024 --steps ${STEPS:-10} ${args[@]+"${args[@]}"} \
+        2>&1 | tee "$out/bench_$name.log"
+}
+bench 124m
+# A/B in this call: the attention on Hopper's warpgroup MMA (flash.cu -DWGMMA), with the
+# backward in 16-, 32-row chunks and on whole 64-row tiles; the mma.sync backward on whole tiles
+# (the kernels before the 16-row chunks); LayerNorm's backward as two passes (before the
+# fused kernel).
+bench 124m_wgmma HARMAN_ATTENTION=wgmma
+bench 124m_wgmma_chunk32 HARMAN_ATTENTION=wgmma HARMAN_FLASH_CHUNK=32
+bench 124m_wgmma_chunk64 HARMAN_ATTENTION=wgmma HARMAN_FLASH_CHUNK=64
+bench 124m_chunk64 HARMAN_FLASH_CHUNK=64
+bench 124m_ln_unfused HARMAN_LN_FUSED=0
+if [ -n "${EXTRA:-}" ]; then
+    # Recomputing the GELU outputs in the backward pass (less memory); cuBLAS's GemmEx (and
+    # the separate bias kernel) instead of cuBLASLt.
+    bench 124m_recompute -- --recompute
+    bench 124m_cublas HARMAN_GEMM=cublas
+fi
+# Where the step's time goes: every launch synchronized and timed (slower than the runs
+# above), for the default kernels and the warpgroup-MMA attention.
 HARMAN_CUDA_PROFILE=1 timeout 90 ./harman bench train --device cuda --preset gpt2-124m --batch 32 --seq 1024 --steps 2 2>&1 | tee "$out/profile_124m.log"
+HARMAN_ATTENTION=wgmma HARMAN_CUDA_PROFILE=1 timeout 90 ./harman bench train --device cuda --preset gpt2-124m --batch 32 --seq 1024 --steps 2 2>&1 | tee "$out/profile_124m_wgmma.log"
 if [ -f torch_gpt2_bench.py ]; then
     COMPILE=1 B=32 STEPS=${TORCH_STEPS:-30} timeout 300 python3 torch_gpt2_bench.py 2>&1 | tail -2 | tee "$out/torch_compile.log"
     [ -n "${EAGER:-}" ] && COMPILE=0 B=32 STEPS=${TORCH_STEPS:-30} timeout 120 python3 torch_gpt2_bench.py 2>&1 | tail -2 | tee "$out/torch_eager.log"
@@ -58,10 +81,13 @@ def rate(name, pattern):
     except OSError:
         return None
     return float(m.group(1).replace(",", "")) if m else None
-ours = rate("bench_124m.log", r"([\d,]+) tokens/s")
-for name, label in [("torch_compile.log", "torch.compile"), ("torch_eager.log", "eager")]:
-    theirs = rate(name, r"([\d,]+) tok/s")
-    if ours and theirs:
-        print(f"harman / PyTorch {label}: {ours / theirs:.3f}x (bar for torch.compile: 1.1x)")
+import glob, os
+for path in sorted(glob.glob(f"{sys.argv[1]}/bench_124m*.log")):
+    name = os.path.basename(path)
+    ours = rate(name, r"([\d,]+) tokens/s")
+    for log, label in [("torch_compile.log", "torch.compile"), ("torch_eager.log", "eager")]:
+        theirs = rate(log, r"([\d,]+) tok/s")
+        if ours and theirs:
+            print(f"{name[:-4]} / PyTorch {label}: {ours / theirs:.3f}x (bar for torch.compile: 1.1x)")
 EOF
 exit $status

@@ -28,7 +28,8 @@ HARMAN_REQUIRE_NVRTC=1 HARMAN_PTX_DUMP="$root/$out" \
 printf '%-32s %-6s %5s %7s %6s %6s\n' kernel build regs smem stack spill
 for ptx in "$out"/*.ptx; do
     build=$(basename "$ptx" .ptx)
-    "$cu13/bin/ptxas" -arch=sm_90 -v -o "$out/$build.cubin" "$ptx" 2>&1 | python3 -c '
+    arch=$(awk '/^\.target/ {print $2; exit}' "$ptx")
+    "$cu13/bin/ptxas" -arch="${arch:-sm_90}" -v -o "$out/$build.cubin" "$ptx" 2>&1 | python3 -c '
 import re, sys
 build = sys.argv[1]
 name = None

@@ -52,4 +52,9 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
   echo "no NVIDIA GPU: the GPU tests again, on the kernel simulator"
   HARMAN_CUDA_SIM=1 cargo test --locked -p harman-kernels --test cuda_ops "$@"
   HARMAN_CUDA_SIM=1 cargo test --locked -p harman-train --test cuda "$@"
+  if [ $# -eq 0 ]; then
+    # One training step's gradients against the CPU with the warpgroup-MMA attention.
+    HARMAN_CUDA_SIM=1 HARMAN_ATTENTION=wgmma \
+      cargo test --locked -p harman-train --test cuda one_step_matches_the_cpu_backend
+  fi
 fi

@@ -13,6 +13,15 @@
 // 64-row tile of the other operand in chunks of CHUNK = 16 rows (the scores of a chunk take
 // 16 registers per thread instead of 64, so more warps fit on an SM) and skip the chunks the
 // causal mask empties.
+//
+// Built a second way with -DWGMMA (sm_90a, kernels named *_wg): the products run on Hopper's
+// warpgroup MMA (wgmma.mma_async, the block's 4 warps as one warpgroup, 64 × N per
+// instruction) reading the other operand straight from shared memory, which holds the
+// tiles in wgmma's no-swizzle core-matrix layout instead of padded rows; the A operand (this
+// warp's rows, or the probabilities) stays in registers in the same layout as mma.sync's,
+// and the accumulators have mma.sync's layout too, so the softmax and masking code is
+// shared. A wgmma takes the whole warpgroup, so these builds do not skip a chunk for one
+// warp only (they mask it).
 
 #ifndef HS
 #define HS 64
@@ -21,8 +30,12 @@
 // the attention probabilities' mask, element (b·NH + h, query, key) at index
 // ((b·NH + h)·T + query)·T + key, as the CPU reference does). Both take the dropout
 // arguments (threshold = p · 2^64, scale = 1 / (1 - p), key); the first ignores them.
-#ifdef DROPOUT
+#if defined(DROPOUT) && defined(WGMMA)
+#define FLASH(name) name##_dropout_wg
+#elif defined(DROPOUT)
 #define FLASH(name) name##_dropout
+#elif defined(WGMMA)
+#define FLASH(name) name##_wg
 #else
 #define FLASH(name) name
 #endif
@@ -33,8 +46,9 @@
 #define CHUNK 16
 #endif
 // Blocks per SM the dK/dV kernel is built for: a register cap of 128 (16-row chunks, no
-// dropout), 170 (with dropout, which would spill at 128), none for wider chunks.
-#if CHUNK == 16 && !defined(DROPOUT)
+// dropout), 170 (with dropout, or on wgmma, which would spill at 128), none for wider
+// chunks.
+#if CHUNK == 16 && !defined(DROPOUT) && !defined(WGMMA)
 #define DKDV_BLOCKS 4
 #elif CHUNK == 16
 #define DKDV_BLOCKS 3
@@ -42,8 +56,27 @@
 #define DKDV_BLOCKS 1
 #endif
 #define ROWS 64            // rows per tile (4 warps × 16)
-#define RS (HS + 8)        // bf16 stride of a row-major [ROWS][HS] tile (16-byte pad)
 #define LN2 0.6931471805599453f
+
+#ifdef WGMMA
+// A [ROWS][HS] tile as wgmma's core matrices: 8 rows × 8 columns (128 bytes) contiguous,
+// the core matrices of 8 rows next to each other along the row, then the next 8 rows.
+#define TILE (ROWS * HS)
+#define TILE_ALIGN 128
+#define PER_WARP_SKIP 0
+__device__ __forceinline__ int at(int r, int c) {
+    return ((r >> 3) * (HS / 8) + (c >> 3)) * 64 + (r & 7) * 8 + (c & 7);
+}
+#else
+// A row-major [ROWS][HS] tile, rows padded by 16 bytes so ldmatrix is free of bank conflicts.
+#define RS (HS + 8)
+#define TILE (ROWS * RS)
+#define TILE_ALIGN 16
+#define PER_WARP_SKIP 1
+__device__ __forceinline__ int at(int r, int c) {
+    return r * RS + c;
+}
+#endif
 
 // Two floats as a bf16 pair, the first in the low half (the lower column).
 __device__ __forceinline__ u32 pack(float lo, float hi) {
@@ -55,21 +88,38 @@ __device__ __forceinline__ u32 ld32(const bf16* p) {
 }
 
 // Rows [first, first + ROWS) of one head's slice (columns col .. col + HS) of a [B, T,
-// stride] tensor into tile[ROWS][RS], copied asynchronously (cp.async, 16 bytes a copy, rows
+// stride] tensor into a tile, copied asynchronously (cp.async, 16 bytes a copy, rows
 // past T zero-filled; one commit group): the next tile streams in while the current one is
-// multiplied. Complete after cp_wait.
+// multiplied. Complete after landed() and a barrier.
 __device__ __forceinline__ void load_rows_async(bf16* tile, const bf16* src, int b, int first,
                                                 int t_len, int stride, int col) {
     const int per_row = HS / 8;
     for (int e = threadIdx.x; e < ROWS * per_row; e += blockDim.x) {
+#ifdef WGMMA
+        // Eight consecutive threads take eight rows' same 16 bytes: one core matrix, 128
+        // contiguous bytes of shared memory, no bank conflict.
+        const int r = (e & 7) | ((e / (8 * per_row)) << 3);
+        const int v = (e >> 3) % per_row;
+#else
         const int r = e / per_row;
         const int v = e % per_row;
+#endif
         const int t = first + r;
         const bool valid = t < t_len;
         const bf16* from = valid ? src + ((i64)b * t_len + t) * stride + col + v * 8 : src;
-        cp_async16(tile + r * RS + v * 8, from, valid ? 16 : 0);
+        cp_async16(tile + at(r, v * 8), from, valid ? 16 : 0);
     }
     cp_commit();
+}
+
+// Waits until at most `pending` of this thread's copy groups are in flight; the wgmma builds
+// then make the copies visible to the async proxy the tensor cores read through. A
+// __syncthreads follows (the other threads' copies).
+__device__ __forceinline__ void landed(int pending) {
+    cp_wait(pending);
+#ifdef WGMMA
+    fence_async_shared();
+#endif
 }
 
 // A query tile's log-sum-exp (times log2 e) and D = rowsum(dout * out); 0 past T.
@@ -86,17 +136,98 @@ __device__ __forceinline__ void load_stats(float* ls, float* ds, const float* ls
 // run along the head dimension.
 __device__ __forceinline__ void a_fragments(u32 (*a)[4], const bf16* tile, int warp,
                                             int lane) {
-    const int g = lane >> 2;
-    const int q4 = lane & 3;
-    const bf16* w = tile + warp * 16 * RS;
+    const int r = warp * 16 + (lane >> 2);
+    const int c = (lane & 3) * 2;
 #pragma unroll
     for (int kc = 0; kc < HS / 16; kc++) {
-        a[kc][0] = ld32(w + g * RS + kc * 16 + q4 * 2);
-        a[kc][1] = ld32(w + (g + 8) * RS + kc * 16 + q4 * 2);
-        a[kc][2] = ld32(w + g * RS + kc * 16 + 8 + q4 * 2);
-        a[kc][3] = ld32(w + (g + 8) * RS + kc * 16 + 8 + q4 * 2);
+        a[kc][0] = ld32(tile + at(r, kc * 16 + c));
+        a[kc][1] = ld32(tile + at(r + 8, kc * 16 + c));
+        a[kc][2] = ld32(tile + at(r, kc * 16 + 8 + c));
+        a[kc][3] = ld32(tile + at(r + 8, kc * 16 + 8 + c));
     }
 }
+
+// p (fp32, accumulator layout, 16 × N per warp) rounded to bf16 A fragments, 16 columns a
+// fragment, for the products along the sequence.
+template <int N>
+__device__ __forceinline__ void to_a(u32 (*a)[4], const float (*p)[4]) {
+#pragma unroll
+    for (int kc = 0; kc < N / 16; kc++) {
+        a[kc][0] = pack(p[2 * kc][0], p[2 * kc][1]);
+        a[kc][1] = pack(p[2 * kc][2], p[2 * kc][3]);
+        a[kc][2] = pack(p[2 * kc + 1][0], p[2 * kc + 1][1]);
+        a[kc][3] = pack(p[2 * kc + 1][2], p[2 * kc + 1][3]);
+    }
+}
+
+#ifdef WGMMA
+// The products between products_begin and products_end are issued as one wgmma group:
+// begin fences this thread's register writes (operands and accumulators), end waits until
+// the group has completed. Nothing may touch their registers in between; `held` pins the
+// accumulators the group wrote after the wait, so the compiler reads none of them earlier.
+__device__ __forceinline__ void products_begin() {
+    wg_fence();
+}
+
+__device__ __forceinline__ void products_end() {
+    wg_commit();
+    wg_wait();
+}
+
+template <int N>
+__device__ __forceinline__ void held(float (*acc)[4]) {
+#pragma unroll
+    for (int i = 0; i < N / 8; i++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            wg_hold(acc[i][e]);
+        }
+    }
+}
+
+// Pins A fragments (16 × K per warp) before products_begin.
+template <int K>
+__device__ __forceinline__ void held(u32 (*a)[4]) {
+#pragma unroll
+    for (int i = 0; i < K / 16; i++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            wg_hold(a[i][e]);
+        }
+    }
+}
+
+// acc[64 × N] = a[64 × HS] · tileᵀ over the warpgroup (tile [N][HS], K-major: the head
+// dimension is wgmma's K), HS / 16 instructions of m64nNk16.
+template <int N>
+__device__ __forceinline__ void rows_product(float (*acc)[4], const u32 (*a)[4],
+                                             const bf16* tile, int) {
+#pragma unroll
+    for (int kc = 0; kc < HS / 16; kc++) {
+        wg_mma<N, 0>(&acc[0][0], a[kc], wg_desc(tile + at(0, kc * 16), 128, HS * 16), kc > 0);
+    }
+}
+
+// acc[64 × HS] += a[64 × N] · tile (tile [N][HS], MN-major: the sequence is wgmma's K, read
+// transposed), N / 16 instructions of m64n(HS)k16.
+template <int N>
+__device__ __forceinline__ void seq_product(float (*acc)[4], const u32 (*a)[4],
+                                            const bf16* tile, int) {
+#pragma unroll
+    for (int kc = 0; kc < N / 16; kc++) {
+        wg_mma<HS, 1>(&acc[0][0], a[kc], wg_desc(tile + at(kc * 16, 0), HS * 16, 128), 1);
+    }
+}
+#else
+__device__ __forceinline__ void products_begin() {}
+
+__device__ __forceinline__ void products_end() {}
+
+template <int N>
+__device__ __forceinline__ void held(float (*)[4]) {}
+
+template <int K>
+__device__ __forceinline__ void held(u32 (*)[4]) {}
 
 // acc[16 × N] = a[16 × HS] · tileᵀ (tile row-major [N][HS], N = ROWS or a 16-row chunk of
 // one): scores against every row of the tile. One ldmatrix.x4 gives the B fragments of two
@@ -115,34 +246,32 @@ __device__ __forceinline__ void rows_product(float (*acc)[4], const u32 (*a)[4],
 #pragma unroll
         for (int kc = 0; kc < HS / 16; kc++) {
             u32 b[4];
-            ldsm4(b, tile + (nt2 * 16 + row) * RS + kc * 16 + col);
+            ldsm4(b, tile + at(nt2 * 16 + row, kc * 16 + col));
             mma(acc[2 * nt2], a[kc], b[0], b[1]);
             mma(acc[2 * nt2 + 1], a[kc], b[2], b[3]);
         }
     }
 }
 
-// acc[16 × HS] += p[16 × N] · tile (tile row-major [N][HS], read transposed by ldmatrix);
-// p in fp32 accumulator layout, rounded to bf16 A fragments here.
+// acc[16 × HS] += a[16 × N] · tile (tile row-major [N][HS], read transposed by ldmatrix);
+// a the bf16 A fragments of the probabilities (to_a).
 template <int N>
-__device__ __forceinline__ void seq_product(float (*acc)[4], const float (*p)[4],
+__device__ __forceinline__ void seq_product(float (*acc)[4], const u32 (*a)[4],
                                             const bf16* tile, int lane) {
     const int row = (lane & 7) + ((lane >> 3) & 1) * 8;
     const int col = (lane >> 4) * 8;
 #pragma unroll
     for (int kc = 0; kc < N / 16; kc++) {
-        const u32 a[4] = {pack(p[2 * kc][0], p[2 * kc][1]), pack(p[2 * kc][2], p[2 * kc][3]),
-                          pack(p[2 * kc + 1][0], p[2 * kc + 1][1]),
-                          pack(p[2 * kc + 1][2], p[2 * kc + 1][3])};
 #pragma unroll
         for (int dt2 = 0; dt2 < HS / 16; dt2++) {
             u32 b[4];
-            ldsm4_t(b, tile + (kc * 16 + row) * RS + dt2 * 16 + col);
-            mma(acc[2 * dt2], a, b[0], b[1]);
-            mma(acc[2 * dt2 + 1], a, b[2], b[3]);
+            ldsm4_t(b, tile + at(kc * 16 + row, dt2 * 16 + col));
+            mma(acc[2 * dt2], a[kc], b[0], b[1]);
+            mma(acc[2 * dt2 + 1], a[kc], b[2], b[3]);
         }
     }
 }
+#endif
 
 // Sets the scores (or probabilities) s of this warp's rows row0, row0 + 8 against keys
 // key0 .. key0 + N (accumulator layout) to `value` where the key comes after the row or
@@ -190,9 +319,9 @@ extern "C" __global__ void __launch_bounds__(128)
     FLASH(flash_forward)(bf16* out, float* lse, const bf16* qkv, int t_len, int nh,
                          unsigned long long threshold, float drop_scale,
                          unsigned long long drop_key) {
-    __shared__ __align__(16) bf16 qs[ROWS * RS];
-    __shared__ __align__(16) bf16 ks[2 * ROWS * RS];  // two buffers: current and next tile
-    __shared__ __align__(16) bf16 vs[2 * ROWS * RS];
+    __shared__ __align__(TILE_ALIGN) bf16 qs[TILE];
+    __shared__ __align__(TILE_ALIGN) bf16 ks[2 * TILE];  // two buffers: current and next tile
+    __shared__ __align__(TILE_ALIGN) bf16 vs[2 * TILE];
     const int c = nh * HS;
     const int stride = 3 * c;
     const int qt = gridDim.x - 1 - blockIdx.x;
@@ -205,7 +334,7 @@ extern "C" __global__ void __launch_bounds__(128)
     load_rows_async(qs, qkv, b, qt * ROWS, t_len, stride, h * HS);
     load_rows_async(ks, qkv, b, 0, t_len, stride, c + h * HS);
     load_rows_async(vs, qkv, b, 0, t_len, stride, 2 * c + h * HS);
-    cp_wait(2);  // the queries; the first keys and values may still be in flight
+    landed(2);  // the queries; the first keys and values may still be in flight
     __syncthreads();
     u32 qa[HS / 16][4];
     a_fragments(qa, qs, warp, lane);
@@ -218,19 +347,23 @@ extern "C" __global__ void __launch_bounds__(128)
     float m[2] = {NEG_INF, NEG_INF};  // running row maxima of the raw scores
     float l[2] = {0.0f, 0.0f};
     for (int kt = 0; kt <= qt; kt++) {
-        const bf16* kb = ks + (kt & 1) * ROWS * RS;
-        const bf16* vb = vs + (kt & 1) * ROWS * RS;
+        const bf16* kb = ks + (kt & 1) * TILE;
+        const bf16* vb = vs + (kt & 1) * TILE;
         if (kt < qt) {
-            const int next = ((kt + 1) & 1) * ROWS * RS;
+            const int next = ((kt + 1) & 1) * TILE;
             load_rows_async(ks + next, qkv, b, (kt + 1) * ROWS, t_len, stride, c + h * HS);
             load_rows_async(vs + next, qkv, b, (kt + 1) * ROWS, t_len, stride, 2 * c + h * HS);
-            cp_wait(2);
+            landed(2);
         } else {
-            cp_wait(0);
+            landed(0);
         }
         __syncthreads();
         float s[ROWS / 8][4];
+        held<HS>(qa);
+        products_begin();
         rows_product<ROWS>(s, qa, kb, lane);
+        products_end();
+        held<ROWS>(s);
         if (kt == qt || (kt + 1) * ROWS > t_len) {  // a uniform branch
             mask_causal<ROWS>(s, row0, kt * ROWS, t_len, lane, NEG_INF);
         }
@@ -279,7 +412,14 @@ extern "C" __global__ void __launch_bounds__(128)
             }
         }
 #endif
-        seq_product<ROWS>(o, s, vb, lane);
+        u32 pa[ROWS / 16][4];
+        to_a<ROWS>(pa, s);
+        held<HS>(o);  // the rescaled accumulators and the operand, written before the fence
+        held<ROWS>(pa);
+        products_begin();
+        seq_product<ROWS>(o, pa, vb, lane);
+        products_end();
+        held<HS>(o);
         __syncthreads();  // this tile's buffers are refilled next iteration
     }
     float inv[2];
@@ -302,8 +442,8 @@ extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backw
     bf16* dqkv, const bf16* qkv, const bf16* dout, const float* lse, const float* dsum,
     int t_len, int nh, unsigned long long threshold, float drop_scale,
     unsigned long long drop_key) {
-    __shared__ __align__(16) bf16 qs[2 * ROWS * RS];  // two buffers: current and next tile
-    __shared__ __align__(16) bf16 dos[2 * ROWS * RS];
+    __shared__ __align__(TILE_ALIGN) bf16 qs[2 * TILE];  // two buffers: current and next tile
+    __shared__ __align__(TILE_ALIGN) bf16 dos[2 * TILE];
     __shared__ float ls[2 * ROWS];
     __shared__ float ds[2 * ROWS];
     const int c = nh * HS;
@@ -319,7 +459,7 @@ extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backw
     // This block's keys and values, staged through the query tiles' buffers.
     load_rows_async(qs, qkv, b, kt * ROWS, t_len, stride, c + h * HS);
     load_rows_async(dos, qkv, b, kt * ROWS, t_len, stride, 2 * c + h * HS);
-    cp_wait(0);
+    landed(0);
     __syncthreads();
     u32 ka[HS / 16][4];
     u32 va[HS / 16][4];
@@ -339,16 +479,16 @@ extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backw
     // Query tile qt goes to buffer (qt - kt) & 1, its statistics beside it.
     for (int qt = kt; qt < tiles && qt <= kt + 1; qt++) {
         const int buf = (qt - kt) & 1;
-        load_rows_async(qs + buf * ROWS * RS, qkv, b, qt * ROWS, t_len, stride, h * HS);
-        load_rows_async(dos + buf * ROWS * RS, dout, b, qt * ROWS, t_len, c, h * HS);
+        load_rows_async(qs + buf * TILE, qkv, b, qt * ROWS, t_len, stride, h * HS);
+        load_rows_async(dos + buf * TILE, dout, b, qt * ROWS, t_len, c, h * HS);
         load_stats(ls + buf * ROWS, ds + buf * ROWS, lse, dsum, stat, qt * ROWS, t_len);
     }
     for (int qt = kt; qt < tiles; qt++) {
         const int buf = (qt - kt) & 1;
-        cp_wait(qt + 1 < tiles ? 2 : 0);
+        landed(qt + 1 < tiles ? 2 : 0);
         __syncthreads();
-        const bf16* qb = qs + buf * ROWS * RS;
-        const bf16* db = dos + buf * ROWS * RS;
+        const bf16* qb = qs + buf * TILE;
+        const bf16* db = dos + buf * TILE;
         const float* lb = ls + buf * ROWS;
         const float* sb = ds + buf * ROWS;
         // CHUNK queries at a time: the scores of a chunk live in CHUNK registers, not 64.
@@ -356,18 +496,24 @@ extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backw
         const bool tail = (qt + 1) * ROWS > t_len;
 #pragma unroll
         for (int ch = 0; ch < ROWS / CHUNK; ch++) {
-            if (diag && (ch + 1) * CHUNK <= warp * 16) {
+            if (PER_WARP_SKIP && diag && (ch + 1) * CHUNK <= warp * 16) {
                 continue;  // every query of the chunk comes before this warp's keys
             }
-            const bf16* qc = qb + ch * CHUNK * RS;
-            const bf16* dc = db + ch * CHUNK * RS;
-            // Only a chunk that meets the diagonal and a tile that runs past T need masks
-            // (uniform).
-            const bool masked = (diag && ch * CHUNK < warp * 16 + 16) || tail;
+            const bf16* qc = qb + at(ch * CHUNK, 0);
+            const bf16* dc = db + at(ch * CHUNK, 0);
+            // Only a chunk that meets the diagonal (or, without the skip, lies before it)
+            // and a tile that runs past T need masks (uniform).
+            const bool masked = (diag && (!PER_WARP_SKIP || ch * CHUNK < warp * 16 + 16)) || tail;
             float st[CHUNK / 8][4];
             float dpt[CHUNK / 8][4];
+            held<HS>(ka);
+            held<HS>(va);
+            products_begin();
             rows_product<CHUNK>(st, ka, qc, lane);
             rows_product<CHUNK>(dpt, va, dc, lane);
+            products_end();
+            held<CHUNK>(st);
+            held<CHUNK>(dpt);
 #pragma unroll
             for (int nt = 0; nt < CHUNK / 8; nt++) {
 #pragma unroll
@@ -392,13 +538,28 @@ extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backw
 #endif
                 }
             }
-            seq_product<CHUNK>(dv, st, dc, lane);
-            seq_product<CHUNK>(dk, dpt, qc, lane);
+            u32 pa[CHUNK / 16][4];
+            u32 dsa[CHUNK / 16][4];
+            to_a<CHUNK>(pa, st);
+#ifdef WGMMA
+            to_a<CHUNK>(dsa, dpt);  // every operand of the group before its fence
+#endif
+            held<CHUNK>(pa);
+            held<CHUNK>(dsa);
+            products_begin();
+            seq_product<CHUNK>(dv, pa, dc, lane);
+#ifndef WGMMA
+            to_a<CHUNK>(dsa, dpt);  // after the first product: fewer live registers
+#endif
+            seq_product<CHUNK>(dk, dsa, qc, lane);
+            products_end();
+            held<HS>(dv);
+            held<HS>(dk);
         }
         __syncthreads();  // this tile's buffers take tile qt + 2 now
         if (qt + 2 < tiles) {
-            load_rows_async(qs + buf * ROWS * RS, qkv, b, (qt + 2) * ROWS, t_len, stride, h * HS);
-            load_rows_async(dos + buf * ROWS * RS, dout, b, (qt + 2) * ROWS, t_len, c, h * HS);
+            load_rows_async(qs + buf * TILE, qkv, b, (qt + 2) * ROWS, t_len, stride, h * HS);
+            load_rows_async(dos + buf * TILE, dout, b, (qt + 2) * ROWS, t_len, c, h * HS);
             load_stats(ls + buf * ROWS, ds + buf * ROWS, lse, dsum, stat, (qt + 2) * ROWS, t_len);
         }
     }
@@ -414,8 +575,8 @@ extern "C" __global__ void __launch_bounds__(128) FLASH(flash_backward_dq)(
     bf16* dqkv, const bf16* qkv, const bf16* dout, const float* lse, const float* dsum,
     int t_len, int nh, unsigned long long threshold, float drop_scale,
     unsigned long long drop_key) {
-    __shared__ __align__(16) bf16 ks[2 * ROWS * RS];  // two buffers: current and next tile
-    __shared__ __align__(16) bf16 vs[2 * ROWS * RS];
+    __shared__ __align__(TILE_ALIGN) bf16 ks[2 * TILE];  // two buffers: current and next tile
+    __shared__ __align__(TILE_ALIGN) bf16 vs[2 * TILE];
     const int c = nh * HS;
     const int stride = 3 * c;
     const int qt = gridDim.x - 1 - blockIdx.x;
@@ -428,7 +589,7 @@ extern "C" __global__ void __launch_bounds__(128) FLASH(flash_backward_dq)(
     // This block's queries and output gradients, staged through the key tiles' buffers.
     load_rows_async(ks, qkv, b, qt * ROWS, t_len, stride, h * HS);
     load_rows_async(vs, dout, b, qt * ROWS, t_len, c, h * HS);
-    cp_wait(0);
+    landed(0);
     __syncthreads();
     u32 qa[HS / 16][4];
     u32 da[HS / 16][4];
@@ -451,29 +612,35 @@ extern "C" __global__ void __launch_bounds__(128) FLASH(flash_backward_dq)(
     }
     __syncthreads();  // the staging buffers are refilled below
     for (int kt = 0; kt <= qt && kt <= 1; kt++) {
-        load_rows_async(ks + kt * ROWS * RS, qkv, b, kt * ROWS, t_len, stride, c + h * HS);
-        load_rows_async(vs + kt * ROWS * RS, qkv, b, kt * ROWS, t_len, stride, 2 * c + h * HS);
+        load_rows_async(ks + kt * TILE, qkv, b, kt * ROWS, t_len, stride, c + h * HS);
+        load_rows_async(vs + kt * TILE, qkv, b, kt * ROWS, t_len, stride, 2 * c + h * HS);
     }
     for (int kt = 0; kt <= qt; kt++) {
         const int buf = kt & 1;
-        cp_wait(kt < qt ? 2 : 0);
+        landed(kt < qt ? 2 : 0);
         __syncthreads();
-        const bf16* kb = ks + buf * ROWS * RS;
-        const bf16* vb = vs + buf * ROWS * RS;
+        const bf16* kb = ks + buf * TILE;
+        const bf16* vb = vs + buf * TILE;
         // CHUNK keys at a time: the scores of a chunk live in CHUNK registers, not 64.
         const bool diag = kt == qt;
         const bool tail = (kt + 1) * ROWS > t_len;
 #pragma unroll
         for (int ch = 0; ch < ROWS / CHUNK; ch++) {
-            if (diag && ch * CHUNK >= warp * 16 + 16) {
+            if (PER_WARP_SKIP && diag && ch * CHUNK >= warp * 16 + 16) {
                 continue;  // every key of the chunk comes after this warp's rows
             }
-            const bf16* kc = kb + ch * CHUNK * RS;
-            const bf16* vc = vb + ch * CHUNK * RS;
+            const bf16* kc = kb + at(ch * CHUNK, 0);
+            const bf16* vc = vb + at(ch * CHUNK, 0);
             float s[CHUNK / 8][4];
             float dp[CHUNK / 8][4];
+            held<HS>(qa);
+            held<HS>(da);
+            products_begin();
             rows_product<CHUNK>(s, qa, kc, lane);
             rows_product<CHUNK>(dp, da, vc, lane);
+            products_end();
+            held<CHUNK>(s);
+            held<CHUNK>(dp);
 #pragma unroll
             for (int nt = 0; nt < CHUNK / 8; nt++) {
 #pragma unroll
@@ -481,8 +648,9 @@ extern "C" __global__ void __launch_bounds__(128) FLASH(flash_backward_dq)(
                     s[nt][e] = ex2(fmaf(s[nt][e], sl2, -l2[e >> 1]));
                 }
             }
-            // Uniform: a chunk that meets the diagonal, or a tile past T.
-            if ((diag && (ch + 1) * CHUNK > warp * 16) || tail) {
+            // Uniform: a chunk that meets the diagonal (or, without the skip, lies past it),
+            // or a tile past T.
+            if ((diag && (!PER_WARP_SKIP || (ch + 1) * CHUNK > warp * 16)) || tail) {
                 mask_causal<CHUNK>(s, row0, kt * ROWS + ch * CHUNK, t_len, lane, 0.0f);
             }
 #pragma unroll
@@ -502,13 +670,19 @@ extern "C" __global__ void __launch_bounds__(128) FLASH(flash_backward_dq)(
 #endif
                 }
             }
-            seq_product<CHUNK>(dq, s, kc, lane);
+            u32 dsa[CHUNK / 16][4];
+            to_a<CHUNK>(dsa, s);
+            held<CHUNK>(dsa);
+            products_begin();
+            seq_product<CHUNK>(dq, dsa, kc, lane);
+            products_end();
+            held<HS>(dq);
         }
         __syncthreads();  // this tile's buffers take tile kt + 2 now
         if (kt + 2 <= qt) {
-            load_rows_async(ks + buf * ROWS * RS, qkv, b, (kt + 2) * ROWS, t_len, stride,
+            load_rows_async(ks + buf * TILE, qkv, b, (kt + 2) * ROWS, t_len, stride,
                             c + h * HS);
-            load_rows_async(vs + buf * ROWS * RS, qkv, b, (kt + 2) * ROWS, t_len, stride,
+            load_rows_async(vs + buf * TILE, qkv, b, (kt + 2) * ROWS, t_len, stride,
                             2 * c + h * HS);
         }
     }

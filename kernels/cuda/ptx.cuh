@@ -1,8 +1,9 @@
 // Every inline-PTX instruction the kernels use, each behind a small function: the special
-// function unit's 2^x, the hardware bf16 conversions, the tensor-core MMA, ldmatrix and the
-// asynchronous global→shared copies. Prepended to every kernel file before NVRTC compiles
-// it. kernels/sim/cuda_sim.hpp defines the same functions for the CPU simulator (the
-// kernels' logic run on the host, tests without a GPU), so no kernel holds PTX itself.
+// function unit's 2^x, the hardware bf16 conversions, the tensor-core MMA, ldmatrix, the
+// asynchronous global→shared copies and (builds with -DWGMMA, sm_90a) Hopper's warpgroup
+// MMA. Prepended to every kernel file before NVRTC compiles it. kernels/sim/cuda_sim.hpp
+// defines the same functions for the CPU simulator (the kernels' logic run on the host,
+// tests without a GPU), so no kernel holds PTX itself.
 
 typedef unsigned short bf16;
 typedef unsigned int u32;
@@ -81,3 +82,114 @@ __device__ __forceinline__ void cp_wait(int pending) {
         asm volatile("cp.async.wait_group 2;\n" ::);
     }
 }
+
+#ifdef WGMMA
+// ---- Hopper's warpgroup MMA (sm_90a; only the builds with -DWGMMA use it) ---------------
+
+typedef unsigned long long u64;
+
+// The descriptor of a matrix in shared memory for wgmma, in the no-swizzle core-matrix
+// layout (8 rows × 16 bytes contiguous per core matrix): `lbo` bytes between core matrices
+// adjacent along K, `sbo` bytes between those adjacent along M/N (PTX ISA, "Matrix
+// Descriptor Format": start address, LBO and SBO in 16-byte units at bits 0, 16 and 32;
+// base offset 0, swizzle mode 0).
+__device__ __forceinline__ u64 wg_desc(const void* p, u32 lbo, u32 sbo) {
+    const u32 a = (u32)__cvta_generic_to_shared(p);
+    return (u64)((a & 0x3FFFFu) >> 4) | ((u64)(lbo >> 4) << 16) | ((u64)(sbo >> 4) << 32);
+}
+
+// Orders this thread's register writes before the warpgroup's next wgmma reads them.
+__device__ __forceinline__ void wg_fence() {
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+
+// Closes the group of wgmma operations issued since the last commit.
+__device__ __forceinline__ void wg_commit() {
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+
+// Waits until every committed wgmma group has completed (accumulators readable, shared
+// memory operands free).
+__device__ __forceinline__ void wg_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+}
+
+// Pins register `r` here: the compiler may not move a read of it above this point (placed
+// after wg_wait) nor a write below it (placed before wg_fence) — CUTLASS's
+// warpgroup_fence_operand.
+__device__ __forceinline__ void wg_hold(float& r) {
+    asm volatile("" : "+f"(r)::"memory");
+}
+
+// The same for an A-operand register (placed before wg_fence: written before it).
+__device__ __forceinline__ void wg_hold(u32& r) {
+    asm volatile("" : "+r"(r)::"memory");
+}
+
+// Makes this thread's completed writes to shared memory (cp.async, st.shared) visible to
+// the async proxy wgmma reads through; then a barrier, then the wgmma.
+__device__ __forceinline__ void fence_async_shared() {
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+// The three shapes the attention kernels take (N = 16, 32, 64); wg_mma dispatches.
+template <int TRANS>
+__device__ __forceinline__ void wg_mma16(float* d, const u32* a, u64 b, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %12, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7}, "
+        "{%8, %9, %10, %11}, %13, p, 1, 1, %14;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
+          "+f"(d[6]), "+f"(d[7])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(accumulate), "l"(b), "n"(TRANS));
+}
+
+template <int TRANS>
+__device__ __forceinline__ void wg_mma32(float* d, const u32* a, u64 b, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %20, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
+        "{%16, %17, %18, %19}, %21, p, 1, 1, %22;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
+          "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+          "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(accumulate), "l"(b), "n"(TRANS));
+}
+
+template <int TRANS>
+__device__ __forceinline__ void wg_mma64(float* d, const u32* a, u64 b, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %36, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, "
+        "%30, %31}, "
+        "{%32, %33, %34, %35}, %37, p, 1, 1, %38;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
+          "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+          "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
+          "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
+          "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(accumulate), "l"(b), "n"(TRANS));
+}
+
+// d[64×N] (+)= a[64×16] · b[16×N] over the warpgroup (128 threads, warp w holding rows
+// 16w..16w+15): `a` this thread's four bf16x2 registers in the m16n8k16 A layout, `b` a
+// shared-memory descriptor (K-major, or MN-major with TRANS = 1), `d` this thread's N/2
+// fp32 accumulators in the m16n8 layout repeated along N; `accumulate` 0 overwrites d.
+// Asynchronous: d is undefined until wg_commit + wg_wait.
+template <int N, int TRANS>
+__device__ __forceinline__ void wg_mma(float* d, const u32* a, u64 b, int accumulate) {
+    static_assert(N == 16 || N == 32 || N == 64, "wg_mma: N is 16, 32 or 64");
+    if constexpr (N == 16) {
+        wg_mma16<TRANS>(d, a, b, accumulate);
+    } else if constexpr (N == 32) {
+        wg_mma32<TRANS>(d, a, b, accumulate);
+    } else {
+        wg_mma64<TRANS>(d, a, b, accumulate);
+    }
+}
+#endif  // WGMMA

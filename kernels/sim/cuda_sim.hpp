@@ -7,19 +7,22 @@
 // another on the calling thread, so `__shared__` (a static here) is per block. A thread
 // runs until it waits: at __syncthreads (released when every live thread of the block is
 // there) or at a warp collective (shuffles, ldmatrix, mma: the last of the warp's 32 lanes
-// to arrive computes every lane's result). The next to run is always the lowest-numbered
+// to arrive computes every lane's result) or a warpgroup one (wgmma, over 128 threads). The next to run is always the lowest-numbered
 // runnable thread (the highest in every other block), so warps drift as far apart as the
 // kernel's synchronization allows. The twins of ptx.cuh's instructions follow the
 // PTX ISA's fragment layouts. Asynchronous copies poison their destination when issued and
 // land when waited for, so a read before cp_wait + __syncthreads, or a refill of a tile
-// another warp still reads, shows up as NaN instead of passing by luck. Divergent
-// collectives, deadlocks and misaligned ldmatrix rows end the launch with a message.
+// another warp still reads, shows up as NaN instead of passing by luck; a wgmma's
+// accumulators read NaN until wgmma.wait_group. Divergent collectives, deadlocks and
+// misaligned ldmatrix rows end the launch with a message.
 //
 // Built with hidden visibility and without GNU unique symbols (sim.rs), so every kernel
 // library keeps its own scheduler and statics; only harman_sim_launch is exported.
 //
-// What it does not model: timing, memory coalescing, bank conflicts, register limits, and
-// the hardware's rounding inside one MMA (fp32 sums in a fixed order here). It checks the
+// What it does not model: timing, memory coalescing, bank conflicts, register limits, the
+// hardware's rounding inside one MMA (fp32 sums in a fixed order here), wgmma's swizzled
+// layouts, the async proxy's fences (fence.proxy.async) and shared memory overwritten while
+// a wgmma still reads it (the product is taken when the warpgroup issues it). It checks the
 // kernels' logic (indexing, masks, synchronization, fragment layouts as the ISA documents
 // them); a real GPU checks the rest.
 
@@ -85,6 +88,7 @@ inline int max(int a, int b) {
 
 typedef unsigned short bf16;
 typedef unsigned int u32;
+typedef unsigned long long u64;
 
 namespace sim {
 
@@ -94,6 +98,14 @@ struct Copy {
     void* dst;
     const void* src;
     int bytes;
+};
+
+// A wgmma result not yet waited for: the thread's accumulator registers (`d`, `n` floats)
+// and what they will hold.
+struct Pending {
+    float* d;
+    int n;
+    float v[64];
 };
 
 // A CUDA thread: a coroutine on its own stack, kept across blocks and launches (booted once
@@ -106,6 +118,8 @@ struct Thread {
     State state;
     std::vector<Copy> open;                // cp.async copies not yet committed
     std::vector<std::vector<Copy>> groups;  // committed, oldest first
+    std::vector<Pending> wg_open;           // wgmma results not yet committed
+    std::vector<std::vector<Pending>> wg_groups;  // committed, oldest first
 };
 
 // Bytes a lane may hand to (and get back from) one collective.
@@ -118,11 +132,23 @@ struct Warp {
     unsigned char out[32][SLOT];
 };
 
+// Bytes a thread may hand to one warpgroup collective (wgmma: 64 accumulators, 4 A
+// registers, the descriptor and flags).
+constexpr int WG_SLOT = 320;
+
+struct WarpGroup {
+    int arrived = 0;
+    const char* op = nullptr;
+    unsigned char in[128][WG_SLOT];
+    unsigned char out[128][64 * sizeof(float)];
+};
+
 struct Launch {
     dim3 grid, block, block_idx;
     int threads = 0;
     std::vector<Thread> thread;
     std::vector<Warp> warps;
+    std::vector<WarpGroup> groups;
     jmp_buf scheduler;
     ucontext_t boot_return;
     int current = -1;
@@ -212,6 +238,35 @@ inline void collective(const char* op, const void* in, int in_bytes, void* out, 
         }
     }
     std::memcpy(out, wp.out[lane], out_bytes);
+}
+
+// One warpgroup-wide operation (the 128 threads 128g .. 128g + 127, all of which must
+// exist): as `collective`, over the warpgroup.
+template <class F>
+inline void group_collective(const char* op, const void* in, int in_bytes, void* out,
+                             int out_bytes, F compute) {
+    Launch& l = launch_state();
+    const int tid = l.current;
+    const int g = tid / 128;
+    if ((g + 1) * 128 > l.threads) {
+        fail(std::string(op) + " needs a full warpgroup (blocks of a multiple of 128 threads)");
+    }
+    WarpGroup& wg = l.groups[g];
+    if (wg.arrived > 0 && wg.op != op && std::strcmp(wg.op, op) != 0) {
+        fail(std::string("divergent warpgroup: one thread at ") + op + ", another at " + wg.op);
+    }
+    wg.op = op;
+    std::memcpy(wg.in[tid % 128], in, in_bytes);
+    if (++wg.arrived < 128) {
+        yield(AT_COLLECTIVE);
+    } else {
+        compute(wg.in, wg.out);
+        wg.arrived = 0;
+        for (int i = 0; i < 128; i++) {
+            wake(g * 128 + i);
+        }
+    }
+    std::memcpy(out, wg.out[tid % 128], out_bytes);
 }
 
 // Runs the current block: every thread from the start of `body`, scheduled round robin.
@@ -412,6 +467,174 @@ inline void cp_wait(int pending) {
     }
 }
 
+// ---- wgmma (the -DWGMMA builds) --------------------------------------------------------
+
+// The descriptor holds the offset in the shared-memory section where the hardware holds the
+// shared-window address; the other fields as the PTX ISA lays them out.
+inline u64 wg_desc(const void* p, u32 lbo, u32 sbo) {
+    const char* c = (const char*)p;
+    if (__start_harman_shared == nullptr || c < __start_harman_shared ||
+        c >= __stop_harman_shared) {
+        sim::fail("wgmma descriptor: the matrix is not in shared memory");
+    }
+    const u64 off = (u64)(c - __start_harman_shared);
+    if ((off & 15u) != 0 || (lbo & 15u) != 0 || (sbo & 15u) != 0) {
+        sim::fail("wgmma descriptor: address, LBO and SBO must be multiples of 16 bytes");
+    }
+    return ((off & 0x3FFFFu) >> 4) | ((u64)(lbo >> 4) << 16) | ((u64)(sbo >> 4) << 32);
+}
+
+inline void wg_fence() {}
+
+inline void wg_hold(float&) {}
+
+inline void wg_hold(u32&) {}
+
+inline void fence_async_shared() {}
+
+namespace sim {
+
+// The latest value a wgmma will leave in accumulator `d`, if one is in flight.
+inline const Pending* pending_for(Thread& t, float* d) {
+    for (auto it = t.wg_open.rbegin(); it != t.wg_open.rend(); ++it) {
+        if (it->d == d) {
+            return &*it;
+        }
+    }
+    for (auto g = t.wg_groups.rbegin(); g != t.wg_groups.rend(); ++g) {
+        for (auto it = g->rbegin(); it != g->rend(); ++it) {
+            if (it->d == d) {
+                return &*it;
+            }
+        }
+    }
+    return nullptr;
+}
+
+// B[k][n] of a wgmma's 16 × N operand in shared memory, no swizzle (PTX ISA, "Shared Memory
+// Matrix Layout", canonical layouts, T = 8 bf16 a 16-byte row): K-major
+// ((8,m),(T,2k)):((1T,SBO),(1,LBO)), MN-major (trans) ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO)).
+inline float wg_b(u64 desc, bool trans, int k, int n) {
+    const size_t start = (size_t)(desc & 0x3FFFu) << 4;
+    const size_t lbo = (size_t)((desc >> 16) & 0x3FFFu) << 4;
+    const size_t sbo = (size_t)((desc >> 32) & 0x3FFFu) << 4;
+    const size_t bytes =
+        trans ? start + (n % 8) * 2 + (n / 8) * sbo + (k % 8) * 16 + (k / 8) * lbo
+              : start + (n % 8) * 16 + (n / 8) * sbo + (k % 8) * 2 + (k / 8) * lbo;
+    if (bytes + 2 > (size_t)(__stop_harman_shared - __start_harman_shared)) {
+        fail("wgmma: the B operand runs past shared memory");
+    }
+    bf16 v;
+    std::memcpy(&v, __start_harman_shared + bytes, 2);
+    return bf_lo((u32)v);
+}
+
+}  // namespace sim
+
+// wgmma.mma_async m64nNk16, bf16 × bf16 + fp32, A in registers: thread i of the warpgroup
+// (warp w = i / 32, g = lane / 4, q = lane % 4) holds A[16w+g][2q..], A[16w+g+8][2q..],
+// A[16w+g][2q+8..], A[16w+g+8][2q+8..] and d[4j + e] = D[16w + g + 8(e / 2)][8j + 2q + e % 2]
+// (PTX ISA, "Register Fragments and Shared Memory Matrix Layouts" for wgmma). The result
+// is computed when the whole warpgroup has issued it and lands in d at wg_wait; until then
+// d reads NaN, so a kernel that reads its accumulators early fails its test. A later wgmma
+// on the same accumulators takes the pending value as its input, as the hardware chains
+// them.
+template <int N, int TRANS>
+inline void wg_mma(float* d, const u32* a, u64 b, int accumulate) {
+    static_assert(N % 8 == 0 && N >= 8 && N <= 128, "wgmma N");
+    sim::Thread& t = sim::me();
+    struct In {
+        float c[N / 2];
+        u32 a[4];
+        u64 desc;
+        int accumulate;
+    } in;
+    static_assert(sizeof(In) <= sim::WG_SLOT, "wgmma slot");
+    const sim::Pending* prev = sim::pending_for(t, d);
+    std::memcpy(in.c, prev ? prev->v : d, sizeof in.c);
+    std::memcpy(in.a, a, sizeof in.a);
+    in.desc = b;
+    in.accumulate = accumulate;
+    float out[N / 2];
+    static const char* op = TRANS ? "wgmma.mma_async (B MN-major)" : "wgmma.mma_async";
+    sim::group_collective(
+        op, &in, sizeof in, out, sizeof out,
+        [](unsigned char (*ins)[sim::WG_SLOT], unsigned char (*outs)[64 * sizeof(float)]) {
+            static float A[64][16], B[16][N];
+            In first;
+            std::memcpy(&first, ins[0], sizeof first);
+            for (int i = 0; i < 128; i++) {
+                In x;
+                std::memcpy(&x, ins[i], sizeof x);
+                if (x.desc != first.desc || x.accumulate != first.accumulate) {
+                    sim::fail("wgmma: the warpgroup's threads pass different descriptors "
+                              "or scale-d");
+                }
+                const int w = i / 32, g = (i % 32) / 4, q = i % 4;
+                for (int h = 0; h < 2; h++) {
+                    A[16 * w + g][2 * q + h] = h ? sim::bf_hi(x.a[0]) : sim::bf_lo(x.a[0]);
+                    A[16 * w + g + 8][2 * q + h] = h ? sim::bf_hi(x.a[1]) : sim::bf_lo(x.a[1]);
+                    A[16 * w + g][2 * q + 8 + h] = h ? sim::bf_hi(x.a[2]) : sim::bf_lo(x.a[2]);
+                    A[16 * w + g + 8][2 * q + 8 + h] =
+                        h ? sim::bf_hi(x.a[3]) : sim::bf_lo(x.a[3]);
+                }
+            }
+            if ((first.desc >> 62) != 0 || ((first.desc >> 49) & 7u) != 0) {
+                sim::fail("wgmma: only the no-swizzle layout with base offset 0 is simulated");
+            }
+            for (int k = 0; k < 16; k++) {
+                for (int n = 0; n < N; n++) {
+                    B[k][n] = sim::wg_b(first.desc, TRANS != 0, k, n);
+                }
+            }
+            for (int i = 0; i < 128; i++) {
+                In x;
+                std::memcpy(&x, ins[i], sizeof x);
+                const int w = i / 32, g = (i % 32) / 4, q = i % 4;
+                float r[N / 2];
+                for (int j = 0; j < N / 8; j++) {
+                    for (int e = 0; e < 4; e++) {
+                        const int row = 16 * w + g + 8 * (e >> 1);
+                        const int col = 8 * j + 2 * q + (e & 1);
+                        float acc = 0.0f;
+                        for (int k = 0; k < 16; k++) {
+                            acc += A[row][k] * B[k][col];
+                        }
+                        r[4 * j + e] = (x.accumulate ? x.c[4 * j + e] : 0.0f) + acc;
+                    }
+                }
+                std::memcpy(outs[i], r, sizeof r);
+            }
+        });
+    sim::Pending p;
+    p.d = d;
+    p.n = N / 2;
+    std::memcpy(p.v, out, sizeof out);
+    t.wg_open.push_back(p);
+    for (int i = 0; i < N / 2; i++) {
+        d[i] = NAN;  // undefined until wg_wait
+    }
+}
+
+inline void wg_commit() {
+    sim::Thread& t = sim::me();
+    t.wg_groups.push_back(std::move(t.wg_open));
+    t.wg_open.clear();
+}
+
+inline void wg_wait() {
+    sim::Thread& t = sim::me();
+    if (!t.wg_open.empty()) {
+        sim::fail("wgmma.wait_group with wgmma issued but not committed");
+    }
+    for (const std::vector<sim::Pending>& g : t.wg_groups) {
+        for (const sim::Pending& p : g) {
+            std::memcpy(p.d, p.v, p.n * sizeof(float));
+        }
+    }
+    t.wg_groups.clear();
+}
+
 namespace sim {
 
 constexpr size_t STACK = 256 << 10;
@@ -468,6 +691,13 @@ inline void run_block() {
         w.arrived = 0;
         w.op = nullptr;
     }
+    if (l.groups.size() < (size_t)(n + 127) / 128) {
+        l.groups.resize((n + 127) / 128);
+    }
+    for (WarpGroup& g : l.groups) {
+        g.arrived = 0;
+        g.op = nullptr;
+    }
     if (__start_harman_shared != nullptr) {
         std::memset(__start_harman_shared, 0xff, __stop_harman_shared - __start_harman_shared);
     }
@@ -479,6 +709,8 @@ inline void run_block() {
                      (unsigned)(i / (l.block.x * l.block.y))};
         t.open.clear();
         t.groups.clear();
+        t.wg_open.clear();
+        t.wg_groups.clear();
         if (!t.booted) {
             boot(i);
         }
@@ -537,6 +769,19 @@ inline void run_block() {
                               "are at __syncthreads or have exited",
                               l.warps[w].arrived, w, l.warps[w].op);
                 l.current = w * 32;
+                l.error = msg;
+                reboot_all();
+                return;
+            }
+        }
+        for (int g = 0; g < (int)l.groups.size(); g++) {
+            if (l.groups[g].arrived > 0) {
+                char msg[160];
+                std::snprintf(msg, sizeof msg,
+                              "deadlock: %d of warpgroup %d's threads wait at %s while the "
+                              "others are at __syncthreads or have exited",
+                              l.groups[g].arrived, g, l.groups[g].op);
+                l.current = g * 128;
                 l.error = msg;
                 reboot_all();
                 return;

@@ -341,49 +341,78 @@ fn matmul_with_fused_gelu() {
     }
 }
 
+/// The GPU attention implementations `g` has: the mma.sync kernels, the warpgroup-MMA ones
+/// where loaded (Hopper and the simulator; elsewhere the reason is printed) and the CUDA-core
+/// ones.
+fn attention_kernels(g: &Gpu) -> Vec<AttentionKernels> {
+    let mut all = vec![AttentionKernels::TensorCores];
+    if g.has_kernel("flash_forward_wg") {
+        all.push(AttentionKernels::Warpgroup);
+    } else {
+        eprintln!(
+            "warpgroup-MMA attention not checked: {} is not a Hopper GPU",
+            g.name
+        );
+    }
+    all.push(AttentionKernels::CudaCores);
+    all
+}
+
 #[test]
 fn flash_attention_forward_and_backward() {
     let Some(mut g) = gpu() else { return };
-    // Both GPU implementations; T not a multiple of the 64-row tiles, several heads and
+    let kernels = attention_kernels(&g);
+    // Every GPU implementation; T not a multiple of the 64-row tiles, several heads and
     // sequences, and a longer sequence of whole tiles.
-    for kernels in [AttentionKernels::TensorCores, AttentionKernels::CudaCores] {
-        g.attention = kernels;
+    for &k in &kernels {
+        g.attention = k;
         for (b, t, nh, seed) in [(2, 150, 3, 4), (1, 256, 2, 40)] {
-            check_attention(
-                &g,
-                b,
-                t,
-                nh,
-                seed,
-                None,
-                &format!("{kernels:?} B={b} T={t}"),
-            );
+            check_attention(&g, b, t, nh, seed, None, &format!("{k:?} B={b} T={t}"));
         }
     }
     // Dropout on the probabilities (tensor-core kernels): the same mask as the CPU's.
-    g.attention = AttentionKernels::TensorCores;
     let drop = Some((0.2, 0x5eed_u64));
-    check_attention(&g, 2, 150, 3, 5, drop, "TensorCores dropout 0.2 B=2 T=150");
+    let tensor_cores: Vec<_> = kernels
+        .iter()
+        .copied()
+        .filter(|&k| k != AttentionKernels::CudaCores)
+        .collect();
+    for &k in &tensor_cores {
+        g.attention = k;
+        check_attention(
+            &g,
+            2,
+            150,
+            3,
+            5,
+            drop,
+            &format!("{k:?} dropout 0.2 B=2 T=150"),
+        );
+    }
     g.attention = AttentionKernels::CudaCores;
     let refused = g.attention_forward(0, 0, 0, 1, 64, 1, drop).unwrap_err();
     assert!(refused.to_string().contains("tensor-core"), "{refused}");
     // The kernels built for head size 32.
     let mut g32 = Gpu::new(32).expect("GPU init (head size 32)");
-    for kernels in [AttentionKernels::TensorCores, AttentionKernels::CudaCores] {
-        g32.attention = kernels;
-        let what = format!("{kernels:?} HS=32 B=2 T=100");
-        check_attention(&g32, 2, 100, 2, 6, None, &what);
+    for &k in &kernels {
+        g32.attention = k;
+        check_attention(&g32, 2, 100, 2, 6, None, &format!("{k:?} HS=32 B=2 T=100"));
     }
-    g32.attention = AttentionKernels::TensorCores;
-    let what = "TensorCores HS=32 dropout 0.2 B=1 T=130";
-    check_attention(&g32, 1, 130, 2, 7, drop, what);
+    for &k in &tensor_cores {
+        g32.attention = k;
+        let what = format!("{k:?} HS=32 dropout 0.2 B=1 T=130");
+        check_attention(&g32, 1, 130, 2, 7, drop, &what);
+    }
     // The backward kernels built for 32- and 64-row chunks (HARMAN_FLASH_CHUNK).
     for chunk in [32, 64] {
-        let gc = Gpu::open(64, Some(chunk)).expect("GPU init (chunk)");
-        let what = format!("TensorCores chunk {chunk} B=2 T=150");
-        check_attention(&gc, 2, 150, 3, 4, None, &what);
-        let what = format!("TensorCores chunk {chunk} dropout 0.2 B=1 T=200");
-        check_attention(&gc, 1, 200, 2, 9, drop, &what);
+        let mut gc = Gpu::open(64, Some(chunk)).expect("GPU init (chunk)");
+        for &k in &tensor_cores {
+            gc.attention = k;
+            let what = format!("{k:?} chunk {chunk} B=2 T=150");
+            check_attention(&gc, 2, 150, 3, 4, None, &what);
+            let what = format!("{k:?} chunk {chunk} dropout 0.2 B=1 T=200");
+            check_attention(&gc, 1, 200, 2, 9, drop, &what);
+        }
     }
 }
 

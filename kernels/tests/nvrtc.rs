@@ -1,5 +1,6 @@
-//! Every CUDA kernel compiles with NVRTC for sm_90 with register spills as errors (no GPU
-//! needed: NVRTC runs ptxas itself for a real architecture). scripts/test.sh installs NVRTC
+//! Every CUDA kernel compiles with NVRTC for sm_90 (the warpgroup-MMA builds for sm_90a)
+//! with register spills as errors (no GPU needed: NVRTC runs ptxas itself for a real
+//! architecture). scripts/test.sh installs NVRTC
 //! 13.0 from PyPI and sets HARMAN_REQUIRE_NVRTC=1, so in CI a missing NVRTC fails rather than
 //! skips.
 
@@ -24,13 +25,20 @@ fn every_kernel_compiles_for_sm_90_without_spills() {
             .sum::<usize>(),
         "every file and variant built"
     );
-    // Flash attention: both head sizes, each with chunks of 16, 32 and 64 rows.
+    // Flash attention (mma.sync and warpgroup-MMA builds): both head sizes, each with
+    // chunks of 16, 32 and 64 rows.
     assert_eq!(compile::variants(&compile::FLASH).len(), 6);
+    assert_eq!(compile::variants(&compile::FLASH_WGMMA).len(), 6);
     // scripts/kernel_report.sh reads the PTX from here (ptxas' register and spill report).
     let dump = std::env::var_os("HARMAN_PTX_DUMP").map(std::path::PathBuf::from);
     for (file, defines, ptx) in &built {
+        let arch = if defines.contains("WGMMA") {
+            "sm_90a"
+        } else {
+            "sm_90"
+        };
         eprintln!(
-            "compiled {file}.cu {defines} for sm_90: {} bytes of PTX",
+            "compiled {file}.cu {defines} for {arch}: {} bytes of PTX",
             ptx.len()
         );
         if let Some(dir) = &dump {

@@ -1,7 +1,9 @@
 //! The kernel simulator (`harman_kernels::cuda::sim`) is strict where the hardware is
 //! unforgiving: small kernels with a missing barrier, a read of an asynchronous copy before
-//! waiting for it, and a shuffle only half a warp reaches must fail there, and their
-//! correct twins pass. (The backend's own kernels run on it in `cuda_ops.rs` and the
+//! waiting for it, a shuffle only half a warp reaches, a wgmma result read before waiting
+//! for it and a wgmma one warp of the warpgroup skips must fail there, and their correct
+//! twins pass (the wgmma ones with the product the PTX ISA's layouts give, both operand
+//! majors). (The backend's own kernels run on it in `cuda_ops.rs` and the
 //! training tests when no GPU is present.) Skipped, with the reason printed, where there is
 //! no C++ compiler.
 
@@ -36,6 +38,54 @@ extern "C" __global__ void copy_async(float* out, const float* x, int wait) {
     }
 }
 
+// D[64×16] = A[64×16] · B[16×16] on one warpgroup's wgmma: A (bf16, row-major) in
+// registers, B (bf16, row-major [k][n]) staged in shared memory as core matrices both
+// K-major and MN-major. `mode` bit 0 reads the MN-major copy (transposed wgmma), bit 1 reads
+// the result before waiting for it, bit 2 lets warp 0 skip the wgmma.
+extern "C" __global__ void wg_product(float* out, const bf16* a, const bf16* b, int mode) {
+    __shared__ __align__(128) bf16 kmajor[16 * 16];
+    __shared__ __align__(128) bf16 mnmajor[16 * 16];
+    const int t = threadIdx.x;
+    for (int i = t; i < 256; i += blockDim.x) {
+        const int k = i / 16, n = i % 16;
+        kmajor[((n / 8) * 2 + k / 8) * 64 + (n % 8) * 8 + k % 8] = b[i];
+        mnmajor[((k / 8) * 2 + n / 8) * 64 + (k % 8) * 8 + n % 8] = b[i];
+    }
+    __syncthreads();
+    const int w = t / 32, g = (t % 32) / 4, q = t % 4;
+    const int r = 16 * w + g;
+    u32 ar[4];
+    for (int i = 0; i < 4; i++) {
+        const int row = r + 8 * (i & 1), col = 2 * q + 8 * (i >> 1);
+        ar[i] = (u32)a[row * 16 + col] | ((u32)a[row * 16 + col + 1] << 16);
+    }
+    float d[8];
+    for (int i = 0; i < 8; i++) {
+        d[i] = 0.0f;
+    }
+    const bool trans = mode & 1;
+    if (!((mode & 4) && w == 0)) {
+        wg_fence();
+        if (trans) {
+            wg_mma<16, 1>(d, ar, wg_desc(mnmajor, 256, 128), 0);
+        } else {
+            wg_mma<16, 0>(d, ar, wg_desc(kmajor, 128, 256), 0);
+        }
+        wg_commit();
+        if (!(mode & 2)) {
+            wg_wait();
+        }
+    }
+    for (int j = 0; j < 2; j++) {
+        for (int e = 0; e < 4; e++) {
+            out[(r + 8 * (e >> 1)) * 16 + 8 * j + 2 * q + (e & 1)] = d[4 * j + e];
+        }
+    }
+    if (mode & 2) {
+        wg_wait();
+    }
+}
+
 // A warp sum every lane takes part in (`half` = 0) or only the lower 16 lanes.
 extern "C" __global__ void lane_sum(float* out, const float* x, int half) {
     float v = x[threadIdx.x];
@@ -49,7 +99,7 @@ extern "C" __global__ void lane_sum(float* out, const float* x, int half) {
 const FILE: KernelFile = KernelFile {
     name: "simcheck",
     source: SOURCE,
-    kernels: &["shift", "copy_async", "lane_sum"],
+    kernels: &["shift", "copy_async", "lane_sum", "wg_product"],
 };
 
 struct Rig {
@@ -117,4 +167,58 @@ fn a_shuffle_half_a_warp_reaches_is_an_error() {
         err.contains("deadlock") && err.contains("__shfl_xor_sync"),
         "{err}"
     );
+}
+
+/// Runs wg_product with A[m][k] = (m + 2k) % 7 - 3 and B[k][n] = (3k + n) % 5 - 2 (small
+/// integers: bf16 holds them and every sum exactly); the 64 × 16 result, or the error.
+fn wg_product(r: &Rig, mode: i32) -> Result<Vec<f32>, String> {
+    let bf = |v: f32| half::bf16::from_f32(v).to_bits();
+    let a: Vec<u16> = (0..64 * 16)
+        .map(|i| bf(((i / 16 + 2 * (i % 16)) % 7) as f32 - 3.0))
+        .collect();
+    let b: Vec<u16> = (0..16 * 16)
+        .map(|i| bf(((3 * (i / 16) + i % 16) % 5) as f32 - 2.0))
+        .collect();
+    let mut out = r.sim.alloc(64 * 16 * 4);
+    out.write(&vec![f32::NAN; 64 * 16]);
+    let mut a_d = r.sim.alloc(a.len() * 2);
+    a_d.write(&a);
+    let mut b_d = r.sim.alloc(b.len() * 2);
+    b_d.write(&b);
+    let mut slots = [out.addr(), a_d.addr(), b_d.addr(), mode as u32 as u64];
+    let mut args: Vec<*mut c_void> = slots
+        .iter_mut()
+        .map(|s| s as *mut u64 as *mut c_void)
+        .collect();
+    r.sim
+        .launch("wg_product", (1, 1, 1), 128, &mut args)
+        .map_err(|e| e.to_string())?;
+    Ok(out.read(64 * 16))
+}
+
+#[test]
+fn wgmma_follows_the_isa_layouts_and_its_misuse_fails() {
+    let Some(r) = rig() else { return };
+    let want: Vec<f32> = (0..64 * 16)
+        .map(|i| {
+            let (m, n) = (i / 16, i % 16);
+            (0..16)
+                .map(|k| {
+                    let a = ((m + 2 * k) % 7) as f32 - 3.0;
+                    let b = ((3 * k + n) % 5) as f32 - 2.0;
+                    a * b
+                })
+                .sum()
+        })
+        .collect();
+    assert!(want.iter().any(|&v| v != 0.0));
+    assert_eq!(wg_product(&r, 0).unwrap(), want, "K-major B");
+    assert_eq!(wg_product(&r, 1).unwrap(), want, "MN-major B");
+    let early = wg_product(&r, 2).unwrap();
+    assert!(
+        early.iter().all(|v| v.is_nan()),
+        "a read before wg_wait went unnoticed"
+    );
+    let err = wg_product(&r, 4).unwrap_err();
+    assert!(err.contains("warpgroup") && err.contains("wgmma"), "{err}");
 }

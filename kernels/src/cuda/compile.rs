@@ -92,6 +92,26 @@ pub const FLASH_DROPOUT: KernelFile = KernelFile {
         "flash_backward_dq_dropout",
     ],
 };
+/// flash.cu on Hopper's warpgroup MMA (`-DWGMMA`, built for `sm_90a`).
+pub const FLASH_WGMMA: KernelFile = KernelFile {
+    name: "flash_wgmma",
+    source: FLASH.source,
+    kernels: &[
+        "flash_forward_wg",
+        "flash_backward_dkdv_wg",
+        "flash_backward_dq_wg",
+    ],
+};
+/// flash.cu on the warpgroup MMA with the attention probabilities' dropout.
+pub const FLASH_WGMMA_DROPOUT: KernelFile = KernelFile {
+    name: "flash_wgmma_dropout",
+    source: FLASH.source,
+    kernels: &[
+        "flash_forward_dropout_wg",
+        "flash_backward_dkdv_dropout_wg",
+        "flash_backward_dq_dropout_wg",
+    ],
+};
 pub const DROPOUT: KernelFile = KernelFile {
     name: "dropout",
     source: include_str!("../../cuda/dropout.cu"),
@@ -99,7 +119,7 @@ pub const DROPOUT: KernelFile = KernelFile {
 };
 
 /// Every kernel file.
-pub const FILES: [KernelFile; 9] = [
+pub const FILES: [KernelFile; 11] = [
     ENCODER,
     LAYERNORM,
     GELU,
@@ -108,12 +128,30 @@ pub const FILES: [KernelFile; 9] = [
     ATTENTION,
     FLASH,
     FLASH_DROPOUT,
+    FLASH_WGMMA,
+    FLASH_WGMMA_DROPOUT,
     DROPOUT,
 ];
 
 /// Whether `file` is built once per head size.
 pub fn per_head_size(file: &KernelFile) -> bool {
-    [ATTENTION.name, FLASH.name, FLASH_DROPOUT.name].contains(&file.name)
+    file.name == ATTENTION.name || file.source == FLASH.source
+}
+
+/// Whether `file` runs on Hopper's warpgroup MMA (only `sm_90`-class GPUs load it).
+pub fn hopper_only(file: &KernelFile) -> bool {
+    [FLASH_WGMMA.name, FLASH_WGMMA_DROPOUT.name].contains(&file.name)
+}
+
+/// The architecture `file` is compiled for on a GPU of `arch`: `sm_90a` (the
+/// architecture-specific features wgmma needs) for the warpgroup-MMA builds, `arch` for the
+/// rest.
+pub fn arch_for(file: &KernelFile, arch: &'static str) -> &'static str {
+    if hopper_only(file) {
+        "sm_90a"
+    } else {
+        arch
+    }
 }
 
 /// Head sizes the attention kernels are built for (a compile-time constant in them; the
@@ -263,8 +301,11 @@ pub fn defines(file: &KernelFile, head_size: usize, chunk: Option<usize>) -> Vec
     if per_head_size(file) {
         defines.push(format!("HS={head_size}"));
     }
-    if file.name == FLASH_DROPOUT.name {
+    if [FLASH_DROPOUT.name, FLASH_WGMMA_DROPOUT.name].contains(&file.name) {
         defines.push("DROPOUT".into());
+    }
+    if hopper_only(file) {
+        defines.push("WGMMA".into());
     }
     if let (Some(rows), true) = (chunk, file.source == FLASH.source) {
         defines.push(format!("CHUNK={rows}"));
@@ -302,11 +343,12 @@ pub fn variants(file: &KernelFile) -> Vec<Vec<String>> {
     all
 }
 
-/// Compiles every kernel file (every variant) for `arch` with spills as errors; returns the
-/// (file, defines, PTX) built.
+/// Compiles every kernel file (every variant) for `arch` (the warpgroup-MMA builds for
+/// `sm_90a`) with spills as errors; returns the (file, defines, PTX) built.
 pub fn check_all(arch: &'static str) -> Result<Vec<(String, String, String)>, CompileError> {
     let mut built = Vec::new();
     for file in FILES {
+        let arch = arch_for(&file, arch);
         for defines in variants(&file) {
             let ptx = compile(&file, arch, &defines, true)?;
             let text = ptx.to_src();
@@ -346,5 +388,21 @@ mod tests {
         assert!(defines(&FLASH, 64, Some(32)).contains(&"CHUNK=32".to_string()));
         assert!(defines(&FLASH_DROPOUT, 64, Some(32)).contains(&"CHUNK=32".to_string()));
         assert!(defines(&LAYERNORM, 64, Some(32)).is_empty());
+    }
+
+    #[test]
+    fn the_warpgroup_builds_are_flash_for_sm_90a_with_wgmma() {
+        for file in [FLASH_WGMMA, FLASH_WGMMA_DROPOUT] {
+            assert!(hopper_only(&file) && per_head_size(&file));
+            assert_eq!(arch_for(&file, "sm_90"), "sm_90a");
+            let d = defines(&file, 64, None);
+            assert!(d.contains(&"WGMMA".to_string()) && d.contains(&"HS=64".to_string()));
+            assert_eq!(
+                d.contains(&"DROPOUT".to_string()),
+                file.name == FLASH_WGMMA_DROPOUT.name
+            );
+        }
+        assert_eq!(arch_for(&FLASH, "sm_90"), "sm_90");
+        assert!(!defines(&FLASH, 64, None).contains(&"WGMMA".to_string()));
     }
 }

@@ -118,13 +118,30 @@ fn arch_name(cc: (i32, i32)) -> Option<&'static str> {
 /// Bytes of cuBLAS workspace.
 const BLAS_WORKSPACE: usize = 32 << 20;
 
-/// Which attention kernels run: the tensor-core ones (`flash.cu`, the default) or the
-/// CUDA-core ones (`attention.cu`, a second GPU implementation the tests compare; chosen
-/// with `HARMAN_ATTENTION=simt`).
+/// Which attention kernels run: the tensor-core ones (`flash.cu` on `mma.sync`, the
+/// default), the same on Hopper's warpgroup MMA (`flash.cu -DWGMMA`, `sm_90` GPUs and the
+/// simulator; `HARMAN_ATTENTION=wgmma`) or the CUDA-core ones (`attention.cu`, a second GPU
+/// implementation the tests compare; `HARMAN_ATTENTION=simt`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttentionKernels {
     TensorCores,
+    Warpgroup,
     CudaCores,
+}
+
+impl AttentionKernels {
+    /// The kernels `HARMAN_ATTENTION` names (`mma` or unset, `wgmma`, `simt`), or why the
+    /// value is refused.
+    pub fn from_env(value: Option<&str>) -> Result<AttentionKernels, String> {
+        match value.map(str::trim) {
+            None | Some("" | "mma") => Ok(AttentionKernels::TensorCores),
+            Some("wgmma") => Ok(AttentionKernels::Warpgroup),
+            Some("simt") => Ok(AttentionKernels::CudaCores),
+            Some(v) => Err(format!(
+                "HARMAN_ATTENTION={v}: use mma (the default), wgmma (Hopper) or simt"
+            )),
+        }
+    }
 }
 
 /// Which library runs the GEMMs: cuBLASLt (the default, bias in the epilogue) or cuBLAS's
@@ -206,10 +223,10 @@ impl Gpu {
             head_size,
             arch,
             name,
-            attention: match std::env::var("HARMAN_ATTENTION").as_deref() {
-                Ok("simt") => AttentionKernels::CudaCores,
-                _ => AttentionKernels::TensorCores,
-            },
+            attention: AttentionKernels::from_env(
+                std::env::var("HARMAN_ATTENTION").ok().as_deref(),
+            )
+            .map_err(GpuError::Unsupported)?,
             fused_layernorm: std::env::var("HARMAN_LN_FUSED").as_deref() != Ok("0"),
             profile: std::env::var_os("HARMAN_CUDA_PROFILE").map(|_| Mutex::default()),
         })
@@ -218,6 +235,14 @@ impl Gpu {
     /// Whether this is the simulator.
     pub fn is_simulated(&self) -> bool {
         matches!(self.device, Device::Sim(_))
+    }
+
+    /// Whether kernel `name` is loaded (the warpgroup-MMA builds are on Hopper only).
+    pub fn has_kernel(&self, name: &str) -> bool {
+        match &self.device {
+            Device::Cuda(g) => g.functions.contains_key(name),
+            Device::Sim(s) => s.has_kernel(name),
+        }
     }
 
     /// Runs `launch`; when profiling, synchronizes around it and adds its time to `key`'s
@@ -406,8 +431,15 @@ impl Cuda {
         let lt = lt::LtGemm::new(blas_workspace.device_ptr(&stream).0, BLAS_WORKSPACE)?;
         let mut functions = HashMap::new();
         for file in compile::FILES {
+            if compile::hopper_only(&file) && arch != "sm_90" {
+                continue; // wgmma is Hopper's (HARMAN_ATTENTION=wgmma reports it)
+            }
             let defines = compile::defines(&file, head_size, chunk);
-            let module = ctx.load_module(compile::cached(&file, arch, &defines)?)?;
+            let module = ctx.load_module(compile::cached(
+                &file,
+                compile::arch_for(&file, arch),
+                &defines,
+            )?)?;
             for &k in file.kernels {
                 functions.insert(k, module.load_function(k)?);
             }
@@ -438,4 +470,34 @@ pub fn from_bf16(x: &[u16]) -> Vec<f32> {
     x.iter()
         .map(|&v| half::bf16::from_bits(v).to_f32())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AttentionKernels;
+
+    #[test]
+    fn harman_attention_names_the_kernels_or_the_fix() {
+        assert_eq!(
+            AttentionKernels::from_env(None),
+            Ok(AttentionKernels::TensorCores)
+        );
+        assert_eq!(
+            AttentionKernels::from_env(Some("mma")),
+            Ok(AttentionKernels::TensorCores)
+        );
+        assert_eq!(
+            AttentionKernels::from_env(Some("wgmma")),
+            Ok(AttentionKernels::Warpgroup)
+        );
+        assert_eq!(
+            AttentionKernels::from_env(Some("simt")),
+            Ok(AttentionKernels::CudaCores)
+        );
+        let err = AttentionKernels::from_env(Some("flash3")).unwrap_err();
+        assert!(
+            err.contains("HARMAN_ATTENTION=flash3") && err.contains("wgmma"),
+            "{err}"
+        );
+    }
 }

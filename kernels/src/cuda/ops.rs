@@ -652,6 +652,31 @@ impl Gpu {
                 128,
                 extra,
             ),
+            (AttentionKernels::Warpgroup, _) if !self.has_kernel("flash_forward_wg") => {
+                return Err(GpuError::Unsupported(format!(
+                    "HARMAN_ATTENTION=wgmma needs a Hopper GPU (sm_90; this is {}); unset it \
+                     for the mma.sync kernels",
+                    self.arch
+                )))
+            }
+            (AttentionKernels::Warpgroup, false) => (
+                [
+                    "flash_forward_wg",
+                    "flash_backward_dkdv_wg",
+                    "flash_backward_dq_wg",
+                ],
+                128,
+                extra,
+            ),
+            (AttentionKernels::Warpgroup, true) => (
+                [
+                    "flash_forward_dropout_wg",
+                    "flash_backward_dkdv_dropout_wg",
+                    "flash_backward_dq_dropout_wg",
+                ],
+                128,
+                extra,
+            ),
             (AttentionKernels::CudaCores, false) => (
                 [
                     "attention_forward",

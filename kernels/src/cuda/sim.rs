@@ -189,6 +189,11 @@ impl Simulator {
         })
     }
 
+    /// Whether kernel `name` is loaded.
+    pub fn has_kernel(&self, name: &str) -> bool {
+        self.launchers.contains_key(name)
+    }
+
     /// Runs kernel `name` to completion; `args` as cuLaunchKernel takes them.
     pub fn launch(
         &self,

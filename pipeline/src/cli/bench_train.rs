@@ -165,7 +165,7 @@ fn bench_gpu(params: &Params, x: &[u32], y: &[u32], args: &TrainBenchArgs) -> Re
     let flops_per_token = 6.0 * cfg.num_parameters() as f64 + 12.0 * l * c * t as f64;
     let mfu = tok_s * flops_per_token / (peak_tflops * 1e12);
     println!(
-        "model {} layers × {} channels, {} heads, vocabulary {} (padded {}): {:.1}M parameters; B={b} T={t}, CUDA on {} ({}), kernels ready in {setup:.1} s",
+        "model {} layers × {} channels, {} heads, vocabulary {} (padded {}): {:.1}M parameters; B={b} T={t}, CUDA on {} ({}), attention kernels {:?}, kernels ready in {setup:.1} s",
         cfg.num_layers,
         cfg.channels,
         cfg.num_heads,
@@ -174,6 +174,7 @@ fn bench_gpu(params: &Params, x: &[u32], y: &[u32], args: &TrainBenchArgs) -> Re
         cfg.num_parameters() as f64 / 1e6,
         gpu.gpu.name,
         gpu.gpu.arch,
+        gpu.gpu.attention,
     );
     println!(
         "{tok_s:.0} tokens/s  ({:.1} ms/step; MFU {:.1}% of {peak_tflops} TFLOP/s; GPU memory in use {:.2} GiB; loss {loss:.3})",
