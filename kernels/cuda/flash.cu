@@ -21,7 +21,9 @@
 // warp's rows, or the probabilities) stays in registers in the same layout as mma.sync's,
 // and the accumulators have mma.sync's layout too, so the softmax and masking code is
 // shared. A wgmma takes the whole warpgroup, so these builds do not skip a chunk for one
-// warp only (they mask it).
+// warp only (they mask it). wgmma is asynchronous, so the backward kernels issue S and dP
+// as two groups and compute P while dP is still in flight (and, in dK/dV, dS while dV's
+// product is).
 
 #ifndef HS
 #define HS 64
@@ -174,6 +176,18 @@ __device__ __forceinline__ void products_end() {
     wg_wait();
 }
 
+// Closes a group of products (the wgmma issued since the last one)...
+__device__ __forceinline__ void group_end() {
+    wg_commit();
+}
+
+// ... and waits until at most `PENDING` groups are still in flight: their accumulators
+// stay untouched, the others' are ready.
+template <int PENDING>
+__device__ __forceinline__ void group_wait() {
+    wg_wait<PENDING>();
+}
+
 template <int N>
 __device__ __forceinline__ void held(float (*acc)[4]) {
 #pragma unroll
@@ -222,6 +236,11 @@ __device__ __forceinline__ void seq_product(float (*acc)[4], const u32 (*a)[4],
 __device__ __forceinline__ void products_begin() {}
 
 __device__ __forceinline__ void products_end() {}
+
+__device__ __forceinline__ void group_end() {}
+
+template <int PENDING>
+__device__ __forceinline__ void group_wait() {}
 
 template <int N>
 __device__ __forceinline__ void held(float (*)[4]) {}
@@ -504,16 +523,81 @@ extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backw
             // Only a chunk that meets the diagonal (or, without the skip, lies before it)
             // and a tile that runs past T need masks (uniform).
             const bool masked = (diag && (!PER_WARP_SKIP || ch * CHUNK < warp * 16 + 16)) || tail;
+#ifdef WGMMA
+            // S and dP as two groups: P is computed while dP is in flight, dS while
+            // dV's product is.
             float st[CHUNK / 8][4];
             float dpt[CHUNK / 8][4];
             held<HS>(ka);
             held<HS>(va);
             products_begin();
             rows_product<CHUNK>(st, ka, qc, lane);
+            group_end();
             rows_product<CHUNK>(dpt, va, dc, lane);
-            products_end();
+            group_end();
+            group_wait<1>();  // the scores; dP may still be in flight
             held<CHUNK>(st);
+#ifdef DROPOUT
+            float pt[CHUNK / 8][4];  // P without the dropout: dS = P∘Z∘dP − P∘D
+#endif
+#pragma unroll
+            for (int nt = 0; nt < CHUNK / 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int qi = ch * CHUNK + nt * 8 + q4 * 2 + (e & 1);
+                    const int key = key0 + (e >> 1) * 8;
+                    const int query = qt * ROWS + qi;
+                    float p = ex2(fmaf(st[nt][e], sl2, -lb[qi]));
+                    if (masked && (query < key || query >= t_len)) {
+                        p = 0.0f;
+                    }
+#ifdef DROPOUT
+                    pt[nt][e] = p;
+                    st[nt][e] = p * drop_factor(threshold, drop_scale, drop_key,
+                                                ((unsigned long long)blockIdx.y * t_len + query) *
+                                                        t_len + key);
+#else
+                    st[nt][e] = p;
+#endif
+                }
+            }
+            u32 pa[CHUNK / 16][4];
+            to_a<CHUNK>(pa, st);
+            held<CHUNK>(pa);
+            held<HS>(dv);
+            products_begin();
+            seq_product<CHUNK>(dv, pa, dc, lane);  // dV += (P∘Z)·dO
+            group_end();
+            group_wait<1>();  // dP; dV's product may still be in flight
             held<CHUNK>(dpt);
+#pragma unroll
+            for (int nt = 0; nt < CHUNK / 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const float d = sb[ch * CHUNK + nt * 8 + q4 * 2 + (e & 1)];
+#ifdef DROPOUT
+                    dpt[nt][e] = st[nt][e] * dpt[nt][e] - pt[nt][e] * d;
+#else
+                    dpt[nt][e] = st[nt][e] * (dpt[nt][e] - d);
+#endif
+                }
+            }
+            u32 dsa[CHUNK / 16][4];
+            to_a<CHUNK>(dsa, dpt);
+            held<CHUNK>(dsa);
+            held<HS>(dk);
+            products_begin();
+            seq_product<CHUNK>(dk, dsa, qc, lane);  // dK += dS·Q
+            group_end();
+            group_wait<0>();
+            held<HS>(dv);
+            held<HS>(dk);
+#else
+            // One pass over the chunk for P and dS (the fewest live registers).
+            float st[CHUNK / 8][4];
+            float dpt[CHUNK / 8][4];
+            rows_product<CHUNK>(st, ka, qc, lane);
+            rows_product<CHUNK>(dpt, va, dc, lane);
 #pragma unroll
             for (int nt = 0; nt < CHUNK / 8; nt++) {
 #pragma unroll
@@ -541,20 +625,10 @@ extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backw
             u32 pa[CHUNK / 16][4];
             u32 dsa[CHUNK / 16][4];
             to_a<CHUNK>(pa, st);
-#ifdef WGMMA
-            to_a<CHUNK>(dsa, dpt);  // every operand of the group before its fence
-#endif
-            held<CHUNK>(pa);
-            held<CHUNK>(dsa);
-            products_begin();
             seq_product<CHUNK>(dv, pa, dc, lane);
-#ifndef WGMMA
             to_a<CHUNK>(dsa, dpt);  // after the first product: fewer live registers
-#endif
             seq_product<CHUNK>(dk, dsa, qc, lane);
-            products_end();
-            held<HS>(dv);
-            held<HS>(dk);
+#endif
         }
         __syncthreads();  // this tile's buffers take tile qt + 2 now
         if (qt + 2 < tiles) {
@@ -637,10 +711,11 @@ extern "C" __global__ void __launch_bounds__(128) FLASH(flash_backward_dq)(
             held<HS>(da);
             products_begin();
             rows_product<CHUNK>(s, qa, kc, lane);
+            group_end();
             rows_product<CHUNK>(dp, da, vc, lane);
-            products_end();
+            group_end();
+            group_wait<1>();  // the scores; dP may still be in flight
             held<CHUNK>(s);
-            held<CHUNK>(dp);
 #pragma unroll
             for (int nt = 0; nt < CHUNK / 8; nt++) {
 #pragma unroll
@@ -653,6 +728,8 @@ extern "C" __global__ void __launch_bounds__(128) FLASH(flash_backward_dq)(
             if ((diag && (!PER_WARP_SKIP || (ch + 1) * CHUNK > warp * 16)) || tail) {
                 mask_causal<CHUNK>(s, row0, kt * ROWS + ch * CHUNK, t_len, lane, 0.0f);
             }
+            group_wait<0>();
+            held<CHUNK>(dp);
 #pragma unroll
             for (int nt = 0; nt < CHUNK / 8; nt++) {
 #pragma unroll

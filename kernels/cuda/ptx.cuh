@@ -108,10 +108,11 @@ __device__ __forceinline__ void wg_commit() {
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 }
 
-// Waits until every committed wgmma group has completed (accumulators readable, shared
-// memory operands free).
+// Waits until at most PENDING of the committed wgmma groups are still in flight (the
+// older groups' accumulators readable, their shared-memory operands free).
+template <int PENDING = 0>
 __device__ __forceinline__ void wg_wait() {
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(PENDING) : "memory");
 }
 
 // Pins register `r` here: the compiler may not move a read of it above this point (placed

@@ -622,17 +622,19 @@ inline void wg_commit() {
     t.wg_open.clear();
 }
 
+// Lands every committed group but the newest PENDING, oldest first.
+template <int PENDING = 0>
 inline void wg_wait() {
     sim::Thread& t = sim::me();
     if (!t.wg_open.empty()) {
         sim::fail("wgmma.wait_group with wgmma issued but not committed");
     }
-    for (const std::vector<sim::Pending>& g : t.wg_groups) {
-        for (const sim::Pending& p : g) {
+    while ((int)t.wg_groups.size() > PENDING) {
+        for (const sim::Pending& p : t.wg_groups.front()) {
             std::memcpy(p.d, p.v, p.n * sizeof(float));
         }
+        t.wg_groups.erase(t.wg_groups.begin());
     }
-    t.wg_groups.clear();
 }
 
 namespace sim {
