@@ -5,7 +5,8 @@
 // scores). A block is 4 warps; each warp owns 16 rows (queries, or keys in dK/dV), so a
 // block owns a tile of 64. Tiles of the other operand are staged in shared memory
 // row-major (16-byte loads, rows padded so ldmatrix is free of bank conflicts); ldmatrix
-// reads them as B fragments, transposed (.trans) for the products along the sequence. The backward pass is three kernels without atomics: D = rowsum(dout * out)
+// reads them as B fragments, transposed (.trans) for the products along the sequence. The
+// backward pass is three kernels without atomics: D = rowsum(dout * out)
 // (attention.cu's attention_backward_d), dK/dV per key tile looping over query tiles, and
 // dQ per query tile looping over key tiles; every sum runs in a fixed order, so results
 // repeat bit for bit. The probabilities are recomputed from the saved log-sum-exp and fed
@@ -28,7 +29,7 @@
 #ifndef HS
 #define HS 64
 #endif
-// Built twice: without dropout, and with it (-DDROPOUT: the kernels named *_dropout apply
+// Built without dropout and with it (-DDROPOUT: the kernels named *_dropout apply
 // the attention probabilities' mask, element (b·NH + h, query, key) at index
 // ((b·NH + h)·T + query)·T + key, as the CPU reference does). Both take the dropout
 // arguments (threshold = p · 2^64, scale = 1 / (1 - p), key); the first ignores them.
@@ -134,8 +135,8 @@ __device__ __forceinline__ void load_stats(float* ls, float* ds, const float* ls
     }
 }
 
-// A fragments (16 rows × HS) of this warp's rows of a row-major tile, for products that
-// run along the head dimension.
+// A fragments (16 rows × HS) of this warp's rows of a tile, for products that run along
+// the head dimension.
 __device__ __forceinline__ void a_fragments(u32 (*a)[4], const bf16* tile, int warp,
                                             int lane) {
     const int r = warp * 16 + (lane >> 2);
@@ -233,6 +234,7 @@ __device__ __forceinline__ void seq_product(float (*acc)[4], const u32 (*a)[4],
     }
 }
 #else
+// mma.sync is synchronous: no groups to mark, no registers to pin.
 __device__ __forceinline__ void products_begin() {}
 
 __device__ __forceinline__ void products_end() {}

@@ -214,7 +214,7 @@ impl Gpu {
             let name = cuda.ctx.name().unwrap_or_else(|_| "CUDA device".into());
             (Device::Cuda(Box::new(cuda)), arch, name)
         };
-        Ok(Gpu {
+        let gpu = Gpu {
             device,
             gemm_backend: match std::env::var("HARMAN_GEMM").as_deref() {
                 Ok("cublas") => GemmBackend::Cublas,
@@ -229,7 +229,15 @@ impl Gpu {
             .map_err(GpuError::Unsupported)?,
             fused_layernorm: std::env::var("HARMAN_LN_FUSED").as_deref() != Ok("0"),
             profile: std::env::var_os("HARMAN_CUDA_PROFILE").map(|_| Mutex::default()),
-        })
+        };
+        if gpu.attention == AttentionKernels::Warpgroup && !gpu.has_kernel("flash_forward_wg") {
+            return Err(GpuError::Unsupported(format!(
+                "HARMAN_ATTENTION=wgmma needs a Hopper GPU (sm_90; {} is {}); unset it for the \
+                 mma.sync kernels",
+                gpu.name, gpu.arch
+            )));
+        }
+        Ok(gpu)
     }
 
     /// Whether this is the simulator.
