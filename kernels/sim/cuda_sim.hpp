@@ -13,7 +13,8 @@
 // PTX ISA's fragment layouts. Asynchronous copies poison their destination when issued and
 // land when waited for, so a read before cp_wait + __syncthreads, or a refill of a tile
 // another warp still reads, shows up as NaN instead of passing by luck; a wgmma's
-// accumulators read NaN until wgmma.wait_group. Divergent collectives, deadlocks and
+// accumulators read NaN until wgmma.wait_group, and its A registers must stay unchanged
+// until then. Divergent collectives, deadlocks and
 // misaligned ldmatrix rows end the launch with a message.
 //
 // Built with hidden visibility and without GNU unique symbols (sim.rs), so every kernel
@@ -101,11 +102,13 @@ struct Copy {
 };
 
 // A wgmma result not yet waited for: the thread's accumulator registers (`d`, `n` floats)
-// and what they will hold.
+// and what they will hold, and the A-fragment registers it read (`a`, as they were then).
 struct Pending {
     float* d;
     int n;
     float v[64];
+    const u32* a;
+    u32 a_then[4];
 };
 
 // A CUDA thread: a coroutine on its own stack, kept across blocks and launches (booted once
@@ -610,6 +613,8 @@ inline void wg_mma(float* d, const u32* a, u64 b, int accumulate) {
     p.d = d;
     p.n = N / 2;
     std::memcpy(p.v, out, sizeof out);
+    p.a = a;
+    std::memcpy(p.a_then, a, sizeof p.a_then);
     t.wg_open.push_back(p);
     for (int i = 0; i < N / 2; i++) {
         d[i] = NAN;  // undefined until wg_wait
@@ -622,7 +627,8 @@ inline void wg_commit() {
     t.wg_open.clear();
 }
 
-// Lands every committed group but the newest PENDING, oldest first.
+// Lands every committed group but the newest PENDING, oldest first. The hardware reads the
+// A registers while the wgmma runs, so one rewritten before its wait is an error here.
 template <int PENDING = 0>
 inline void wg_wait() {
     sim::Thread& t = sim::me();
@@ -631,6 +637,10 @@ inline void wg_wait() {
     }
     while ((int)t.wg_groups.size() > PENDING) {
         for (const sim::Pending& p : t.wg_groups.front()) {
+            if (std::memcmp(p.a, p.a_then, sizeof p.a_then) != 0) {
+                sim::fail("wgmma: an A-fragment register was rewritten before the wgmma "
+                          "reading it was waited for");
+            }
             std::memcpy(p.d, p.v, p.n * sizeof(float));
         }
         t.wg_groups.erase(t.wg_groups.begin());

@@ -1,7 +1,8 @@
 //! The kernel simulator (`harman_kernels::cuda::sim`) is strict where the hardware is
 //! unforgiving: small kernels with a missing barrier, a read of an asynchronous copy before
 //! waiting for it, a shuffle only half a warp reaches, a wgmma result read before waiting
-//! for it and a wgmma one warp of the warpgroup skips must fail there, and their correct
+//! for it, its A registers rewritten while it runs and a wgmma one warp of the warpgroup
+//! skips must fail there, and their correct
 //! twins pass (the wgmma ones with the product the PTX ISA's layouts give, both operand
 //! majors). (The backend's own kernels run on it in `cuda_ops.rs` and the
 //! training tests when no GPU is present.) Skipped, with the reason printed, where there is
@@ -41,7 +42,8 @@ extern "C" __global__ void copy_async(float* out, const float* x, int wait) {
 // D[64×16] = A[64×16] · B[16×16] on one warpgroup's wgmma: A (bf16, row-major) in
 // registers, B (bf16, row-major [k][n]) staged in shared memory as core matrices both
 // K-major and MN-major. `mode` bit 0 reads the MN-major copy (transposed wgmma), bit 1 reads
-// the result before waiting for it, bit 2 lets warp 0 skip the wgmma.
+// the result before waiting for it, bit 2 lets warp 0 skip the wgmma, bit 3 rewrites the A
+// registers before waiting.
 extern "C" __global__ void wg_product(float* out, const bf16* a, const bf16* b, int mode) {
     __shared__ __align__(128) bf16 kmajor[16 * 16];
     __shared__ __align__(128) bf16 mnmajor[16 * 16];
@@ -72,6 +74,9 @@ extern "C" __global__ void wg_product(float* out, const bf16* a, const bf16* b, 
             wg_mma<16, 0>(d, ar, wg_desc(kmajor, 128, 256), 0);
         }
         wg_commit();
+        if (mode & 8) {
+            ar[0] ^= 1u;
+        }
         if (!(mode & 2)) {
             wg_wait();
         }
@@ -221,4 +226,6 @@ fn wgmma_follows_the_isa_layouts_and_its_misuse_fails() {
     );
     let err = wg_product(&r, 4).unwrap_err();
     assert!(err.contains("warpgroup") && err.contains("wgmma"), "{err}");
+    let err = wg_product(&r, 8).unwrap_err();
+    assert!(err.contains("A-fragment register"), "{err}");
 }
