@@ -5,10 +5,53 @@
 
 #define LN_EPS 1e-5f
 
+// Vectors (8 bf16) of a row a lane keeps in registers between LayerNorm's passes: rows up to
+// 32 · 8 · LN_VMAX = 1024 wide are read once; wider ones are re-read (from L1).
+#define LN_VMAX 4
+
+// Vector v of x = a (+ b, rounded to bf16 and stored to `xr`, when `xb` is not null).
+__device__ __forceinline__ uint4 ln_input(const bf16* xa, const bf16* xb, bf16* xr, int v) {
+    const uint4 av = ((const uint4*)xa)[v];
+    if (xb == 0) {
+        return av;
+    }
+    float x[8];
+    float y[8];
+    unpack8(x, av);
+    unpack8(y, ((const uint4*)xb)[v]);
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        x[k] += y[k];
+    }
+    const uint4 sum = pack8(x);
+    ((uint4*)xr)[v] = sum;
+    return sum;
+}
+
+// f(v, vector v of x) over this lane's vectors of the row, in order: from `cache` when the row
+// is held in registers, else from `x` in memory.
+template <class F>
+__device__ __forceinline__ void for_row(bool cached, const uint4* cache, const bf16* x, int cv,
+                                        int lane, F f) {
+    if (cached) {
+#pragma unroll
+        for (int j = 0; j < LN_VMAX; j++) {
+            if (lane + 32 * j < cv) {
+                f(lane + 32 * j, cache[j]);
+            }
+        }
+    } else {
+        for (int v = lane; v < cv; v += 32) {
+            f(v, ((const uint4*)x)[v]);
+        }
+    }
+}
+
 // x = a (+ b when b is not null; the sum is stored to `residual` as bf16), then
 // out = (x - mean) * rstd * weight + bias; mean and rstd saved per row. Rows whose width is
-// a multiple of 8 (with aligned buffers) move 16 bytes per load; a lane's later passes
-// re-read the values it wrote or read itself (from L1).
+// a multiple of 8 (with aligned buffers) move 16 bytes per load and, up to 1024 wide, stay
+// in registers between the passes (else a lane's later passes re-read the values it wrote
+// or read itself, from L1).
 extern "C" __global__ void residual_layernorm_forward(bf16* residual, bf16* out, float* mean,
                                                       float* rstd, const bf16* a,
                                                       const bf16* b, const bf16* weight,
@@ -25,21 +68,29 @@ extern "C" __global__ void residual_layernorm_forward(bf16* residual, bf16* out,
     float s = 0.0f;
     if (vec) {
         const int cv = c >> 3;
+        const bf16* xb = b != 0 ? b + (i64)row * c : 0;
+        const bool cached = cv <= 32 * LN_VMAX;
+        uint4 cache[LN_VMAX];
         float x[8];
-        float y[8];
-        for (int v = lane; v < cv; v += 32) {
-            unpack8(x, ((const uint4*)xa)[v]);
-            if (b != 0) {
-                unpack8(y, ((const uint4*)(b + (i64)row * c))[v]);
+        if (cached) {
+#pragma unroll
+            for (int j = 0; j < LN_VMAX; j++) {
+                if (lane + 32 * j < cv) {
+                    cache[j] = ln_input(xa, xb, xr, lane + 32 * j);
+                    unpack8(x, cache[j]);
+#pragma unroll
+                    for (int k = 0; k < 8; k++) {
+                        s += x[k];
+                    }
+                }
+            }
+        } else {
+            for (int v = lane; v < cv; v += 32) {
+                unpack8(x, ln_input(xa, xb, xr, v));
 #pragma unroll
                 for (int k = 0; k < 8; k++) {
-                    x[k] = bf2f(f2bf(x[k] + y[k]));
+                    s += x[k];
                 }
-                ((uint4*)xr)[v] = pack8(x);
-            }
-#pragma unroll
-            for (int k = 0; k < 8; k++) {
-                s += x[k];
             }
         }
         if (b != 0) {
@@ -47,17 +98,18 @@ extern "C" __global__ void residual_layernorm_forward(bf16* residual, bf16* out,
         }
         const float m = warp_sum(s) / c;
         float var = 0.0f;
-        for (int v = lane; v < cv; v += 32) {
-            unpack8(x, ((const uint4*)xa)[v]);
+        for_row(cached, cache, xa, cv, lane, [&](int, uint4 xv) {
+            unpack8(x, xv);
 #pragma unroll
             for (int k = 0; k < 8; k++) {
                 var += (x[k] - m) * (x[k] - m);
             }
-        }
+        });
         const float r = rsqrtf(warp_sum(var) / c + LN_EPS);
-        float w[8];
-        for (int v = lane; v < cv; v += 32) {
-            unpack8(x, ((const uint4*)xa)[v]);
+        for_row(cached, cache, xa, cv, lane, [&](int v, uint4 xv) {
+            float w[8];
+            float y[8];
+            unpack8(x, xv);
             unpack8(w, ((const uint4*)weight)[v]);
             unpack8(y, ((const uint4*)bias)[v]);
 #pragma unroll
@@ -65,7 +117,7 @@ extern "C" __global__ void residual_layernorm_forward(bf16* residual, bf16* out,
                 x[k] = (x[k] - m) * r * w[k] + y[k];
             }
             ((uint4*)o)[v] = pack8(x);
-        }
+        });
         if (lane == 0) {
             mean[row] = m;
             rstd[row] = r;

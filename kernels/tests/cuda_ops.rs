@@ -102,11 +102,12 @@ fn encoder_forward_and_backward() {
 fn residual_layernorm_forward_and_backward() {
     let Some(mut g) = gpu() else { return };
     // Widths of 16-byte vectors (the vectorized paths; the fused backward where it is on)
-    // and an odd one (the scalar paths); chunks of one row, of several rows per warp, and
-    // GPT-2's width.
+    // and an odd one (the scalar paths); chunks of one row, of several rows per warp,
+    // GPT-2's width, and GPT-2 XL's (1600: wider than the forward keeps in registers and
+    // than the fused backward takes).
     for fused in [true, false] {
         g.fused_layernorm = fused;
-        for (n, c) in [(67, 192), (33, 77), (4000, 768)] {
+        for (n, c) in [(67, 192), (33, 77), (4000, 768), (9, 1600)] {
             check_layernorm(&g, n, c);
         }
     }
