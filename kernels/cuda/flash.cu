@@ -540,7 +540,7 @@ extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backw
             group_wait<1>();  // the scores; dP may still be in flight
             held<CHUNK>(st);
 #ifdef DROPOUT
-            float pt[CHUNK / 8][4];  // P without the dropout: dS = P∘Z∘dP − P∘D
+            unsigned int kept = 0;  // bit 4·nt + e: element (nt, e) survives the dropout
 #endif
 #pragma unroll
             for (int nt = 0; nt < CHUNK / 8; nt++) {
@@ -554,17 +554,31 @@ extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backw
                         p = 0.0f;
                     }
 #ifdef DROPOUT
-                    pt[nt][e] = p;
-                    st[nt][e] = p * drop_factor(threshold, drop_scale, drop_key,
-                                                ((unsigned long long)blockIdx.y * t_len + query) *
-                                                        t_len + key);
-#else
-                    st[nt][e] = p;
+                    const float z = drop_factor(
+                        threshold, drop_scale, drop_key,
+                        ((unsigned long long)blockIdx.y * t_len + query) * t_len + key);
+                    kept |= (z != 0.0f ? 1u : 0u) << (4 * nt + e);
 #endif
+                    st[nt][e] = p;
                 }
             }
             u32 pa[CHUNK / 16][4];
+#ifdef DROPOUT
+            {
+                // dV takes the dropped probabilities P∘Z.
+                float pz[CHUNK / 8][4];
+#pragma unroll
+                for (int nt = 0; nt < CHUNK / 8; nt++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        pz[nt][e] = (kept >> (4 * nt + e)) & 1u ? st[nt][e] * drop_scale : 0.0f;
+                    }
+                }
+                to_a<CHUNK>(pa, pz);
+            }
+#else
             to_a<CHUNK>(pa, st);
+#endif
             held<CHUNK>(pa);
             held<HS>(dv);
             products_begin();
@@ -578,7 +592,9 @@ extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backw
                 for (int e = 0; e < 4; e++) {
                     const float d = sb[ch * CHUNK + nt * 8 + q4 * 2 + (e & 1)];
 #ifdef DROPOUT
-                    dpt[nt][e] = st[nt][e] * dpt[nt][e] - pt[nt][e] * d;
+                    // dS = P ∘ (Z ∘ dP' − D).
+                    const float z = (kept >> (4 * nt + e)) & 1u ? drop_scale : 0.0f;
+                    dpt[nt][e] = st[nt][e] * (z * dpt[nt][e] - d);
 #else
                     dpt[nt][e] = st[nt][e] * (dpt[nt][e] - d);
 #endif
