@@ -92,5 +92,33 @@ for path in sorted(glob.glob(f"{sys.argv[1]}/bench_124m*.log")):
         theirs = rate(log, r"([\d,]+) tok/s")
         if ours and theirs:
             print(f"{name[:-4]} / PyTorch {label}: {ours / theirs:.3f}x (bar for torch.compile: 1.1x)")
+# Per step (the profiles ran 2 steps): GEMMs, attention, LayerNorm and the rest by kernel
+# family, the default kernels beside the warpgroup-MMA attention.
+def families(name):
+    try:
+        lines = open(f"{sys.argv[1]}/{name}").read().splitlines()
+    except OSError:
+        return None
+    fam = {}
+    for line in lines:
+        m = re.match(r"^(\S.*?)\s+(\d+)\s+([\d.]+)\s+([\d.]+)$", line)
+        if not m or m.group(1) == "kernel":
+            continue
+        k, ms = m.group(1), float(m.group(3)) / 2
+        key = ("gemm" if k.startswith("gemm")
+               else "attention" if k.startswith(("flash", "attention"))
+               else "layernorm" if "layernorm" in k or k in ("column_sums", "sum_partials")
+               else k)
+        fam[key] = fam.get(key, 0.0) + ms
+        if k.startswith(("flash", "attention", "layernorm")):
+            fam["  " + k.replace("_wg", "")] = ms  # the same kernel in both builds
+    return fam
+a, b = families("profile_124m.log"), families("profile_124m_wgmma.log") or {}
+if a:
+    print(f"{'per step (ms)':<40} {'default':>9} {'wgmma':>9}")
+    for detail in (False, True):
+        keys = [k for k in set(a) | set(b) if k.startswith("  ") == detail]
+        for k in sorted(keys, key=lambda k: -max(a.get(k, 0), b.get(k, 0))):
+            print(f"{k:<40} {a.get(k, 0):>9.2f} {b.get(k, 0):>9.2f}")
 EOF
 exit $status
