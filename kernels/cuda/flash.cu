@@ -49,11 +49,11 @@
 #define CHUNK 16
 #endif
 // Blocks per SM the dK/dV kernel is built for: a register cap of 128 (16-row chunks, no
-// dropout), 170 (with dropout, or on wgmma, which would spill at 128), none for wider
-// chunks.
+// dropout), 170 (with dropout, or on wgmma, which would spill at 128; wgmma's 32-row chunks
+// without dropout too), none for the rest.
 #if CHUNK == 16 && !defined(DROPOUT) && !defined(WGMMA)
 #define DKDV_BLOCKS 4
-#elif CHUNK == 16
+#elif CHUNK == 16 || (CHUNK == 32 && defined(WGMMA) && !defined(DROPOUT))
 #define DKDV_BLOCKS 3
 #else
 #define DKDV_BLOCKS 1
@@ -117,7 +117,11 @@ __device__ __forceinline__ void load_rows_async(bf16* tile, const bf16* src, int
 
 // Waits until at most `pending` of this thread's copy groups are in flight; the wgmma builds
 // then make the copies visible to the async proxy the tensor cores read through. A
-// __syncthreads follows (the other threads' copies).
+// __syncthreads follows (the other threads' copies). The wgmma builds wait for every copy
+// (pending = 0) and only then start the next tile's: the proxy fence must not wait for a
+// copy still streaming in, and one barrier a tile then also tells that every warp is done
+// with the buffers the next copies refill. The mma.sync builds keep a tile more in flight
+// (fewer registers where they are tightest).
 __device__ __forceinline__ void landed(int pending) {
     cp_wait(pending);
 #ifdef WGMMA
@@ -370,8 +374,16 @@ extern "C" __global__ void __launch_bounds__(128)
     for (int kt = 0; kt <= qt; kt++) {
         const bf16* kb = ks + (kt & 1) * TILE;
         const bf16* vb = vs + (kt & 1) * TILE;
+        const int next = ((kt + 1) & 1) * TILE;
+#ifdef WGMMA
+        landed(0);
+        __syncthreads();
         if (kt < qt) {
-            const int next = ((kt + 1) & 1) * TILE;
+            load_rows_async(ks + next, qkv, b, (kt + 1) * ROWS, t_len, stride, c + h * HS);
+            load_rows_async(vs + next, qkv, b, (kt + 1) * ROWS, t_len, stride, 2 * c + h * HS);
+        }
+#else
+        if (kt < qt) {
             load_rows_async(ks + next, qkv, b, (kt + 1) * ROWS, t_len, stride, c + h * HS);
             load_rows_async(vs + next, qkv, b, (kt + 1) * ROWS, t_len, stride, 2 * c + h * HS);
             landed(2);
@@ -379,6 +391,7 @@ extern "C" __global__ void __launch_bounds__(128)
             landed(0);
         }
         __syncthreads();
+#endif
         float s[ROWS / 8][4];
         held<HS>(qa);
         products_begin();
@@ -441,7 +454,9 @@ extern "C" __global__ void __launch_bounds__(128)
         seq_product<ROWS>(o, pa, vb, lane);
         products_end();
         held<HS>(o);
+#ifndef WGMMA
         __syncthreads();  // this tile's buffers are refilled next iteration
+#endif
     }
     float inv[2];
 #pragma unroll
@@ -498,6 +513,22 @@ extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backw
     const int tiles = (t_len + ROWS - 1) / ROWS;
     __syncthreads();  // the staging buffers are refilled below
     // Query tile qt goes to buffer (qt - kt) & 1, its statistics beside it.
+#ifdef WGMMA
+    const auto load_tile = [&](int qt) {
+        const int buf = (qt - kt) & 1;
+        load_rows_async(qs + buf * TILE, qkv, b, qt * ROWS, t_len, stride, h * HS);
+        load_rows_async(dos + buf * TILE, dout, b, qt * ROWS, t_len, c, h * HS);
+        load_stats(ls + buf * ROWS, ds + buf * ROWS, lse, dsum, stat, qt * ROWS, t_len);
+    };
+    load_tile(kt);
+    for (int qt = kt; qt < tiles; qt++) {
+        const int buf = (qt - kt) & 1;
+        landed(0);
+        __syncthreads();
+        if (qt + 1 < tiles) {
+            load_tile(qt + 1);
+        }
+#else
     for (int qt = kt; qt < tiles && qt <= kt + 1; qt++) {
         const int buf = (qt - kt) & 1;
         load_rows_async(qs + buf * TILE, qkv, b, qt * ROWS, t_len, stride, h * HS);
@@ -508,6 +539,7 @@ extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backw
         const int buf = (qt - kt) & 1;
         landed(qt + 1 < tiles ? 2 : 0);
         __syncthreads();
+#endif
         const bf16* qb = qs + buf * TILE;
         const bf16* db = dos + buf * TILE;
         const float* lb = ls + buf * ROWS;
@@ -648,12 +680,14 @@ extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backw
             seq_product<CHUNK>(dk, dsa, qc, lane);
 #endif
         }
+#ifndef WGMMA
         __syncthreads();  // this tile's buffers take tile qt + 2 now
         if (qt + 2 < tiles) {
             load_rows_async(qs + buf * TILE, qkv, b, (qt + 2) * ROWS, t_len, stride, h * HS);
             load_rows_async(dos + buf * TILE, dout, b, (qt + 2) * ROWS, t_len, c, h * HS);
             load_stats(ls + buf * ROWS, ds + buf * ROWS, lse, dsum, stat, (qt + 2) * ROWS, t_len);
         }
+#endif
     }
     const float one[2] = {1.0f, 1.0f};
     const float sc[2] = {scale, scale};
@@ -703,6 +737,22 @@ extern "C" __global__ void __launch_bounds__(128) FLASH(flash_backward_dq)(
         dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.0f;
     }
     __syncthreads();  // the staging buffers are refilled below
+    // Key tile kt goes to buffer kt & 1.
+#ifdef WGMMA
+    const auto load_tile = [&](int kt) {
+        const int buf = (kt & 1) * TILE;
+        load_rows_async(ks + buf, qkv, b, kt * ROWS, t_len, stride, c + h * HS);
+        load_rows_async(vs + buf, qkv, b, kt * ROWS, t_len, stride, 2 * c + h * HS);
+    };
+    load_tile(0);
+    for (int kt = 0; kt <= qt; kt++) {
+        const int buf = kt & 1;
+        landed(0);
+        __syncthreads();
+        if (kt < qt) {
+            load_tile(kt + 1);
+        }
+#else
     for (int kt = 0; kt <= qt && kt <= 1; kt++) {
         load_rows_async(ks + kt * TILE, qkv, b, kt * ROWS, t_len, stride, c + h * HS);
         load_rows_async(vs + kt * TILE, qkv, b, kt * ROWS, t_len, stride, 2 * c + h * HS);
@@ -711,6 +761,7 @@ extern "C" __global__ void __launch_bounds__(128) FLASH(flash_backward_dq)(
         const int buf = kt & 1;
         landed(kt < qt ? 2 : 0);
         __syncthreads();
+#endif
         const bf16* kb = ks + buf * TILE;
         const bf16* vb = vs + buf * TILE;
         // CHUNK keys at a time: the scores of a chunk live in CHUNK registers, not 64.
@@ -773,6 +824,7 @@ extern "C" __global__ void __launch_bounds__(128) FLASH(flash_backward_dq)(
             products_end();
             held<HS>(dq);
         }
+#ifndef WGMMA
         __syncthreads();  // this tile's buffers take tile kt + 2 now
         if (kt + 2 <= qt) {
             load_rows_async(ks + buf * TILE, qkv, b, (kt + 2) * ROWS, t_len, stride,
@@ -780,6 +832,7 @@ extern "C" __global__ void __launch_bounds__(128) FLASH(flash_backward_dq)(
             load_rows_async(vs + buf * TILE, qkv, b, (kt + 2) * ROWS, t_len, stride,
                             2 * c + h * HS);
         }
+#endif
     }
     const float sc[2] = {scale, scale};
     store_rows(dqkv, dq, sc, b, row0, t_len, stride, h * HS, lane);

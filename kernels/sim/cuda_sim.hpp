@@ -23,7 +23,9 @@
 // What it does not model: timing, memory coalescing, bank conflicts, register limits, the
 // hardware's rounding inside one MMA (fp32 sums in a fixed order here), wgmma's swizzled
 // layouts, the async proxy's fences (fence.proxy.async) and shared memory overwritten while
-// a wgmma still reads it (the product is taken when the warpgroup issues it). It checks the
+// a wgmma still reads it (the product is taken when the warpgroup issues it). A wgmma
+// gathers its warpgroup, so in a block of one warpgroup a __syncthreads missing around a
+// wgmma's operand goes unnoticed here (the mma.sync build of the same kernel shows it). It checks the
 // kernels' logic (indexing, masks, synchronization, fragment layouts as the ISA documents
 // them); a real GPU checks the rest.
 
