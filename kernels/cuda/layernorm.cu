@@ -5,8 +5,10 @@
 
 #define LN_EPS 1e-5f
 
-// Vectors (8 bf16) of a row a lane keeps in registers between LayerNorm's passes: rows up to
-// 32 · 8 · LN_VMAX = 1024 wide are read once; wider ones are re-read (from L1).
+// 16-byte vectors (8 bf16) of a row one lane handles in registers: the forward pass keeps
+// rows up to 32 · 8 · LN_VMAX = 1024 wide there between its passes (wider ones are re-read,
+// from L1), and layernorm_backward_fused takes rows up to that width (GPT-2 small and
+// medium; wider rows take the two separate kernels).
 #define LN_VMAX 4
 
 // Vector v of x = a (+ b, rounded to bf16 and stored to `xr`, when `xb` is not null).
@@ -230,10 +232,6 @@ extern "C" __global__ void layernorm_backward_input(bf16* dinp, const bf16* dout
         dx[i] = f2bf(d);
     }
 }
-
-// 16-byte vectors a lane handles in layernorm_backward_fused: rows up to 32 · 8 · 4 = 1024
-// wide (GPT-2 small and medium; wider rows take the two separate kernels).
-#define LN_VMAX 4
 
 // layernorm_backward_input and layernorm_backward_params in one pass over dout and inp:
 // block k owns rows [k · rows_per_chunk, ...) and writes partial[k, 0:c] = Σ norm · dout,
