@@ -184,6 +184,8 @@ struct Cuda {
     /// the handles above, fields dropping in declaration order).
     _blas_workspace: CudaSlice<u8>,
     functions: HashMap<&'static str, CudaFunction>,
+    /// Why an optional kernel file (the warpgroup-MMA attention) did not load, if one failed.
+    optional_failed: Option<String>,
 }
 
 impl Gpu {
@@ -231,10 +233,18 @@ impl Gpu {
             profile: std::env::var_os("HARMAN_CUDA_PROFILE").map(|_| Mutex::default()),
         };
         if gpu.attention == AttentionKernels::Warpgroup && !gpu.has_kernel("flash_forward_wg") {
+            let failed = match &gpu.device {
+                Device::Cuda(c) => c.optional_failed.clone(),
+                Device::Sim(_) => None,
+            };
+            let why = failed.unwrap_or_else(|| {
+                format!(
+                    "it needs a Hopper GPU (sm_90; {} is {})",
+                    gpu.name, gpu.arch
+                )
+            });
             return Err(GpuError::Unsupported(format!(
-                "HARMAN_ATTENTION=wgmma needs a Hopper GPU (sm_90; {} is {}); unset it for the \
-                 mma.sync kernels",
-                gpu.name, gpu.arch
+                "HARMAN_ATTENTION=wgmma: {why}; unset it for the mma.sync kernels"
             )));
         }
         Ok(gpu)
@@ -438,18 +448,28 @@ impl Cuda {
         // The two libraries share the workspace: they run one after another on one stream.
         let lt = lt::LtGemm::new(blas_workspace.device_ptr(&stream).0, BLAS_WORKSPACE)?;
         let mut functions = HashMap::new();
+        let mut optional_failed = None;
         for file in compile::FILES {
             if compile::hopper_only(&file) && arch != "sm_90" {
                 continue; // wgmma is Hopper's (HARMAN_ATTENTION=wgmma reports it)
             }
             let defines = compile::defines(&file, head_size, chunk);
-            let module = ctx.load_module(compile::cached(
-                &file,
-                compile::arch_for(&file, arch),
-                &defines,
-            )?)?;
-            for &k in file.kernels {
-                functions.insert(k, module.load_function(k)?);
+            let loaded = (|| -> Result<Vec<(&'static str, CudaFunction)>, GpuError> {
+                let ptx = compile::cached(&file, compile::arch_for(&file, arch), &defines)?;
+                let module = ctx.load_module(ptx)?;
+                file.kernels
+                    .iter()
+                    .map(|&k| Ok((k, module.load_function(k)?)))
+                    .collect()
+            })();
+            match loaded {
+                Ok(kernels) => functions.extend(kernels),
+                // The warpgroup-MMA kernels are an option: without them the default ones run
+                // and HARMAN_ATTENTION=wgmma reports why they are missing.
+                Err(e) if compile::hopper_only(&file) => {
+                    optional_failed = Some(format!("kernels/cuda/{}.cu: {e}", file.name));
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok((
@@ -460,6 +480,7 @@ impl Cuda {
                 lt,
                 _blas_workspace: blas_workspace,
                 functions,
+                optional_failed,
             },
             arch,
         ))

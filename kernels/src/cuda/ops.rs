@@ -654,9 +654,9 @@ impl Gpu {
             ),
             (AttentionKernels::Warpgroup, _) if !self.has_kernel("flash_forward_wg") => {
                 return Err(GpuError::Unsupported(format!(
-                    "HARMAN_ATTENTION=wgmma needs a Hopper GPU (sm_90; this is {}); unset it \
-                     for the mma.sync kernels",
-                    self.arch
+                    "HARMAN_ATTENTION=wgmma: the warpgroup-MMA kernels are not loaded on {} \
+                     ({}; they need sm_90); unset it for the mma.sync kernels",
+                    self.name, self.arch
                 )))
             }
             (AttentionKernels::Warpgroup, false) => (
