@@ -343,10 +343,18 @@ fn matmul_with_fused_gelu() {
 }
 
 /// The GPU attention implementations `g` has: the mma.sync kernels, the warpgroup-MMA ones
-/// where loaded (Hopper and the simulator; elsewhere the reason is printed) and the CUDA-core
-/// ones.
+/// (which every Hopper GPU and the simulator must have; elsewhere the reason is printed) and
+/// the CUDA-core ones.
 fn attention_kernels(g: &Gpu) -> Vec<AttentionKernels> {
     let mut all = vec![AttentionKernels::TensorCores];
+    if g.arch == "sm_90" {
+        assert!(
+            g.has_kernel("flash_forward_wg"),
+            "the warpgroup-MMA kernels did not load on {}: {:?}",
+            g.name,
+            g.optional_failure()
+        );
+    }
     if g.has_kernel("flash_forward_wg") {
         all.push(AttentionKernels::Warpgroup);
     } else {

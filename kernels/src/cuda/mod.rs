@@ -233,16 +233,15 @@ impl Gpu {
             profile: std::env::var_os("HARMAN_CUDA_PROFILE").map(|_| Mutex::default()),
         };
         if gpu.attention == AttentionKernels::Warpgroup && !gpu.has_kernel("flash_forward_wg") {
-            let failed = match &gpu.device {
-                Device::Cuda(c) => c.optional_failed.clone(),
-                Device::Sim(_) => None,
-            };
-            let why = failed.unwrap_or_else(|| {
-                format!(
-                    "it needs a Hopper GPU (sm_90; {} is {})",
-                    gpu.name, gpu.arch
-                )
-            });
+            let why = gpu
+                .optional_failure()
+                .map(str::to_string)
+                .unwrap_or_else(|| {
+                    format!(
+                        "it needs a Hopper GPU (sm_90; {} is {})",
+                        gpu.name, gpu.arch
+                    )
+                });
             return Err(GpuError::Unsupported(format!(
                 "HARMAN_ATTENTION=wgmma: {why}; unset it for the mma.sync kernels"
             )));
@@ -253,6 +252,15 @@ impl Gpu {
     /// Whether this is the simulator.
     pub fn is_simulated(&self) -> bool {
         matches!(self.device, Device::Sim(_))
+    }
+
+    /// Why an optional kernel file (the warpgroup-MMA attention) failed to compile or load
+    /// on this GPU, if one did.
+    pub fn optional_failure(&self) -> Option<&str> {
+        match &self.device {
+            Device::Cuda(c) => c.optional_failed.as_deref(),
+            Device::Sim(_) => None,
+        }
     }
 
     /// Whether kernel `name` is loaded (the warpgroup-MMA builds are on Hopper only).
