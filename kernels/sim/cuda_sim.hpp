@@ -664,6 +664,9 @@ inline void coroutine() {
     }
     for (;;) {
         l.body(l.body_arg);
+        if (!l.thread[i].wg_open.empty() || !l.thread[i].wg_groups.empty()) {
+            fail("the kernel ended with a wgmma not waited for");
+        }
         yield(DONE);
     }
 }
