@@ -318,6 +318,25 @@ __device__ __forceinline__ void mask_causal(float (*s)[4], int row0, int key0, i
     }
 }
 
+// The dropout factor of attention probability (query, key) of head blockIdx.y: the CPU
+// reference's element ((b·NH + h)·T + query)·T + key.
+__device__ __forceinline__ float attention_drop(unsigned long long threshold, float scale,
+                                                unsigned long long key_seed, int t_len,
+                                                unsigned long long query,
+                                                unsigned long long key) {
+    return drop_factor(threshold, scale, key_seed,
+                       ((unsigned long long)blockIdx.y * t_len + query) * t_len + key);
+}
+
+// A probability the backward kernels recompute: 2^(s·scale·log2e − lse·log2e) (`lse2` the
+// row's log-sum-exp times log2 e), 0 where `masked` and the key comes after the query or the
+// query lies past T.
+__device__ __forceinline__ float recomputed_p(float s, float sl2, float lse2, bool masked,
+                                              int query, int key, int t_len) {
+    const float p = ex2(fmaf(s, sl2, -lse2));
+    return masked && (query < key || query >= t_len) ? 0.0f : p;
+}
+
 // Writes this warp's 16 × HS accumulator rows (times `scale`) as bf16 to rows `row0` and
 // `row0 + 8` of a [B, T, stride] tensor at column `col`, skipping rows past T.
 __device__ __forceinline__ void store_rows(bf16* dst, const float (*acc)[4], const float* scale,
@@ -441,8 +460,7 @@ extern "C" __global__ void __launch_bounds__(128)
             for (int e = 0; e < 4; e++) {
                 const unsigned long long query = row0 + (e >> 1) * 8;
                 const unsigned long long key = kt * ROWS + nt * 8 + q4 * 2 + (e & 1);
-                s[nt][e] *= drop_factor(threshold, drop_scale, drop_key,
-                                        ((unsigned long long)blockIdx.y * t_len + query) * t_len + key);
+                s[nt][e] *= attention_drop(threshold, drop_scale, drop_key, t_len, query, key);
             }
         }
 #endif
@@ -581,17 +599,12 @@ extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backw
                     const int qi = ch * CHUNK + nt * 8 + q4 * 2 + (e & 1);
                     const int key = key0 + (e >> 1) * 8;
                     const int query = qt * ROWS + qi;
-                    float p = ex2(fmaf(st[nt][e], sl2, -lb[qi]));
-                    if (masked && (query < key || query >= t_len)) {
-                        p = 0.0f;
-                    }
 #ifdef DROPOUT
-                    const float z = drop_factor(
-                        threshold, drop_scale, drop_key,
-                        ((unsigned long long)blockIdx.y * t_len + query) * t_len + key);
+                    const float z =
+                        attention_drop(threshold, drop_scale, drop_key, t_len, query, key);
                     kept |= (z != 0.0f ? 1u : 0u) << (4 * nt + e);
 #endif
-                    st[nt][e] = p;
+                    st[nt][e] = recomputed_p(st[nt][e], sl2, lb[qi], masked, query, key, t_len);
                 }
             }
             u32 pa[CHUNK / 16][4];
@@ -655,15 +668,12 @@ extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backw
                     const int qi = ch * CHUNK + nt * 8 + q4 * 2 + (e & 1);
                     const int key = key0 + (e >> 1) * 8;
                     const int query = qt * ROWS + qi;
-                    float p = ex2(fmaf(st[nt][e], sl2, -lb[qi]));
-                    if (masked && (query < key || query >= t_len)) {
-                        p = 0.0f;
-                    }
+                    const float p =
+                        recomputed_p(st[nt][e], sl2, lb[qi], masked, query, key, t_len);
 #ifdef DROPOUT
                     // dS = P ∘ (Z ∘ dP' − D) and dV takes the dropped P ∘ Z.
-                    const float z = drop_factor(
-                        threshold, drop_scale, drop_key,
-                        ((unsigned long long)blockIdx.y * t_len + query) * t_len + key);
+                    const float z =
+                        attention_drop(threshold, drop_scale, drop_key, t_len, query, key);
                     dpt[nt][e] = p * (z * dpt[nt][e] - sb[qi]);
                     st[nt][e] = p * z;
 #else
@@ -807,9 +817,8 @@ extern "C" __global__ void __launch_bounds__(128) FLASH(flash_backward_dq)(
                     const unsigned long long query = row0 + (e >> 1) * 8;
                     const unsigned long long key =
                         kt * ROWS + ch * CHUNK + nt * 8 + (lane & 3) * 2 + (e & 1);
-                    const float z = drop_factor(
-                        threshold, drop_scale, drop_key,
-                        ((unsigned long long)blockIdx.y * t_len + query) * t_len + key);
+                    const float z =
+                        attention_drop(threshold, drop_scale, drop_key, t_len, query, key);
                     s[nt][e] *= z * dp[nt][e] - dd[e >> 1];
 #else
                     s[nt][e] *= dp[nt][e] - dd[e >> 1];
