@@ -778,33 +778,26 @@ inline void run_block() {
             }
             continue;
         }
-        for (int w = 0; w < (int)l.warps.size(); w++) {
-            if (l.warps[w].arrived > 0) {
-                char msg[160];
-                std::snprintf(msg, sizeof msg,
-                              "deadlock: %d of warp %d's lanes wait at %s while the others "
-                              "are at __syncthreads or have exited",
+        // A collective some threads wait at while the rest are at __syncthreads or gone.
+        char msg[160] = "deadlock";
+        bool found = false;
+        for (int w = 0; w < (int)l.warps.size() && !found; w++) {
+            if ((found = l.warps[w].arrived > 0)) {
+                std::snprintf(msg, sizeof msg, "deadlock: %d of warp %d's lanes wait at %s",
                               l.warps[w].arrived, w, l.warps[w].op);
                 l.current = w * 32;
-                l.error = msg;
-                reboot_all();
-                return;
             }
         }
-        for (int g = 0; g < (int)l.groups.size(); g++) {
-            if (l.groups[g].arrived > 0) {
-                char msg[160];
+        for (int g = 0; g < (int)l.groups.size() && !found; g++) {
+            if ((found = l.groups[g].arrived > 0)) {
                 std::snprintf(msg, sizeof msg,
-                              "deadlock: %d of warpgroup %d's threads wait at %s while the "
-                              "others are at __syncthreads or have exited",
+                              "deadlock: %d of warpgroup %d's threads wait at %s",
                               l.groups[g].arrived, g, l.groups[g].op);
                 l.current = g * 128;
-                l.error = msg;
-                reboot_all();
-                return;
             }
         }
-        l.error = "deadlock";
+        l.error = std::string(msg) +
+                  (found ? " while the others are at __syncthreads or have exited" : "");
         reboot_all();
         return;
     }
