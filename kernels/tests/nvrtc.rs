@@ -1,6 +1,6 @@
 //! Every CUDA kernel compiles with NVRTC for sm_90 (the warpgroup-MMA builds for sm_90a)
-//! with register spills as errors (no GPU needed: NVRTC runs ptxas itself for a real
-//! architecture). scripts/test.sh installs NVRTC
+//! with register spills, and wgmma pipelines ptxas had to serialize, as errors (no GPU
+//! needed: NVRTC runs ptxas itself for a real architecture). scripts/test.sh installs NVRTC
 //! 13.0 from PyPI and sets HARMAN_REQUIRE_NVRTC=1, so in CI a missing NVRTC fails rather than
 //! skips.
 

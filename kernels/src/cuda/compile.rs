@@ -1,11 +1,12 @@
 //! Run-time compilation of the CUDA kernels (`kernels/cuda/*.cu`, embedded with
 //! `include_str!`) by NVRTC through cudarc, with the compiled PTX cached on disk under a key
 //! of the source, the architecture and the options; and [`check_all`], which compiles every
-//! kernel for `sm_90` with register spills as errors (CI runs it with NVRTC from PyPI, no GPU
-//! needed).
+//! kernel for `sm_90` with register spills, and wgmma pipelines ptxas had to serialize, as
+//! errors (CI runs it with NVRTC from PyPI, no GPU needed).
 
-use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
+use cudarc::nvrtc::{result as nvrtc, Ptx};
 use sha2::{Digest, Sha256};
+use std::ffi::{CStr, CString};
 use std::path::PathBuf;
 
 /// Prepended to every kernel file for NVRTC: the inline-PTX wrappers (the simulator
@@ -180,17 +181,46 @@ pub fn nvrtc_present() -> bool {
 }
 
 /// The compiler options for `arch` (e.g. "sm_90"); `strict` makes spills errors.
-fn options(arch: &'static str, defines: &[String], strict: bool) -> CompileOptions {
-    let mut options: Vec<String> = vec!["--std=c++17".into()];
+fn options(arch: &str, defines: &[String], strict: bool) -> Vec<String> {
+    let mut options = vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()];
     options.extend(defines.iter().map(|d| format!("-D{d}")));
     if strict {
         options.push("--ptxas-options=--warn-on-spills".into());
         options.push("--ptxas-options=--warning-as-error".into());
     }
-    CompileOptions {
-        arch: Some(arch),
-        options,
-        ..Default::default()
+    options
+}
+
+/// A remark of ptxas' saying it serialized wgmma or waited for one where the kernel did not
+/// (it reports these as information, not warnings): the kernel read or wrote a wgmma's
+/// registers while it ran, and lost the overlap it was written for.
+fn wgmma_serialized(log: &str) -> Option<&str> {
+    log.lines()
+        .find(|l| l.contains("ptxas") && (l.contains("wgmma") || l.contains("warpgroup.")))
+}
+
+/// NVRTC on `source` with `options`: the PTX and the compiler's log (ptxas' remarks
+/// included), or the log of the failure.
+fn run_nvrtc(source: &str, options: &[String]) -> Result<(String, String), String> {
+    let src = CString::new(source).map_err(|_| "the source holds a NUL byte".to_string())?;
+    let prog = nvrtc::create_program(&src, None).map_err(|e| e.to_string())?;
+    // SAFETY: `prog` was just created from `src`, which outlives it, and is destroyed once,
+    // below; the log and PTX buffers are NUL-terminated by NVRTC.
+    unsafe {
+        let compiled = nvrtc::compile_program(prog, options);
+        let log = nvrtc::get_program_log(prog)
+            .map(|l| CStr::from_ptr(l.as_ptr()).to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ptx = compiled.and_then(|()| nvrtc::get_ptx(prog));
+        let _ = nvrtc::destroy_program(prog);
+        match ptx {
+            Ok(p) => Ok((
+                CStr::from_ptr(p.as_ptr()).to_string_lossy().into_owned(),
+                log,
+            )),
+            Err(e) if log.trim().is_empty() => Err(e.to_string()),
+            Err(_) => Err(log),
+        }
     }
 }
 
@@ -199,7 +229,8 @@ pub fn full_source(file: &KernelFile) -> String {
     format!("{PTX}\n{COMMON}\n{}", file.source)
 }
 
-/// Compiles one file for `arch` with `-D` defines (e.g. "HS=64").
+/// Compiles one file for `arch` with `-D` defines (e.g. "HS=64"); `strict` makes register
+/// spills and serialized wgmma pipelines errors.
 pub fn compile(
     file: &KernelFile,
     arch: &'static str,
@@ -211,19 +242,18 @@ pub fn compile(
             "set LD_LIBRARY_PATH to the folder of libnvrtc.so (scripts/nvrtc-env.sh)".into(),
         ));
     }
-    compile_ptx_with_opts(full_source(file), options(arch, defines, strict)).map_err(|e| {
-        CompileError::Failed {
-            file: file.name,
-            arch: arch.to_string(),
-            defines: defines.join(" "),
-            log: match e {
-                cudarc::nvrtc::CompileError::CompileError { log, .. } => {
-                    log.to_string_lossy().into_owned()
-                }
-                other => other.to_string(),
-            },
-        }
-    })
+    let failed = |log: String| CompileError::Failed {
+        file: file.name,
+        arch: arch.to_string(),
+        defines: defines.join(" "),
+        log,
+    };
+    let (ptx, log) =
+        run_nvrtc(&full_source(file), &options(arch, defines, strict)).map_err(failed)?;
+    if let (true, Some(remark)) = (strict, wgmma_serialized(&log)) {
+        return Err(failed(format!("wgmma pipeline serialized: {remark}")));
+    }
+    Ok(Ptx::from_src(ptx))
 }
 
 /// Where compiled PTX is cached: `$HARMAN_KERNEL_CACHE`, else `$XDG_CACHE_HOME/harman/kernels`,
@@ -388,6 +418,18 @@ mod tests {
         assert!(defines(&FLASH, 64, Some(32)).contains(&"CHUNK=32".to_string()));
         assert!(defines(&FLASH_DROPOUT, 64, Some(32)).contains(&"CHUNK=32".to_string()));
         assert!(defines(&LAYERNORM, 64, Some(32)).is_empty());
+    }
+
+    #[test]
+    fn a_serialized_wgmma_pipeline_is_found_in_the_log() {
+        let log = "ptxas info    : (C7517) warpgroup.wait is injected in around line 585 by \
+                   compiler to allow use of registers defined by GMMA in function 'f'\n";
+        assert!(wgmma_serialized(log).is_some_and(|l| l.contains("C7517")));
+        let serialized = "ptxas info    : (C7515) Potential Performance Loss: wgmma.mma_async \
+                          instructions are serialized due to the presence of Extern calls";
+        assert!(wgmma_serialized(serialized).is_some());
+        assert_eq!(wgmma_serialized("ptxas info    : 0 bytes gmem\n"), None);
+        assert_eq!(wgmma_serialized(""), None);
     }
 
     #[test]
