@@ -195,8 +195,11 @@ fn options(arch: &str, defines: &[String], strict: bool) -> Vec<String> {
 /// (it reports these as information, not warnings): the kernel read or wrote a wgmma's
 /// registers while it ran, and lost the overlap it was written for.
 fn wgmma_serialized(log: &str) -> Option<&str> {
-    log.lines()
-        .find(|l| l.contains("ptxas") && (l.contains("wgmma") || l.contains("warpgroup.")))
+    log.lines().find(|l| {
+        l.contains("ptxas")
+            && ((l.contains("Potential Performance Loss") && l.contains("wgmma"))
+                || (l.contains("warpgroup.") && l.contains("is injected")))
+    })
 }
 
 /// NVRTC on `source` with `options`: the PTX and the compiler's log (ptxas' remarks
@@ -429,6 +432,8 @@ mod tests {
                           instructions are serialized due to the presence of Extern calls";
         assert!(wgmma_serialized(serialized).is_some());
         assert_eq!(wgmma_serialized("ptxas info    : 0 bytes gmem\n"), None);
+        let named = "ptxas info    : Compiling entry function 'wgmma_check' for 'sm_90a'";
+        assert_eq!(wgmma_serialized(named), None);
         assert_eq!(wgmma_serialized(""), None);
     }
 
