@@ -4,7 +4,10 @@
 # test binaries `cuda_ops`, `cuda` (train) and `nvrtc`, and torch_gpt2_bench.py. Runs every
 # kernel test and the training tests against the CPU reference, then the GPT-2 124M
 # benchmark (B=32, T=1024; default kernels and the A/B variants below) next to PyTorch's
-# (torch.compile, and eager with EAGER=1) in the same call, and prints a short table last. scripts/gpu_pack.sh builds DIR.
+# (torch.compile, and eager with EAGER=1) in the same call, and prints a short table last
+# (each benchmark's ratio to PyTorch, the per-step profile by kernel family). STEPS sets the
+# benchmark steps (10), EXTRA=1 adds the --recompute and cuBLAS-GemmEx runs.
+# scripts/gpu_pack.sh builds DIR.
 set -uo pipefail
 dir=${1:?usage: gpu_check.sh DIR}
 cd "$dir"
