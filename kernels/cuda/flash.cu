@@ -49,9 +49,9 @@
 #define CHUNK 16
 #endif
 // Blocks per SM the dK/dV kernel is built for: a register cap of 128 (16-row chunks, no
-// dropout), 170 (with dropout, or on wgmma, which would spill at 128; wgmma's 32-row chunks
-// without dropout too), none for the rest.
-#if CHUNK == 16 && !defined(DROPOUT) && !defined(WGMMA)
+// dropout), 170 (16-row chunks with dropout, which would spill at 128; wgmma's 32-row
+// chunks without dropout), none for the rest.
+#if CHUNK == 16 && !defined(DROPOUT)
 #define DKDV_BLOCKS 4
 #elif CHUNK == 16 || (CHUNK == 32 && defined(WGMMA) && !defined(DROPOUT))
 #define DKDV_BLOCKS 3
@@ -237,6 +237,32 @@ __device__ __forceinline__ void seq_product(float (*acc)[4], const u32 (*a)[4],
         wg_mma<HS, 1>(&acc[0][0], a[kc], wg_desc(tile + at(kc * 16, 0), HS * 16, 128), 1);
     }
 }
+// acc[64 × N] = keys[64 × HS] · tileᵀ over the warpgroup with both operands in shared memory
+// (the block's keys or values as A, a chunk of N query rows as B, both K-major), HS / 16
+// instructions of m64nNk16.
+template <int N>
+__device__ __forceinline__ void keys_product(float (*acc)[4], const bf16* keys, const bf16* tile) {
+#pragma unroll
+    for (int kc = 0; kc < HS / 16; kc++) {
+        wg_mma_ss<N>(&acc[0][0], wg_desc(keys + at(0, kc * 16), 128, HS * 16),
+                     wg_desc(tile + at(0, kc * 16), 128, HS * 16), kc > 0);
+    }
+}
+// A per-query statistic (times `scale`) for this thread's queries of a chunk: query0 + nt · 8
+// + j, j < 2 (the accumulator layout's columns); 0 past T.
+template <int N>
+__device__ __forceinline__ void load_chunk_stats(float (*out)[2], const float* stats, i64 stat,
+                                                 int query0, int t_len, float scale) {
+#pragma unroll
+    for (int nt = 0; nt < N / 8; nt++) {
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            const int query = query0 + nt * 8 + j;
+            out[nt][j] = query < t_len ? stats[stat + query] * scale : 0.0f;
+        }
+    }
+}
+
 #else
 // mma.sync is synchronous: no groups to mark, no registers to pin.
 __device__ __forceinline__ void products_begin() {}
@@ -490,6 +516,156 @@ extern "C" __global__ void __launch_bounds__(128)
     store_rows(out, o, inv, b, row0, t_len, c, h * HS, lane);
 }
 
+#ifdef WGMMA
+// grid (ceil(T / 64), B * NH), 128 threads; block x owns key tile x and loops over the query
+// tiles that see it; writes dK and dV into dqkv. The wgmma build keeps the block's keys and
+// values in shared memory as the A operands of S = K·Qᵀ and dP = V·dOᵀ (no registers for
+// them, so more blocks fit on an SM), streams the query tiles through two buffers, and reads
+// each chunk's statistics (log-sum-exp, D) from global memory while its products run:
+// 48 KB of shared memory in all.
+extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backward_dkdv)(
+    bf16* dqkv, const bf16* qkv, const bf16* dout, const float* lse, const float* dsum,
+    int t_len, int nh, unsigned long long threshold, float drop_scale,
+    unsigned long long drop_key) {
+    __shared__ __align__(TILE_ALIGN) bf16 kts[TILE];
+    __shared__ __align__(TILE_ALIGN) bf16 vts[TILE];
+    __shared__ __align__(TILE_ALIGN) bf16 qs[2 * TILE];  // two buffers: current and next tile
+    __shared__ __align__(TILE_ALIGN) bf16 dos[2 * TILE];
+    const int c = nh * HS;
+    const int stride = 3 * c;
+    const int kt = blockIdx.x;
+    const int b = blockIdx.y / nh;
+    const int h = blockIdx.y % nh;
+    const int warp = threadIdx.x >> 5;
+    const int lane = threadIdx.x & 31;
+    const int q4 = lane & 3;
+    const float scale = rsqrtf((float)HS);
+    const float sl2 = scale * LOG2E;
+    const int key0 = kt * ROWS + warp * 16 + (lane >> 2);
+    const i64 stat = ((i64)b * nh + h) * t_len;
+    const int tiles = (t_len + ROWS - 1) / ROWS;
+    float dk[HS / 8][4];
+    float dv[HS / 8][4];
+#pragma unroll
+    for (int dt = 0; dt < HS / 8; dt++) {
+        dk[dt][0] = dk[dt][1] = dk[dt][2] = dk[dt][3] = 0.0f;
+        dv[dt][0] = dv[dt][1] = dv[dt][2] = dv[dt][3] = 0.0f;
+    }
+    load_rows_async(kts, qkv, b, kt * ROWS, t_len, stride, c + h * HS);
+    load_rows_async(vts, qkv, b, kt * ROWS, t_len, stride, 2 * c + h * HS);
+    // Query tile qt goes to buffer (qt - kt) & 1; tile qt + 1 streams in while qt is
+    // multiplied.
+    load_rows_async(qs, qkv, b, kt * ROWS, t_len, stride, h * HS);
+    load_rows_async(dos, dout, b, kt * ROWS, t_len, c, h * HS);
+    for (int qt = kt; qt < tiles; qt++) {
+        const int buf = (qt - kt) & 1;
+        landed(0);
+        __syncthreads();
+        if (qt + 1 < tiles) {
+            const int next = (buf ^ 1) * TILE;
+            load_rows_async(qs + next, qkv, b, (qt + 1) * ROWS, t_len, stride, h * HS);
+            load_rows_async(dos + next, dout, b, (qt + 1) * ROWS, t_len, c, h * HS);
+        }
+        const bf16* qb = qs + buf * TILE;
+        const bf16* db = dos + buf * TILE;
+        // Only the diagonal tile and one that runs past T need masks (uniform).
+        const bool masked = qt == kt || (qt + 1) * ROWS > t_len;
+#pragma unroll
+        for (int ch = 0; ch < ROWS / CHUNK; ch++) {
+            const bf16* qc = qb + at(ch * CHUNK, 0);
+            const bf16* dc = db + at(ch * CHUNK, 0);
+            // S and dP as two groups: P is computed while dP is in flight, dS while dV's
+            // product is.
+            float st[CHUNK / 8][4];
+            float dpt[CHUNK / 8][4];
+            products_begin();
+            keys_product<CHUNK>(st, kts, qc);
+            group_end();
+            keys_product<CHUNK>(dpt, vts, dc);
+            group_end();
+            // This thread's queries' log-sum-exps, read while the products run (and their D
+            // while dV's runs).
+            const int query0 = qt * ROWS + ch * CHUNK + q4 * 2;  // + nt · 8 + (e & 1)
+            float l2[CHUNK / 8][2];
+            load_chunk_stats<CHUNK>(l2, lse, stat, query0, t_len, LOG2E);
+            group_wait<1>();  // the scores; dP may still be in flight
+            held<CHUNK>(st);
+#ifdef DROPOUT
+            unsigned int kept = 0;  // bit 4·nt + e: element (nt, e) survives the dropout
+#endif
+#pragma unroll
+            for (int nt = 0; nt < CHUNK / 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int key = key0 + (e >> 1) * 8;
+                    const int query = query0 + nt * 8 + (e & 1);
+#ifdef DROPOUT
+                    const float z =
+                        attention_drop(threshold, drop_scale, drop_key, t_len, query, key);
+                    kept |= (z != 0.0f ? 1u : 0u) << (4 * nt + e);
+#endif
+                    st[nt][e] =
+                        recomputed_p(st[nt][e], sl2, l2[nt][e & 1], masked, query, key, t_len);
+                }
+            }
+            u32 pa[CHUNK / 16][4];
+#ifdef DROPOUT
+            {
+                // dV takes the dropped probabilities P∘Z.
+                float pz[CHUNK / 8][4];
+#pragma unroll
+                for (int nt = 0; nt < CHUNK / 8; nt++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        pz[nt][e] = (kept >> (4 * nt + e)) & 1u ? st[nt][e] * drop_scale : 0.0f;
+                    }
+                }
+                to_a<CHUNK>(pa, pz);
+            }
+#else
+            to_a<CHUNK>(pa, st);
+#endif
+            held<CHUNK>(pa);
+            held<HS>(dv);
+            products_begin();
+            seq_product<CHUNK>(dv, pa, dc, lane);  // dV += (P∘Z)·dO
+            group_end();
+            float dd[CHUNK / 8][2];
+            load_chunk_stats<CHUNK>(dd, dsum, stat, query0, t_len, 1.0f);
+            group_wait<1>();  // dP; dV's product may still be in flight
+            held<CHUNK>(dpt);
+#pragma unroll
+            for (int nt = 0; nt < CHUNK / 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const float d = dd[nt][e & 1];
+#ifdef DROPOUT
+                    // dS = P ∘ (Z ∘ dP' − D).
+                    const float z = (kept >> (4 * nt + e)) & 1u ? drop_scale : 0.0f;
+                    dpt[nt][e] = st[nt][e] * (z * dpt[nt][e] - d);
+#else
+                    dpt[nt][e] = st[nt][e] * (dpt[nt][e] - d);
+#endif
+                }
+            }
+            u32 dsa[CHUNK / 16][4];
+            to_a<CHUNK>(dsa, dpt);
+            held<CHUNK>(dsa);
+            held<HS>(dk);
+            products_begin();
+            seq_product<CHUNK>(dk, dsa, qc, lane);  // dK += dS·Q
+            group_end();
+            group_wait<0>();
+            held<HS>(dv);
+            held<HS>(dk);
+        }
+    }
+    const float one[2] = {1.0f, 1.0f};
+    const float sc[2] = {scale, scale};
+    store_rows(dqkv, dk, sc, b, key0, t_len, stride, c + h * HS, lane);
+    store_rows(dqkv, dv, one, b, key0, t_len, stride, 2 * c + h * HS, lane);
+}
+#else
 // grid (ceil(T / 64), B * NH), 128 threads; block x owns key tile x and loops over the query
 // tiles that see it; writes dK and dV into dqkv.
 extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backward_dkdv)(
@@ -531,22 +707,6 @@ extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backw
     const int tiles = (t_len + ROWS - 1) / ROWS;
     __syncthreads();  // the staging buffers are refilled below
     // Query tile qt goes to buffer (qt - kt) & 1, its statistics beside it.
-#ifdef WGMMA
-    const auto load_tile = [&](int qt) {
-        const int buf = (qt - kt) & 1;
-        load_rows_async(qs + buf * TILE, qkv, b, qt * ROWS, t_len, stride, h * HS);
-        load_rows_async(dos + buf * TILE, dout, b, qt * ROWS, t_len, c, h * HS);
-        load_stats(ls + buf * ROWS, ds + buf * ROWS, lse, dsum, stat, qt * ROWS, t_len);
-    };
-    load_tile(kt);
-    for (int qt = kt; qt < tiles; qt++) {
-        const int buf = (qt - kt) & 1;
-        landed(0);
-        __syncthreads();
-        if (qt + 1 < tiles) {
-            load_tile(qt + 1);
-        }
-#else
     for (int qt = kt; qt < tiles && qt <= kt + 1; qt++) {
         const int buf = (qt - kt) & 1;
         load_rows_async(qs + buf * TILE, qkv, b, qt * ROWS, t_len, stride, h * HS);
@@ -557,7 +717,6 @@ extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backw
         const int buf = (qt - kt) & 1;
         landed(qt + 1 < tiles ? 2 : 0);
         __syncthreads();
-#endif
         const bf16* qb = qs + buf * TILE;
         const bf16* db = dos + buf * TILE;
         const float* lb = ls + buf * ROWS;
@@ -567,96 +726,14 @@ extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backw
         const bool tail = (qt + 1) * ROWS > t_len;
 #pragma unroll
         for (int ch = 0; ch < ROWS / CHUNK; ch++) {
-            if (PER_WARP_SKIP && diag && (ch + 1) * CHUNK <= warp * 16) {
+            if (diag && (ch + 1) * CHUNK <= warp * 16) {
                 continue;  // every query of the chunk comes before this warp's keys
             }
             const bf16* qc = qb + at(ch * CHUNK, 0);
             const bf16* dc = db + at(ch * CHUNK, 0);
-            // Only a chunk that meets the diagonal (or, without the skip, lies before it)
-            // and a tile that runs past T need masks (uniform).
-            const bool masked = (diag && (!PER_WARP_SKIP || ch * CHUNK < warp * 16 + 16)) || tail;
-#ifdef WGMMA
-            // S and dP as two groups: P is computed while dP is in flight, dS while
-            // dV's product is.
-            float st[CHUNK / 8][4];
-            float dpt[CHUNK / 8][4];
-            held<HS>(ka);
-            held<HS>(va);
-            products_begin();
-            rows_product<CHUNK>(st, ka, qc, lane);
-            group_end();
-            rows_product<CHUNK>(dpt, va, dc, lane);
-            group_end();
-            group_wait<1>();  // the scores; dP may still be in flight
-            held<CHUNK>(st);
-#ifdef DROPOUT
-            unsigned int kept = 0;  // bit 4·nt + e: element (nt, e) survives the dropout
-#endif
-#pragma unroll
-            for (int nt = 0; nt < CHUNK / 8; nt++) {
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int qi = ch * CHUNK + nt * 8 + q4 * 2 + (e & 1);
-                    const int key = key0 + (e >> 1) * 8;
-                    const int query = qt * ROWS + qi;
-#ifdef DROPOUT
-                    const float z =
-                        attention_drop(threshold, drop_scale, drop_key, t_len, query, key);
-                    kept |= (z != 0.0f ? 1u : 0u) << (4 * nt + e);
-#endif
-                    st[nt][e] = recomputed_p(st[nt][e], sl2, lb[qi], masked, query, key, t_len);
-                }
-            }
-            u32 pa[CHUNK / 16][4];
-#ifdef DROPOUT
-            {
-                // dV takes the dropped probabilities P∘Z.
-                float pz[CHUNK / 8][4];
-#pragma unroll
-                for (int nt = 0; nt < CHUNK / 8; nt++) {
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        pz[nt][e] = (kept >> (4 * nt + e)) & 1u ? st[nt][e] * drop_scale : 0.0f;
-                    }
-                }
-                to_a<CHUNK>(pa, pz);
-            }
-#else
-            to_a<CHUNK>(pa, st);
-#endif
-            held<CHUNK>(pa);
-            held<HS>(dv);
-            products_begin();
-            seq_product<CHUNK>(dv, pa, dc, lane);  // dV += (P∘Z)·dO
-            group_end();
-            group_wait<1>();  // dP; dV's product may still be in flight
-            held<CHUNK>(dpt);
-#pragma unroll
-            for (int nt = 0; nt < CHUNK / 8; nt++) {
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const float d = sb[ch * CHUNK + nt * 8 + q4 * 2 + (e & 1)];
-#ifdef DROPOUT
-                    // dS = P ∘ (Z ∘ dP' − D).
-                    const float z = (kept >> (4 * nt + e)) & 1u ? drop_scale : 0.0f;
-                    dpt[nt][e] = st[nt][e] * (z * dpt[nt][e] - d);
-#else
-                    dpt[nt][e] = st[nt][e] * (dpt[nt][e] - d);
-#endif
-                }
-            }
-            u32 dsa[CHUNK / 16][4];
-            to_a<CHUNK>(dsa, dpt);
-            held<CHUNK>(dsa);
-            held<HS>(dk);
-            products_begin();
-            seq_product<CHUNK>(dk, dsa, qc, lane);  // dK += dS·Q
-            group_end();
-            group_wait<0>();
-            held<HS>(dv);
-            held<HS>(dk);
-#else
-            // One pass over the chunk for P and dS (the fewest live registers).
+            // Only a chunk that meets the diagonal and a tile that runs past T need masks
+            // (uniform).
+            const bool masked = (diag && ch * CHUNK < warp * 16 + 16) || tail;
             float st[CHUNK / 8][4];
             float dpt[CHUNK / 8][4];
             rows_product<CHUNK>(st, ka, qc, lane);
@@ -688,22 +765,20 @@ extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backw
             seq_product<CHUNK>(dv, pa, dc, lane);
             to_a<CHUNK>(dsa, dpt);  // after the first product: fewer live registers
             seq_product<CHUNK>(dk, dsa, qc, lane);
-#endif
         }
-#ifndef WGMMA
         __syncthreads();  // this tile's buffers take tile qt + 2 now
         if (qt + 2 < tiles) {
             load_rows_async(qs + buf * TILE, qkv, b, (qt + 2) * ROWS, t_len, stride, h * HS);
             load_rows_async(dos + buf * TILE, dout, b, (qt + 2) * ROWS, t_len, c, h * HS);
             load_stats(ls + buf * ROWS, ds + buf * ROWS, lse, dsum, stat, (qt + 2) * ROWS, t_len);
         }
-#endif
     }
     const float one[2] = {1.0f, 1.0f};
     const float sc[2] = {scale, scale};
     store_rows(dqkv, dk, sc, b, key0, t_len, stride, c + h * HS, lane);
     store_rows(dqkv, dv, one, b, key0, t_len, stride, 2 * c + h * HS, lane);
 }
+#endif
 
 // grid (ceil(T / 64), B * NH), 128 threads; block x owns query tile (tiles - 1 - x) and loops
 // over the key tiles it sees; writes dQ into dqkv.

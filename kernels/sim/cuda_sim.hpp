@@ -539,57 +539,79 @@ inline float wg_b(u64 desc, bool trans, int k, int n) {
 // wgmma.mma_async m64nNk16, bf16 × bf16 + fp32, A in registers: thread i of the warpgroup
 // (warp w = i / 32, g = lane / 4, q = lane % 4) holds A[16w+g][2q..], A[16w+g+8][2q..],
 // A[16w+g][2q+8..], A[16w+g+8][2q+8..] and d[4j + e] = D[16w + g + 8(e / 2)][8j + 2q + e % 2]
-// (PTX ISA, "Register Fragments and Shared Memory Matrix Layouts" for wgmma). The result
-// is computed when the whole warpgroup has issued it and lands in d at wg_wait; until then
-// d reads NaN, so a kernel that reads its accumulators early fails its test. A later wgmma
-// on the same accumulators takes the pending value as its input, as the hardware chains
-// them.
-template <int N, int TRANS>
-inline void wg_mma(float* d, const u32* a, u64 b, int accumulate) {
+// (PTX ISA, "Register Fragments and Shared Memory Matrix Layouts" for wgmma) — or, with
+// `SS`, A in shared memory behind descriptor `a_desc` (K-major). The result is computed
+// when the whole warpgroup has issued it and lands in d at wg_wait; until then d reads NaN,
+// so a kernel that reads its accumulators early fails its test. A later wgmma on the same
+// accumulators takes the pending value as its input, as the hardware chains them.
+namespace sim {
+
+template <int N, int TRANS, bool SS>
+inline void wg_issue(float* d, const u32* a, u64 a_desc, u64 b, int accumulate) {
     static_assert(N % 8 == 0 && N >= 8 && N <= 128, "wgmma N");
-    sim::Thread& t = sim::me();
+    Thread& t = me();
     struct In {
         float c[N / 2];
         u32 a[4];
+        u64 a_desc;
         u64 desc;
         int accumulate;
     } in;
-    static_assert(sizeof(In) <= sim::WG_SLOT, "wgmma slot");
-    const sim::Pending* prev = sim::pending_for(t, d);
+    static_assert(sizeof(In) <= WG_SLOT, "wgmma slot");
+    const Pending* prev = pending_for(t, d);
     std::memcpy(in.c, prev ? prev->v : d, sizeof in.c);
-    std::memcpy(in.a, a, sizeof in.a);
+    std::memset(in.a, 0, sizeof in.a);
+    if (!SS) {
+        std::memcpy(in.a, a, sizeof in.a);
+    }
+    in.a_desc = a_desc;
     in.desc = b;
     in.accumulate = accumulate;
     float out[N / 2];
-    static const char* op = TRANS ? "wgmma.mma_async (B MN-major)" : "wgmma.mma_async";
-    sim::group_collective(
+    static const char* op = SS      ? "wgmma.mma_async (A and B in shared memory)"
+                            : TRANS ? "wgmma.mma_async (B MN-major)"
+                                    : "wgmma.mma_async";
+    group_collective(
         op, &in, sizeof in, out, sizeof out,
-        [](unsigned char (*ins)[sim::WG_SLOT], unsigned char (*outs)[64 * sizeof(float)]) {
+        [](unsigned char (*ins)[WG_SLOT], unsigned char (*outs)[64 * sizeof(float)]) {
             static float A[64][16], B[16][N];
             In first;
             std::memcpy(&first, ins[0], sizeof first);
             for (int i = 0; i < 128; i++) {
                 In x;
                 std::memcpy(&x, ins[i], sizeof x);
-                if (x.desc != first.desc || x.accumulate != first.accumulate) {
-                    sim::fail("wgmma: the warpgroup's threads pass different descriptors "
-                              "or scale-d");
+                if (x.desc != first.desc || x.a_desc != first.a_desc ||
+                    x.accumulate != first.accumulate) {
+                    fail("wgmma: the warpgroup's threads pass different descriptors or "
+                         "scale-d");
+                }
+                if (SS) {
+                    continue;
                 }
                 const int w = i / 32, g = (i % 32) / 4, q = i % 4;
                 for (int h = 0; h < 2; h++) {
-                    A[16 * w + g][2 * q + h] = h ? sim::bf_hi(x.a[0]) : sim::bf_lo(x.a[0]);
-                    A[16 * w + g + 8][2 * q + h] = h ? sim::bf_hi(x.a[1]) : sim::bf_lo(x.a[1]);
-                    A[16 * w + g][2 * q + 8 + h] = h ? sim::bf_hi(x.a[2]) : sim::bf_lo(x.a[2]);
-                    A[16 * w + g + 8][2 * q + 8 + h] =
-                        h ? sim::bf_hi(x.a[3]) : sim::bf_lo(x.a[3]);
+                    A[16 * w + g][2 * q + h] = h ? bf_hi(x.a[0]) : bf_lo(x.a[0]);
+                    A[16 * w + g + 8][2 * q + h] = h ? bf_hi(x.a[1]) : bf_lo(x.a[1]);
+                    A[16 * w + g][2 * q + 8 + h] = h ? bf_hi(x.a[2]) : bf_lo(x.a[2]);
+                    A[16 * w + g + 8][2 * q + 8 + h] = h ? bf_hi(x.a[3]) : bf_lo(x.a[3]);
                 }
             }
-            if ((first.desc >> 62) != 0 || ((first.desc >> 49) & 7u) != 0) {
-                sim::fail("wgmma: only the no-swizzle layout with base offset 0 is simulated");
+            for (u64 desc : {first.desc, first.a_desc}) {
+                if ((desc >> 62) != 0 || ((desc >> 49) & 7u) != 0) {
+                    fail("wgmma: only the no-swizzle layout with base offset 0 is simulated");
+                }
+            }
+            if (SS) {
+                // A K-major 64 × 16 operand is laid out as a K-major B with N = 64.
+                for (int m = 0; m < 64; m++) {
+                    for (int k = 0; k < 16; k++) {
+                        A[m][k] = wg_b(first.a_desc, false, k, m);
+                    }
+                }
             }
             for (int k = 0; k < 16; k++) {
                 for (int n = 0; n < N; n++) {
-                    B[k][n] = sim::wg_b(first.desc, TRANS != 0, k, n);
+                    B[k][n] = wg_b(first.desc, TRANS != 0, k, n);
                 }
             }
             for (int i = 0; i < 128; i++) {
@@ -611,16 +633,30 @@ inline void wg_mma(float* d, const u32* a, u64 b, int accumulate) {
                 std::memcpy(outs[i], r, sizeof r);
             }
         });
-    sim::Pending p;
+    Pending p;
     p.d = d;
     p.n = N / 2;
     std::memcpy(p.v, out, sizeof out);
-    p.a = a;
-    std::memcpy(p.a_then, a, sizeof p.a_then);
+    p.a = SS ? nullptr : a;
+    if (!SS) {
+        std::memcpy(p.a_then, a, sizeof p.a_then);
+    }
     t.wg_open.push_back(p);
     for (int i = 0; i < N / 2; i++) {
         d[i] = NAN;  // undefined until wg_wait
     }
+}
+
+}  // namespace sim
+
+template <int N, int TRANS>
+inline void wg_mma(float* d, const u32* a, u64 b, int accumulate) {
+    sim::wg_issue<N, TRANS, false>(d, a, 0, b, accumulate);
+}
+
+template <int N>
+inline void wg_mma_ss(float* d, u64 a, u64 b, int accumulate) {
+    sim::wg_issue<N, 0, true>(d, nullptr, a, b, accumulate);
 }
 
 inline void wg_commit() {
@@ -639,7 +675,7 @@ inline void wg_wait() {
     }
     while ((int)t.wg_groups.size() > PENDING) {
         for (const sim::Pending& p : t.wg_groups.front()) {
-            if (std::memcmp(p.a, p.a_then, sizeof p.a_then) != 0) {
+            if (p.a != nullptr && std::memcmp(p.a, p.a_then, sizeof p.a_then) != 0) {
                 sim::fail("wgmma: an A-fragment register was rewritten before the wgmma "
                           "reading it was waited for");
             }

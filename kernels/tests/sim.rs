@@ -43,11 +43,16 @@ extern "C" __global__ void copy_async(float* out, const float* x, int wait) {
 // registers, B (bf16, row-major [k][n]) staged in shared memory as core matrices both
 // K-major and MN-major. `mode` bit 0 reads the MN-major copy (transposed wgmma), bit 1 reads
 // the result before waiting for it, bit 2 lets warp 0 skip the wgmma, bit 3 rewrites the A
-// registers before waiting.
+// registers before waiting, bit 4 reads A from shared memory too (K-major).
 extern "C" __global__ void wg_product(float* out, const bf16* a, const bf16* b, int mode) {
     __shared__ __align__(128) bf16 kmajor[16 * 16];
     __shared__ __align__(128) bf16 mnmajor[16 * 16];
+    __shared__ __align__(128) bf16 amajor[64 * 16];
     const int t = threadIdx.x;
+    for (int i = t; i < 64 * 16; i += blockDim.x) {
+        const int m = i / 16, k = i % 16;
+        amajor[((m / 8) * 2 + k / 8) * 64 + (m % 8) * 8 + k % 8] = a[i];
+    }
     for (int i = t; i < 256; i += blockDim.x) {
         const int k = i / 16, n = i % 16;
         kmajor[((n / 8) * 2 + k / 8) * 64 + (n % 8) * 8 + k % 8] = b[i];
@@ -68,7 +73,9 @@ extern "C" __global__ void wg_product(float* out, const bf16* a, const bf16* b, 
     const bool trans = mode & 1;
     if (!((mode & 4) && w == 0)) {
         wg_fence();
-        if (trans) {
+        if (mode & 16) {
+            wg_mma_ss<16>(d, wg_desc(amajor, 128, 256), wg_desc(kmajor, 128, 256), 0);
+        } else if (trans) {
             wg_mma<16, 1>(d, ar, wg_desc(mnmajor, 256, 128), 0);
         } else {
             wg_mma<16, 0>(d, ar, wg_desc(kmajor, 128, 256), 0);
@@ -219,6 +226,11 @@ fn wgmma_follows_the_isa_layouts_and_its_misuse_fails() {
     assert!(want.iter().any(|&v| v != 0.0));
     assert_eq!(wg_product(&r, 0).unwrap(), want, "K-major B");
     assert_eq!(wg_product(&r, 1).unwrap(), want, "MN-major B");
+    assert_eq!(
+        wg_product(&r, 16).unwrap(),
+        want,
+        "A and B in shared memory"
+    );
     let early = wg_product(&r, 2).unwrap();
     assert!(
         early.iter().all(|v| v.is_nan()),
