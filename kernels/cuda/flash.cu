@@ -237,14 +237,15 @@ __device__ __forceinline__ void seq_product(float (*acc)[4], const u32 (*a)[4],
         wg_mma<HS, 1>(&acc[0][0], a[kc], wg_desc(tile + at(kc * 16, 0), HS * 16, 128), 1);
     }
 }
-// acc[64 × N] = keys[64 × HS] · tileᵀ over the warpgroup with both operands in shared memory
-// (the block's keys or values as A, a chunk of N query rows as B, both K-major), HS / 16
+// acc[64 × N] = rows[64 × HS] · tileᵀ over the warpgroup with both operands in shared memory
+// (the block's own 64 rows as A, N rows of the other operand as B, both K-major), HS / 16
 // instructions of m64nNk16.
 template <int N>
-__device__ __forceinline__ void keys_product(float (*acc)[4], const bf16* keys, const bf16* tile) {
+__device__ __forceinline__ void shared_product(float (*acc)[4], const bf16* rows,
+                                               const bf16* tile) {
 #pragma unroll
     for (int kc = 0; kc < HS / 16; kc++) {
-        wg_mma_ss<N>(&acc[0][0], wg_desc(keys + at(0, kc * 16), 128, HS * 16),
+        wg_mma_ss<N>(&acc[0][0], wg_desc(rows + at(0, kc * 16), 128, HS * 16),
                      wg_desc(tile + at(0, kc * 16), 128, HS * 16), kc > 0);
     }
 }
@@ -404,10 +405,12 @@ extern "C" __global__ void __launch_bounds__(128)
     load_rows_async(qs, qkv, b, qt * ROWS, t_len, stride, h * HS);
     load_rows_async(ks, qkv, b, 0, t_len, stride, c + h * HS);
     load_rows_async(vs, qkv, b, 0, t_len, stride, 2 * c + h * HS);
+#ifndef WGMMA
     landed(2);  // the queries; the first keys and values may still be in flight
     __syncthreads();
     u32 qa[HS / 16][4];
     a_fragments(qa, qs, warp, lane);
+#endif
     const int row0 = qt * ROWS + warp * 16 + (lane >> 2);
     float o[HS / 8][4];
 #pragma unroll
@@ -438,9 +441,12 @@ extern "C" __global__ void __launch_bounds__(128)
         __syncthreads();
 #endif
         float s[ROWS / 8][4];
-        held<HS>(qa);
         products_begin();
+#ifdef WGMMA
+        shared_product<ROWS>(s, qs, kb);  // the queries stay in shared memory as A
+#else
         rows_product<ROWS>(s, qa, kb, lane);
+#endif
         products_end();
         held<ROWS>(s);
         if (kt == qt || (kt + 1) * ROWS > t_len) {  // a uniform branch
@@ -579,9 +585,9 @@ extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backw
             float st[CHUNK / 8][4];
             float dpt[CHUNK / 8][4];
             products_begin();
-            keys_product<CHUNK>(st, kts, qc);
+            shared_product<CHUNK>(st, kts, qc);
             group_end();
-            keys_product<CHUNK>(dpt, vts, dc);
+            shared_product<CHUNK>(dpt, vts, dc);
             group_end();
             // This thread's queries' log-sum-exps, read while the products run (and their D
             // while dV's runs).
