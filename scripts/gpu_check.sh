@@ -30,12 +30,12 @@ for t in nvrtc cuda_ops cuda; do
         status=1
     fi
 done
-echo "== test cuda one_step with HARMAN_ATTENTION=wgmma"
-if ! HARMAN_ATTENTION=wgmma timeout ${TEST_TIMEOUT:-150} ./cuda one_step --test-threads=1 --nocapture 2>&1 | tee "$out/test_cuda_wgmma.log" | grep -E "^test |relative error|panicked|assert"; then
+echo "== test cuda one_step, heads_of_128 with HARMAN_ATTENTION=wgmma"
+if ! HARMAN_ATTENTION=wgmma timeout ${TEST_TIMEOUT:-150} ./cuda one_step heads_of_128 --test-threads=1 --nocapture 2>&1 | tee "$out/test_cuda_wgmma.log" | grep -E "^test |relative error|panicked|assert"; then
     status=1
 fi
 wgmma_ok=1
-grep -q "test result: ok. 1 passed" "$out/test_cuda_wgmma.log" || { status=1; wgmma_ok=; }
+grep -q "test result: ok. 2 passed" "$out/test_cuda_wgmma.log" || { status=1; wgmma_ok=; }
 echo "== bench"
 timeout 60 ./harman bench train --device cuda --preset tiny --batch 4 --seq 64 --steps 5 2>&1 | tee "$out/bench_tiny.log"
 bench() { # NAME [ENV=VALUE ...] [-- extra harman args]: GPT-2 124M, B=32, T=1024

@@ -53,8 +53,10 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
   HARMAN_CUDA_SIM=1 cargo test --locked -p harman-kernels --test cuda_ops "$@"
   HARMAN_CUDA_SIM=1 cargo test --locked -p harman-train --test cuda "$@"
   if [ $# -eq 0 ]; then
-    # One training step's gradients against the CPU with the warpgroup-MMA attention.
+    # One training step's gradients against the CPU with the warpgroup-MMA attention (heads
+    # of 64 and of 128).
     HARMAN_CUDA_SIM=1 HARMAN_ATTENTION=wgmma \
-      cargo test --locked -p harman-train --test cuda one_step_matches_the_cpu_backend
+      cargo test --locked -p harman-train --test cuda -- one_step_matches_the_cpu_backend \
+      a_model_with_heads_of_128_matches_the_cpu_backend
   fi
 fi

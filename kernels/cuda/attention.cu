@@ -1,15 +1,16 @@
 // Causal multi-head attention on the CUDA cores (the second implementation: flash.cu's
 // tensor-core kernels run by default; HARMAN_ATTENTION=simt selects these, and the tests
-// check both; attention_backward_d below serves both). Flash-attention style: no T×T
-// matrix ever exists in memory.
+// check both). Flash-attention style: no T×T matrix ever exists in memory.
 // qkv is [B, T, 3C] (head h's query at columns h*HS, key at C + h*HS, value at 2C + h*HS),
 // out [B, T, C]. The forward pass keeps a running max and sum per query (online softmax)
 // and saves only the log-sum-exp per (b, h, t); the backward pass recomputes the
-// probabilities from it: one kernel for D = rowsum(dout * out), one where each thread owns
-// a key and accumulates its dK and dV over the queries that see it, one where each thread
-// owns a query and accumulates its dQ. Every sum runs in a fixed order (no atomics).
-// HS (the head size) is a compile-time constant (-DHS=64), so per-thread vectors live in
-// registers. Tiles of TILE rows are staged through shared memory as fp32.
+// probabilities from it: D = rowsum(dout * out) first (flash.cu's flash_backward_d, which
+// serves both), then one kernel where each thread owns a key and accumulates its dK and dV
+// over the queries that see it, one where each thread owns a query and accumulates its dQ.
+// Every sum runs in a fixed order (no atomics). HS (the head size) is a compile-time
+// constant (-DHS=64), so per-thread vectors live in registers (two of them: built for head
+// sizes up to 64; 128 would spill). Tiles of TILE rows are staged through shared memory as
+// fp32.
 
 #ifndef HS
 #define HS 64
@@ -96,39 +97,6 @@ extern "C" __global__ void __launch_bounds__(TILE) attention_forward(
         }
         lse[((i64)b * nh + h) * t_len + qi] = m + logf(l);
     }
-}
-
-// D[b, h, t] = Σ_d dout[b, t, h, d] * out[b, t, h, d]; one thread per (b, t, h), so
-// neighbouring threads read neighbouring head slices, 16 bytes at a time.
-extern "C" __global__ void attention_backward_d(float* dsum, const bf16* dout, const bf16* out,
-                                                int b_len, int t_len, int nh) {
-    const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (i64)b_len * nh * t_len) {
-        return;
-    }
-    const int h = (int)(i % nh);
-    const int t = (int)((i / nh) % t_len);
-    const int b = (int)(i / ((i64)t_len * nh));
-    const i64 at = i * HS;
-    float s = 0.0f;
-    if (aligned16(dout + at, out + at)) {
-        float x[8];
-        float y[8];
-#pragma unroll
-        for (int v = 0; v < HS / 8; v++) {
-            unpack8(x, *(const uint4*)(dout + at + v * 8));
-            unpack8(y, *(const uint4*)(out + at + v * 8));
-#pragma unroll
-            for (int k = 0; k < 8; k++) {
-                s += x[k] * y[k];
-            }
-        }
-    } else {
-        for (int d = 0; d < HS; d++) {
-            s += bf2f(dout[at + d]) * bf2f(out[at + d]);
-        }
-    }
-    dsum[((i64)b * nh + h) * t_len + t] = s;
 }
 
 // Copies this thread's row (HS values of bf16, at `src`) into shared row storage.

@@ -7,7 +7,7 @@
 // row-major (16-byte loads, rows padded so ldmatrix is free of bank conflicts); ldmatrix
 // reads them as B fragments, transposed (.trans) for the products along the sequence. The
 // backward pass is three kernels without atomics: D = rowsum(dout * out)
-// (attention.cu's attention_backward_d), dK/dV per key tile looping over query tiles, and
+// (flash_backward_d), dK/dV per key tile looping over query tiles, and
 // dQ per query tile looping over key tiles; every sum runs in a fixed order, so results
 // repeat bit for bit. The probabilities are recomputed from the saved log-sum-exp and fed
 // to the second product as bf16, as FlashAttention does. The backward kernels walk each
@@ -50,8 +50,10 @@
 #endif
 // Blocks per SM the dK/dV kernel is built for: a register cap of 128 (16-row chunks, no
 // dropout), 170 (16-row chunks with dropout, which would spill at 128; wgmma's 32-row
-// chunks without dropout), none for the rest.
-#if CHUNK == 16 && !defined(DROPOUT)
+// chunks without dropout), none for the rest and for head size 128.
+#if HS > 64
+#define DKDV_BLOCKS 1  // dK and dV alone take 128 registers at head size 128
+#elif CHUNK == 16 && !defined(DROPOUT)
 #define DKDV_BLOCKS 4
 #elif CHUNK == 16 || (CHUNK == 32 && defined(WGMMA) && !defined(DROPOUT))
 #define DKDV_BLOCKS 3
@@ -79,6 +81,19 @@ __device__ __forceinline__ int at(int r, int c) {
 __device__ __forceinline__ int at(int r, int c) {
     return r * RS + c;
 }
+#endif
+// Where the kernels keep their tiles: up to head size 64 in static __shared__ arrays, one
+// per operand (every kernel's fit the 48 KB a static array may take); at head size 128 in
+// dynamic shared memory, which the launch passes (compile.rs's dynamic_shared_bytes: the
+// kernel's tile count × TILE bf16) and the kernel checks. SHARED_TILES(n) opens a kernel's n
+// tiles, SHARED_TILE(name, n, first) names n of them from tile `first` on.
+#if HS > 64
+#define SHARED_TILES(n) \
+    bf16* const shared_base = (bf16*)dynamic_shared((n) * TILE * (int)sizeof(bf16))
+#define SHARED_TILE(name, n, first) bf16* const name = shared_base + (first) * TILE
+#else
+#define SHARED_TILES(n)
+#define SHARED_TILE(name, n, first) __shared__ __align__(TILE_ALIGN) bf16 name[(n) * TILE]
 #endif
 
 // Two floats as a bf16 pair, the first in the low half (the lower column).
@@ -384,15 +399,52 @@ __device__ __forceinline__ void store_rows(bf16* dst, const float (*acc)[4], con
     }
 }
 
+#if !defined(WGMMA) && !defined(DROPOUT)
+// The backward pass's first step, shared by every build and by attention.cu's kernels (so
+// only the plain build has it): D[b, h, t] = Σ_d dout[b, t, h, d] · out[b, t, h, d]; one thread
+// per (b, t, h), so neighbouring threads read neighbouring head slices, 16 bytes at a time.
+extern "C" __global__ void flash_backward_d(float* dsum, const bf16* dout, const bf16* out,
+                                            int b_len, int t_len, int nh) {
+    const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (i64)b_len * nh * t_len) {
+        return;
+    }
+    const int h = (int)(i % nh);
+    const int t = (int)((i / nh) % t_len);
+    const int b = (int)(i / ((i64)t_len * nh));
+    const i64 row = i * HS;
+    float s = 0.0f;
+    if (aligned16(dout + row, out + row)) {
+        float x[8];
+        float y[8];
+#pragma unroll
+        for (int v = 0; v < HS / 8; v++) {
+            unpack8(x, *(const uint4*)(dout + row + v * 8));
+            unpack8(y, *(const uint4*)(out + row + v * 8));
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                s += x[k] * y[k];
+            }
+        }
+    } else {
+        for (int d = 0; d < HS; d++) {
+            s += bf2f(dout[row + d]) * bf2f(out[row + d]);
+        }
+    }
+    dsum[((i64)b * nh + h) * t_len + t] = s;
+}
+#endif
+
 // grid (ceil(T / 64), B * NH), 128 threads; block x handles query tile (tiles - 1 - x), the
 // longest rows first.
 extern "C" __global__ void __launch_bounds__(128)
     FLASH(flash_forward)(bf16* out, float* lse, const bf16* qkv, int t_len, int nh,
                          unsigned long long threshold, float drop_scale,
                          unsigned long long drop_key) {
-    __shared__ __align__(TILE_ALIGN) bf16 qs[TILE];
-    __shared__ __align__(TILE_ALIGN) bf16 ks[2 * TILE];  // two buffers: current and next tile
-    __shared__ __align__(TILE_ALIGN) bf16 vs[2 * TILE];
+    SHARED_TILES(5);
+    SHARED_TILE(qs, 1, 0);
+    SHARED_TILE(ks, 2, 1);  // two buffers: current and next tile
+    SHARED_TILE(vs, 2, 3);
     const int c = nh * HS;
     const int stride = 3 * c;
     const int qt = gridDim.x - 1 - blockIdx.x;
@@ -533,10 +585,11 @@ extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backw
     bf16* dqkv, const bf16* qkv, const bf16* dout, const float* lse, const float* dsum,
     int t_len, int nh, unsigned long long threshold, float drop_scale,
     unsigned long long drop_key) {
-    __shared__ __align__(TILE_ALIGN) bf16 kts[TILE];
-    __shared__ __align__(TILE_ALIGN) bf16 vts[TILE];
-    __shared__ __align__(TILE_ALIGN) bf16 qs[2 * TILE];  // two buffers: current and next tile
-    __shared__ __align__(TILE_ALIGN) bf16 dos[2 * TILE];
+    SHARED_TILES(6);
+    SHARED_TILE(kts, 1, 0);
+    SHARED_TILE(vts, 1, 1);
+    SHARED_TILE(qs, 2, 2);  // two buffers: current and next tile
+    SHARED_TILE(dos, 2, 4);
     const int c = nh * HS;
     const int stride = 3 * c;
     const int kt = blockIdx.x;
@@ -678,8 +731,9 @@ extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backw
     bf16* dqkv, const bf16* qkv, const bf16* dout, const float* lse, const float* dsum,
     int t_len, int nh, unsigned long long threshold, float drop_scale,
     unsigned long long drop_key) {
-    __shared__ __align__(TILE_ALIGN) bf16 qs[2 * TILE];  // two buffers: current and next tile
-    __shared__ __align__(TILE_ALIGN) bf16 dos[2 * TILE];
+    SHARED_TILES(4);
+    SHARED_TILE(qs, 2, 0);  // two buffers: current and next tile
+    SHARED_TILE(dos, 2, 2);
     __shared__ float ls[2 * ROWS];
     __shared__ float ds[2 * ROWS];
     const int c = nh * HS;
@@ -792,8 +846,9 @@ extern "C" __global__ void __launch_bounds__(128) FLASH(flash_backward_dq)(
     bf16* dqkv, const bf16* qkv, const bf16* dout, const float* lse, const float* dsum,
     int t_len, int nh, unsigned long long threshold, float drop_scale,
     unsigned long long drop_key) {
-    __shared__ __align__(TILE_ALIGN) bf16 ks[2 * TILE];  // two buffers: current and next tile
-    __shared__ __align__(TILE_ALIGN) bf16 vs[2 * TILE];
+    SHARED_TILES(4);
+    SHARED_TILE(ks, 2, 0);  // two buffers: current and next tile
+    SHARED_TILE(vs, 2, 2);
     const int c = nh * HS;
     const int stride = 3 * c;
     const int qt = gridDim.x - 1 - blockIdx.x;

@@ -83,6 +83,21 @@ __device__ __forceinline__ void cp_wait(int pending) {
     }
 }
 
+// The block's dynamic shared memory: as many bytes as the launch passed (flash.cu's tiles,
+// which outgrow the 48 KB a static __shared__ array may take at head size 128).
+extern __shared__ __align__(128) unsigned char harman_dynamic_shared[];
+
+// The block's dynamic shared memory, once it is known to hold `bytes`: a kernel launched with
+// less stops with an error (__trap) instead of using memory it does not own.
+__device__ __forceinline__ unsigned char* dynamic_shared(u32 bytes) {
+    u32 given;
+    asm("mov.u32 %0, %%dynamic_smem_size;\n" : "=r"(given));
+    if (given < bytes) {
+        __trap();
+    }
+    return harman_dynamic_shared;
+}
+
 #ifdef WGMMA
 // ---- Hopper's warpgroup MMA (sm_90a; only the builds with -DWGMMA use it) ---------------
 
@@ -133,7 +148,8 @@ __device__ __forceinline__ void fence_async_shared() {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
-// The three shapes the attention kernels take (N = 16, 32, 64); wg_mma dispatches.
+// The shapes the attention kernels take (N = 16, 32, 64, and 128 for the products along the
+// sequence at head size 128); wg_mma dispatches.
 template <int TRANS>
 __device__ __forceinline__ void wg_mma16(float* d, const u32* a, u64 b, int accumulate) {
     asm volatile(
@@ -177,6 +193,30 @@ __device__ __forceinline__ void wg_mma64(float* d, const u32* a, u64 b, int accu
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(accumulate), "l"(b), "n"(TRANS));
 }
 
+template <int TRANS>
+__device__ __forceinline__ void wg_mma128(float* d, const u32* a, u64 b, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %68, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+        "{%64, %65, %66, %67}, %69, p, 1, 1, %70;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
+          "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+          "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
+          "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
+          "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
+          "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
+          "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]),
+          "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
+          "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(accumulate), "l"(b), "n"(TRANS));
+}
+
 // d[64×N] (+)= a[64×16] · b[16×N] over the warpgroup (128 threads, warp w holding rows
 // 16w..16w+15): `a` this thread's four bf16x2 registers in the m16n8k16 A layout, `b` a
 // shared-memory descriptor (K-major, or MN-major with TRANS = 1), `d` this thread's N/2
@@ -184,13 +224,15 @@ __device__ __forceinline__ void wg_mma64(float* d, const u32* a, u64 b, int accu
 // Asynchronous: d is undefined until wg_commit + wg_wait.
 template <int N, int TRANS>
 __device__ __forceinline__ void wg_mma(float* d, const u32* a, u64 b, int accumulate) {
-    static_assert(N == 16 || N == 32 || N == 64, "wg_mma: N is 16, 32 or 64");
+    static_assert(N == 16 || N == 32 || N == 64 || N == 128, "wg_mma: N is 16, 32, 64 or 128");
     if constexpr (N == 16) {
         wg_mma16<TRANS>(d, a, b, accumulate);
     } else if constexpr (N == 32) {
         wg_mma32<TRANS>(d, a, b, accumulate);
-    } else {
+    } else if constexpr (N == 64) {
         wg_mma64<TRANS>(d, a, b, accumulate);
+    } else {
+        wg_mma128<TRANS>(d, a, b, accumulate);
     }
 }
 // d[64×N] (+)= a[64×16] · b[16×N] with both operands in shared memory (descriptors, K-major

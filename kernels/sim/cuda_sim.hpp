@@ -151,6 +151,8 @@ struct WarpGroup {
 struct Launch {
     dim3 grid, block, block_idx;
     int threads = 0;
+    unsigned shared_bytes = 0;  // dynamic shared memory the launch passed
+    bool shared_used = false;   // whether a thread took it (dynamic_shared)
     std::vector<Thread> thread;
     std::vector<Warp> warps;
     std::vector<WarpGroup> groups;
@@ -201,6 +203,33 @@ inline void fail(const std::string& why) {
         _longjmp(l.scheduler, 1);
     }
 }
+
+// The largest dynamic shared memory a block may take (an H100's or H200's 227 KB).
+constexpr unsigned DYNAMIC_SHARED_MAX = 227 * 1024;
+
+}  // namespace sim
+
+// The block's dynamic shared memory, in the shared section (so wgmma descriptors address it
+// and each block starts with it poisoned), as many bytes as the launch passed.
+__shared__ __align__(128) unsigned char harman_dynamic_shared[sim::DYNAMIC_SHARED_MAX];
+
+// As on the GPU: the dynamic shared memory once it is known to hold `bytes`, or the launch
+// ends with the shortfall named (the GPU's kernel traps).
+inline unsigned char* dynamic_shared(u32 bytes) {
+    const unsigned given = sim::launch_state().shared_bytes;
+    if (given < bytes) {
+        char msg[128];
+        std::snprintf(msg, sizeof msg,
+                      "__trap: the kernel needs %u bytes of dynamic shared memory, the launch "
+                      "passed %u",
+                      bytes, given);
+        sim::fail(msg);
+    }
+    sim::launch_state().shared_used = true;
+    return harman_dynamic_shared;
+}
+
+namespace sim {
 
 // Back to the scheduler until this thread is runnable again.
 inline void yield(State s) {
@@ -752,7 +781,12 @@ inline void run_block() {
         g.op = nullptr;
     }
     if (__start_harman_shared != nullptr) {
-        std::memset(__start_harman_shared, 0xff, __stop_harman_shared - __start_harman_shared);
+        // The static arrays, and as much of the dynamic memory as the launch passed.
+        unsigned char* dyn = harman_dynamic_shared;
+        std::memset(__start_harman_shared, 0xff, (char*)dyn - __start_harman_shared);
+        std::memset(dyn + DYNAMIC_SHARED_MAX, 0xff,
+                    __stop_harman_shared - (char*)(dyn + DYNAMIC_SHARED_MAX));
+        std::memset(dyn, 0xff, l.shared_bytes);
     }
     l.low = n;
     l.high = -1;
@@ -846,12 +880,19 @@ inline void call(void (*f)(A...), void** args, std::index_sequence<I...>) {
     f(std::get<I>(values)...);
 }
 
-// Runs kernel `f` over the grid with `args` as cuLaunchKernel takes them (one pointer per
-// parameter); 0, or 1 with the reason in `err`.
+// Runs kernel `f` over the grid with `shared_bytes` of dynamic shared memory and `args` as
+// cuLaunchKernel takes them (one pointer per parameter); 0, or 1 with the reason in `err`.
 template <class... A>
-inline int launch(void (*f)(A...), const unsigned* grid, const unsigned* block, void** args,
-                  char* err, size_t err_len) {
+inline int launch(void (*f)(A...), const unsigned* grid, const unsigned* block,
+                  unsigned shared_bytes, void** args, char* err, size_t err_len) {
     Launch& l = launch_state();
+    if (shared_bytes > DYNAMIC_SHARED_MAX) {
+        std::snprintf(err, err_len, "%u bytes of dynamic shared memory (at most %u)",
+                      shared_bytes, DYNAMIC_SHARED_MAX);
+        return 1;
+    }
+    l.shared_bytes = shared_bytes;
+    l.shared_used = false;
     l.grid = dim3{grid[0], grid[1], grid[2]};
     l.block = dim3{block[0], block[1], block[2]};
     l.threads = (int)(block[0] * block[1] * block[2]);
@@ -880,6 +921,14 @@ inline int launch(void (*f)(A...), const unsigned* grid, const unsigned* block, 
                 }
             }
         }
+    }
+    if (shared_bytes > 0 && !l.shared_used) {
+        // On the GPU they would cost blocks per SM for nothing.
+        std::snprintf(err, err_len,
+                      "the launch passed %u bytes of dynamic shared memory the kernel does not "
+                      "use",
+                      shared_bytes);
+        return 1;
     }
     return 0;
 }

@@ -412,6 +412,38 @@ fn flash_attention_forward_and_backward() {
         let what = format!("{k:?} HS=32 dropout 0.2 B=1 T=130");
         check_attention(&g32, 1, 130, 2, 7, drop, &what);
     }
+    // The kernels built for head size 128: their tiles in dynamic shared memory (more than
+    // 48 KB a block), the warpgroup MMA's products along the sequence 128 wide. The CUDA-core
+    // kernels are not built for it: refused with the fix named, at open and at launch.
+    let mut g128 = Gpu::new(128).expect("GPU init (head size 128)");
+    for &k in &tensor_cores {
+        g128.attention = k;
+        check_attention(
+            &g128,
+            2,
+            100,
+            2,
+            8,
+            None,
+            &format!("{k:?} HS=128 B=2 T=100"),
+        );
+        let what = format!("{k:?} HS=128 dropout 0.2 B=1 T=80");
+        check_attention(&g128, 1, 80, 2, 10, drop, &what);
+    }
+    g128.attention = AttentionKernels::CudaCores;
+    let refused = g128.attention_forward(0, 0, 0, 1, 64, 1, None).unwrap_err();
+    assert!(
+        refused.to_string().contains("HARMAN_ATTENTION=simt")
+            && refused.to_string().contains("128"),
+        "{refused}"
+    );
+    let refused = Gpu::open(128, Some(32))
+        .err()
+        .expect("chunk 32 at head size 128");
+    assert!(
+        refused.to_string().contains("HARMAN_FLASH_CHUNK=32"),
+        "{refused}"
+    );
     // The backward kernels built for 32- and 64-row chunks (HARMAN_FLASH_CHUNK).
     for chunk in [32, 64] {
         let mut gc = Gpu::open(64, Some(chunk)).expect("GPU init (chunk)");

@@ -1,12 +1,12 @@
 //! The kernel simulator (`harman_kernels::cuda::sim`) is strict where the hardware is
 //! unforgiving: small kernels with a missing barrier, a read of an asynchronous copy before
-//! waiting for it, a shuffle only half a warp reaches, a wgmma result read before waiting
-//! for it, its A registers rewritten while it runs and a wgmma one warp of the warpgroup
-//! skips must fail there, and their correct
-//! twins pass (the wgmma ones with the product the PTX ISA's layouts give, both operand
-//! majors). (The backend's own kernels run on it in `cuda_ops.rs` and the
-//! training tests when no GPU is present.) Skipped, with the reason printed, where there is
-//! no C++ compiler.
+//! waiting for it, a launch with less dynamic shared memory than its kernel needs (or some it
+//! does not use), a shuffle only half a warp reaches, a wgmma result read before waiting for
+//! it, its A registers rewritten while it runs and a wgmma one warp of the warpgroup skips
+//! must fail there, and their correct twins pass (the wgmma ones with the product the PTX
+//! ISA's layouts give, both operand majors). (The backend's own kernels run on it in
+//! `cuda_ops.rs` and the training tests when no GPU is present.) Skipped, with the reason
+//! printed, where there is no C++ compiler.
 
 use harman_kernels::cuda::compile::KernelFile;
 use harman_kernels::cuda::sim::{self, HostMem, Simulator};
@@ -98,6 +98,16 @@ extern "C" __global__ void wg_product(float* out, const bf16* a, const bf16* b, 
     }
 }
 
+// out[i] = x[(i + 1) % n] through the block's dynamic shared memory, which the kernel needs
+// `bytes` of.
+extern "C" __global__ void dynamic_shift(float* out, const float* x, int bytes) {
+    float* tile = (float*)dynamic_shared(bytes);
+    const int i = threadIdx.x;
+    tile[i] = x[i];
+    __syncthreads();
+    out[i] = tile[(i + 1) % blockDim.x];
+}
+
 // A warp sum every lane takes part in (`half` = 0) or only the lower 16 lanes.
 extern "C" __global__ void lane_sum(float* out, const float* x, int half) {
     float v = x[threadIdx.x];
@@ -111,7 +121,13 @@ extern "C" __global__ void lane_sum(float* out, const float* x, int half) {
 const FILE: KernelFile = KernelFile {
     name: "simcheck",
     source: SOURCE,
-    kernels: &["shift", "copy_async", "lane_sum", "wg_product"],
+    kernels: &[
+        "shift",
+        "copy_async",
+        "dynamic_shift",
+        "lane_sum",
+        "wg_product",
+    ],
 };
 
 struct Rig {
@@ -134,6 +150,17 @@ impl Rig {
     /// Runs `name` on one block of `threads` with (out, x, flag); the output, or the
     /// simulator's error.
     fn run(&self, name: &str, threads: u32, flag: i32) -> Result<Vec<f32>, String> {
+        self.run_shared(name, threads, flag, 0)
+    }
+
+    /// As `run`, with `shared_bytes` of dynamic shared memory.
+    fn run_shared(
+        &self,
+        name: &str,
+        threads: u32,
+        flag: i32,
+        shared_bytes: u32,
+    ) -> Result<Vec<f32>, String> {
         let mut out: HostMem = self.sim.alloc(128 * 4);
         out.write(&vec![f32::NAN; 128]);
         let mut x = self.sim.alloc(128 * 4);
@@ -144,7 +171,7 @@ impl Rig {
             .map(|s| s as *mut u64 as *mut c_void)
             .collect();
         self.sim
-            .launch(name, (1, 1, 1), threads, &mut args)
+            .launch(name, (1, 1, 1), threads, shared_bytes, &mut args)
             .map_err(|e| e.to_string())?;
         Ok(out.read(threads as usize * if name == "copy_async" { 4 } else { 1 }))
     }
@@ -157,6 +184,22 @@ fn a_missing_barrier_gives_wrong_values() {
     assert_eq!(r.run("shift", 128, 1).unwrap(), want);
     let racy = r.run("shift", 128, 0).unwrap();
     assert_ne!(racy, want, "a read before the barrier went unnoticed");
+}
+
+#[test]
+fn dynamic_shared_memory_holds_what_the_launch_passed() {
+    let Some(r) = rig() else { return };
+    let want: Vec<f32> = (0..128).map(|i| r.x[(i + 1) % 128]).collect();
+    assert_eq!(r.run_shared("dynamic_shift", 128, 512, 512).unwrap(), want);
+    // Bytes a kernel does not use are refused (on the GPU they cost blocks per SM).
+    let err = r.run_shared("shift", 128, 1, 512).unwrap_err();
+    assert!(err.contains("does not use"), "{err}");
+    // A launch that passes less than the kernel needs stops, as the GPU's __trap does.
+    let err = r.run_shared("dynamic_shift", 128, 512, 256).unwrap_err();
+    assert!(
+        err.contains("__trap") && err.contains("needs 512") && err.contains("passed 256"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -203,7 +246,7 @@ fn wg_product(r: &Rig, mode: i32) -> Result<Vec<f32>, String> {
         .map(|s| s as *mut u64 as *mut c_void)
         .collect();
     r.sim
-        .launch("wg_product", (1, 1, 1), 128, &mut args)
+        .launch("wg_product", (1, 1, 1), 128, 0, &mut args)
         .map_err(|e| e.to_string())?;
     Ok(out.read(64 * 16))
 }

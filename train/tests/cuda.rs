@@ -109,15 +109,6 @@ fn one_step_matches_the_cpu_backend() {
     // Two layers, two heads of 64, a vocabulary of 1000 (padded to 1024), T not a multiple
     // of the attention tiles.
     let cfg = GptConfig::padded(1000, 96, 2, 2, 128);
-    let mut params = Params::init(cfg, 5);
-    // The CPU sees the bf16-rounded weights the GPU computes with.
-    params.data = harman_kernels::cuda::from_bf16(&harman_kernels::cuda::to_bf16(&params.data));
-    let (b, t) = (3, 80);
-    let x: Vec<u32> = (0..b * t)
-        .map(|i| ((i * 31 + i / 7) % 1000) as u32)
-        .collect();
-    let y: Vec<u32> = (0..b * t).map(|i| ((i * 17 + 3) % 1000) as u32).collect();
-    let zeros = vec![0f32; params.data.len()];
     // With every activation kept, with the GELU outputs recomputed in the backward pass, and
     // with dropout (the GPU drops exactly the elements the CPU drops).
     let dropout = cpu::Dropout {
@@ -127,41 +118,68 @@ fn one_step_matches_the_cpu_backend() {
         micro: 1,
     };
     for (recompute, drop) in [(false, None), (true, None), (false, Some(dropout))] {
-        let what = format!(
-            "recompute {recompute}, dropout {}",
-            drop.map_or(0.0, |d| d.p)
-        );
-        let mut acts = Activations::new(&cfg, b, t);
-        acts.dropout = drop;
-        let loss_cpu = cpu::forward(&params, &mut acts, &x, Some(&y), 2).unwrap();
-        let mut grads = vec![0f32; params.data.len()];
-        cpu::backward(&params, &acts, &mut grads, 1.0, 2);
-        let mut gpu = GpuModel::new(&params, &zeros, &zeros, b, t, recompute).unwrap();
-        gpu.set_dropout(drop);
-        gpu.zero_grads().unwrap();
-        let loss_gpu = gpu.forward(&x, &y, 1.0 / (b * t) as f32).unwrap();
-        gpu.backward().unwrap();
-        let g = gpu.gradients().unwrap();
-        eprintln!("{what}: loss cpu {loss_cpu} gpu {loss_gpu}");
-        assert!(
-            ((loss_gpu - loss_cpu) / loss_cpu).abs() < 1e-2,
-            "{what}: loss {loss_gpu} vs {loss_cpu}"
-        );
-        for (name, _, _) in &params.layout.tensors {
-            let r = params.layout.range(name);
-            let e = rel_err(&g[r.clone()], &grads[r]);
-            eprintln!("{what}: gradient {name}: relative error {e:.2e}");
-            assert!(e < 5e-2, "{what}: gradient of {name}: relative error {e}");
-        }
-        // A forward without gradient gives the same loss, and a second step the same
-        // gradients (the recomputed GELU equals the forward's bit for bit).
-        let again = gpu.forward(&x, &y, 0.0).unwrap();
-        assert_eq!(again.to_bits(), loss_gpu.to_bits(), "deterministic");
-        gpu.zero_grads().unwrap();
-        gpu.forward(&x, &y, 1.0 / (b * t) as f32).unwrap();
-        gpu.backward().unwrap();
-        assert_eq!(gpu.gradients().unwrap(), g, "same gradients again");
+        check_one_step(cfg, recompute, drop);
     }
+}
+
+#[test]
+fn a_model_with_heads_of_128_matches_the_cpu_backend() {
+    if !gpu_available() {
+        return;
+    }
+    // One layer, two heads of 128 (the attention tiles in dynamic shared memory).
+    let cfg = GptConfig::padded(1000, 96, 1, 2, 256);
+    assert_eq!(cfg.head_size(), 128);
+    check_one_step(cfg, false, None);
+}
+
+/// One step of `cfg` (B = 3, T = 80) on the GPU against the CPU backend: the loss and every
+/// tensor's gradient; then the same loss and gradients again (deterministic).
+fn check_one_step(cfg: GptConfig, recompute: bool, drop: Option<cpu::Dropout>) {
+    let mut params = Params::init(cfg, 5);
+    // The CPU sees the bf16-rounded weights the GPU computes with.
+    params.data = harman_kernels::cuda::from_bf16(&harman_kernels::cuda::to_bf16(&params.data));
+    let (b, t) = (3, 80);
+    let x: Vec<u32> = (0..b * t)
+        .map(|i| ((i * 31 + i / 7) % 1000) as u32)
+        .collect();
+    let y: Vec<u32> = (0..b * t).map(|i| ((i * 17 + 3) % 1000) as u32).collect();
+    let zeros = vec![0f32; params.data.len()];
+    let what = format!(
+        "head size {}, recompute {recompute}, dropout {}",
+        cfg.head_size(),
+        drop.map_or(0.0, |d| d.p)
+    );
+    let mut acts = Activations::new(&cfg, b, t);
+    acts.dropout = drop;
+    let loss_cpu = cpu::forward(&params, &mut acts, &x, Some(&y), 2).unwrap();
+    let mut grads = vec![0f32; params.data.len()];
+    cpu::backward(&params, &acts, &mut grads, 1.0, 2);
+    let mut gpu = GpuModel::new(&params, &zeros, &zeros, b, t, recompute).unwrap();
+    gpu.set_dropout(drop);
+    gpu.zero_grads().unwrap();
+    let loss_gpu = gpu.forward(&x, &y, 1.0 / (b * t) as f32).unwrap();
+    gpu.backward().unwrap();
+    let g = gpu.gradients().unwrap();
+    eprintln!("{what}: loss cpu {loss_cpu} gpu {loss_gpu}");
+    assert!(
+        ((loss_gpu - loss_cpu) / loss_cpu).abs() < 1e-2,
+        "{what}: loss {loss_gpu} vs {loss_cpu}"
+    );
+    for (name, _, _) in &params.layout.tensors {
+        let r = params.layout.range(name);
+        let e = rel_err(&g[r.clone()], &grads[r]);
+        eprintln!("{what}: gradient {name}: relative error {e:.2e}");
+        assert!(e < 5e-2, "{what}: gradient of {name}: relative error {e}");
+    }
+    // A forward without gradient gives the same loss, and a second step the same gradients
+    // (the recomputed GELU equals the forward's bit for bit).
+    let again = gpu.forward(&x, &y, 0.0).unwrap();
+    assert_eq!(again.to_bits(), loss_gpu.to_bits(), "deterministic");
+    gpu.zero_grads().unwrap();
+    gpu.forward(&x, &y, 1.0 / (b * t) as f32).unwrap();
+    gpu.backward().unwrap();
+    assert_eq!(gpu.gradients().unwrap(), g, "same gradients again");
 }
 
 #[test]

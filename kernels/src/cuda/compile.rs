@@ -72,7 +72,6 @@ pub const ATTENTION: KernelFile = KernelFile {
     source: include_str!("../../cuda/attention.cu"),
     kernels: &[
         "attention_forward",
-        "attention_backward_d",
         "attention_backward_dkdv",
         "attention_backward_dq",
     ],
@@ -81,7 +80,12 @@ pub const ATTENTION: KernelFile = KernelFile {
 pub const FLASH: KernelFile = KernelFile {
     name: "flash",
     source: include_str!("../../cuda/flash.cu"),
-    kernels: &["flash_forward", "flash_backward_dkdv", "flash_backward_dq"],
+    kernels: &[
+        "flash_forward",
+        "flash_backward_dkdv",
+        "flash_backward_dq",
+        "flash_backward_d",
+    ],
 };
 /// flash.cu again with the attention probabilities' dropout (`-DDROPOUT`).
 pub const FLASH_DROPOUT: KernelFile = KernelFile {
@@ -134,9 +138,27 @@ pub const FILES: [KernelFile; 11] = [
     DROPOUT,
 ];
 
+/// The head sizes `file` is built for (one build each; the head size is a compile-time
+/// constant in the attention kernels), or none where it does not depend on it.
+pub fn head_sizes(file: &KernelFile) -> &'static [usize] {
+    if file.source == FLASH.source {
+        &HEAD_SIZES
+    } else if file.name == ATTENTION.name {
+        &SIMT_HEAD_SIZES
+    } else {
+        &[]
+    }
+}
+
 /// Whether `file` is built once per head size.
 pub fn per_head_size(file: &KernelFile) -> bool {
-    file.name == ATTENTION.name || file.source == FLASH.source
+    !head_sizes(file).is_empty()
+}
+
+/// Whether a backend for a model of head size `head_size` builds `file` (the CUDA-core
+/// attention only where it takes that head size).
+pub fn built_for(file: &KernelFile, head_size: usize) -> bool {
+    !per_head_size(file) || head_sizes(file).contains(&head_size)
 }
 
 /// Whether `file` runs on Hopper's warpgroup MMA (only `sm_90`-class GPUs load it).
@@ -155,10 +177,45 @@ pub fn arch_for(file: &KernelFile, arch: &'static str) -> &'static str {
     }
 }
 
-/// Head sizes the attention kernels are built for (a compile-time constant in them; the
-/// CUDA-core backward holds two head-size vectors per thread and the tensor-core kernels
-/// four head-size accumulator tiles per warp in registers, so 128 would spill).
-pub const HEAD_SIZES: [usize; 2] = [32, 64];
+/// Head sizes the CUDA backend takes: the tensor-core attention (flash.cu, every build) is
+/// built for each.
+pub const HEAD_SIZES: [usize; 3] = [32, 64, 128];
+
+/// Head sizes the CUDA-core attention (attention.cu, `HARMAN_ATTENTION=simt`) is built for:
+/// its threads hold two head-size vectors in registers, which would spill at 128.
+pub const SIMT_HEAD_SIZES: [usize; 2] = [32, 64];
+
+/// Bytes of dynamic shared memory kernel `name` needs in the build for head size
+/// `head_size`: at head size 128 flash.cu's 64-row tiles (`SHARED_TILES` there: the forward
+/// pass 5, dK/dV 4 or, with wgmma, 6, dQ 4), 64 × (HS + 8) bf16 each in the mma.sync builds
+/// (rows padded for ldmatrix), 64 × HS in the warpgroup-MMA ones; 0 for every other kernel
+/// and at head sizes up to 64, where the tiles are static arrays. The kernels trap when a
+/// launch passes less (the simulator also refuses bytes a kernel does not use).
+pub fn dynamic_shared_bytes(name: &str, head_size: usize) -> u32 {
+    if head_size <= 64 {
+        return 0;
+    }
+    let wgmma = name.ends_with("_wg");
+    let tiles = if name.starts_with("flash_forward") {
+        5
+    } else if name.starts_with("flash_backward_dkdv") {
+        if wgmma {
+            6
+        } else {
+            4
+        }
+    } else if name.starts_with("flash_backward_dq") {
+        4
+    } else {
+        return 0;
+    };
+    let tile = 64 * if wgmma { head_size } else { head_size + 8 } * 2;
+    (tiles * tile) as u32
+}
+
+/// The dynamic shared memory a kernel may take without asking for more (CUDA's default cap;
+/// beyond it a kernel needs `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES` set).
+pub const DEFAULT_DYNAMIC_SHARED: u32 = 48 * 1024;
 
 /// Why a kernel did not compile.
 #[derive(Debug, thiserror::Error)]
@@ -363,17 +420,35 @@ fn parse_flash_chunk(value: Option<&str>) -> Result<Option<usize>, String> {
 /// Every build of `file`: one per supported head size where it depends on it, and
 /// flash.cu's with the other chunk sizes too.
 pub fn variants(file: &KernelFile) -> Vec<Vec<String>> {
-    let chunks: &[Option<usize>] = if file.source == FLASH.source {
-        &[None, Some(32), Some(64)]
+    let sizes: &[usize] = if per_head_size(file) {
+        head_sizes(file)
     } else {
-        &[None]
+        &[64] // not per head size: one build
     };
-    let mut all: Vec<Vec<String>> = HEAD_SIZES
+    let mut all: Vec<Vec<String>> = sizes
         .iter()
-        .flat_map(|&hs| chunks.iter().map(move |&ch| defines(file, hs, ch)))
+        .flat_map(|&hs| {
+            let chunks: &[Option<usize>] = if file.source == FLASH.source {
+                chunks_for(hs)
+            } else {
+                &[None]
+            };
+            chunks.iter().map(move |&ch| defines(file, hs, ch))
+        })
         .collect();
     all.dedup();
     all
+}
+
+/// The chunks of rows the flash backward kernels are built with at head size `head_size`:
+/// 16 (None, the default), 32 and 64 up to head size 64; only 16 beyond, where dK and dV
+/// alone take 128 registers and larger chunks would spill.
+pub fn chunks_for(head_size: usize) -> &'static [Option<usize>] {
+    if head_size > 64 {
+        &[None]
+    } else {
+        &[None, Some(32), Some(64)]
+    }
 }
 
 /// Compiles every kernel file (every variant) for `arch` (the warpgroup-MMA builds for
@@ -421,6 +496,31 @@ mod tests {
         assert!(defines(&FLASH, 64, Some(32)).contains(&"CHUNK=32".to_string()));
         assert!(defines(&FLASH_DROPOUT, 64, Some(32)).contains(&"CHUNK=32".to_string()));
         assert!(defines(&LAYERNORM, 64, Some(32)).is_empty());
+    }
+
+    #[test]
+    fn dynamic_shared_memory_is_asked_for_at_head_size_128_only_and_fits_a_hopper_block() {
+        let kernels: Vec<&str> = FILES
+            .iter()
+            .flat_map(|f| f.kernels.iter().copied())
+            .collect();
+        for k in &kernels {
+            for hs in [32, 64] {
+                assert_eq!(dynamic_shared_bytes(k, hs), 0, "{k} at head size {hs}");
+            }
+            let bytes = dynamic_shared_bytes(k, 128);
+            // Every flash attention kernel takes more than the default 48 KB at 128 (so its
+            // cap is raised), and no more than an H100/H200 block may have (227 KB).
+            let flash = k.starts_with("flash_") && *k != "flash_backward_d";
+            assert_eq!(bytes > DEFAULT_DYNAMIC_SHARED, flash, "{k}: {bytes}");
+            assert!(bytes <= 227 * 1024, "{k}: {bytes}");
+        }
+        // The forward pass: five tiles of 64 rows, padded to 136 bf16 without wgmma.
+        assert_eq!(dynamic_shared_bytes("flash_forward", 128), 5 * 64 * 136 * 2);
+        assert_eq!(
+            dynamic_shared_bytes("flash_backward_dkdv_wg", 128),
+            6 * 64 * 128 * 2
+        );
     }
 
     #[test]

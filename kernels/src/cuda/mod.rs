@@ -13,6 +13,7 @@ pub mod sim;
 pub use ops::Scratch;
 
 use cudarc::cublas::CudaBlas;
+use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -206,6 +207,13 @@ impl Gpu {
                 compile::HEAD_SIZES
             )));
         }
+        let built = |rows| rows == 16 || compile::chunks_for(head_size).contains(&Some(rows));
+        if let Some(rows) = chunk.filter(|&rows| !built(rows)) {
+            return Err(GpuError::Unsupported(format!(
+                "HARMAN_FLASH_CHUNK={rows}: at head size {head_size} the flash backward kernels \
+                 take 16-row chunks only (larger ones would spill registers); unset it"
+            )));
+        }
         let (device, arch, name) = if sim::requested() {
             let name = "kernel simulator (HARMAN_CUDA_SIM, no GPU)".to_string();
             let sim = sim::Simulator::new(&compile::FILES, head_size, chunk)?;
@@ -232,6 +240,9 @@ impl Gpu {
             fused_layernorm: std::env::var("HARMAN_LN_FUSED").as_deref() != Ok("0"),
             profile: std::env::var_os("HARMAN_CUDA_PROFILE").map(|_| Mutex::default()),
         };
+        if gpu.attention == AttentionKernels::CudaCores && !gpu.has_kernel("attention_forward") {
+            return Err(GpuError::Unsupported(simt_head_size(head_size)));
+        }
         if gpu.attention == AttentionKernels::Warpgroup && !gpu.has_kernel("flash_forward_wg") {
             let why = gpu
                 .optional_failure()
@@ -422,6 +433,15 @@ fn host_buf<T>(mem: sim::HostMem, len: usize) -> Buf<T> {
     }
 }
 
+/// Why `HARMAN_ATTENTION=simt` is refused for a model of head size `head_size`.
+pub(crate) fn simt_head_size(head_size: usize) -> String {
+    format!(
+        "HARMAN_ATTENTION=simt: the CUDA-core attention kernels are built for head sizes {:?}, \
+         this model's is {head_size}; unset it for the tensor-core kernels",
+        compile::SIMT_HEAD_SIZES
+    )
+}
+
 /// A buffer used with a device other than its own.
 fn foreign() -> GpuError {
     GpuError::Unsupported("a buffer of another device (GPU vs simulator)".into())
@@ -461,13 +481,27 @@ impl Cuda {
             if compile::hopper_only(&file) && arch != "sm_90" {
                 continue; // wgmma is Hopper's (HARMAN_ATTENTION=wgmma reports it)
             }
+            if !compile::built_for(&file, head_size) {
+                continue; // the CUDA-core attention at head size 128 (refused at open)
+            }
             let defines = compile::defines(&file, head_size, chunk);
             let loaded = (|| -> Result<Vec<(&'static str, CudaFunction)>, GpuError> {
                 let ptx = compile::cached(&file, compile::arch_for(&file, arch), &defines)?;
                 let module = ctx.load_module(ptx)?;
                 file.kernels
                     .iter()
-                    .map(|&k| Ok((k, module.load_function(k)?)))
+                    .map(|&k| {
+                        let f = module.load_function(k)?;
+                        // Tiles beyond the default cap (head size 128) need it raised.
+                        let bytes = compile::dynamic_shared_bytes(k, head_size);
+                        if bytes > compile::DEFAULT_DYNAMIC_SHARED {
+                            f.set_attribute(
+                                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                bytes as i32,
+                            )?;
+                        }
+                        Ok((k, f))
+                    })
                     .collect()
             })();
             match loaded {

@@ -4,7 +4,7 @@
 //! `[N, C]` activations, `[OC, C]` weights. bf16 buffers are `u16`, fp32 `f32`, ids `i32`.
 
 use super::lt::{Epilogue, Shape};
-use super::{AttentionKernels, Buf, Device, GemmBackend, Gpu, GpuError};
+use super::{compile, simt_head_size, AttentionKernels, Buf, Device, GemmBackend, Gpu, GpuError};
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
 use std::ffi::c_void;
 
@@ -73,6 +73,7 @@ impl Gpu {
             .iter_mut()
             .map(|s| s as *mut u64 as *mut c_void)
             .collect();
+        let shared = compile::dynamic_shared_bytes(name, self.head_size);
         self.timed(
             || name.to_string(),
             || match &self.device {
@@ -84,13 +85,13 @@ impl Gpu {
                         g.functions[name].cu_function(),
                         grid,
                         (block, 1, 1),
-                        0,
+                        shared,
                         g.stream.cu_stream(),
                         &mut ptrs,
                     )
                     .map_err(GpuError::from)
                 },
-                Device::Sim(sim) => sim.launch(name, grid, block, &mut ptrs),
+                Device::Sim(sim) => sim.launch(name, grid, block, shared, &mut ptrs),
             },
         )
     }
@@ -677,6 +678,9 @@ impl Gpu {
                 128,
                 extra,
             ),
+            (AttentionKernels::CudaCores, _) if !self.has_kernel("attention_forward") => {
+                return Err(GpuError::Unsupported(simt_head_size(self.head_size)))
+            }
             (AttentionKernels::CudaCores, false) => (
                 [
                     "attention_forward",
@@ -733,7 +737,7 @@ impl Gpu {
     ) -> Result<(), GpuError> {
         let ([_, dkdv, dq], threads, extra) = self.attention_kernels(drop)?;
         self.launch(
-            "attention_backward_d",
+            "flash_backward_d",
             (blocks(b * nh * t, THREADS), 1, 1),
             THREADS,
             &[

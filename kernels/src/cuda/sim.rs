@@ -54,11 +54,12 @@ pub fn probe() -> Result<(), String> {
     compiler_version().map(|_| ())
 }
 
-/// `int harman_sim_launch(name, grid[3], block[3], args, err, err_len)`.
+/// `int harman_sim_launch(name, grid[3], block[3], shared_bytes, args, err, err_len)`.
 type LaunchFn = unsafe extern "C" fn(
     *const c_char,
     *const u32,
     *const u32,
+    u32,
     *mut *mut c_void,
     *mut c_char,
     usize,
@@ -69,11 +70,11 @@ type LaunchFn = unsafe extern "C" fn(
 fn source(file: &KernelFile) -> String {
     let mut s = format!("{RUNTIME}\n{COMMON}\n{}\n", file.source);
     s += "extern \"C\" __attribute__((visibility(\"default\"))) int harman_sim_launch(const char* name, const unsigned* grid, \
-          const unsigned* block, void** args, char* err, size_t err_len) {\n";
+          const unsigned* block, unsigned shared_bytes, void** args, char* err, size_t err_len) {\n";
     for k in file.kernels {
         s += &format!(
             "    if (std::strcmp(name, \"{k}\") == 0) return sim::launch({k}, grid, block, \
-             args, err, err_len);\n"
+             shared_bytes, args, err, err_len);\n"
         );
     }
     s += "    std::snprintf(err, err_len, \"no kernel %s\", name);\n    return 1;\n}\n";
@@ -168,7 +169,7 @@ impl Simulator {
         let version = compiler_version().map_err(GpuError::Unavailable)?;
         let mut libs = Vec::new();
         let mut launchers = HashMap::new();
-        for file in files {
+        for file in files.iter().filter(|f| compile::built_for(f, head_size)) {
             let path = build(file, &compile::defines(file, head_size, chunk), &version)?;
             let lib = load(&path)?;
             // SAFETY: the library was built from `source`, which defines this symbol with
@@ -194,12 +195,14 @@ impl Simulator {
         self.launchers.contains_key(name)
     }
 
-    /// Runs kernel `name` to completion; `args` as cuLaunchKernel takes them.
+    /// Runs kernel `name` to completion with `shared_bytes` of dynamic shared memory; `args`
+    /// as cuLaunchKernel takes them.
     pub fn launch(
         &self,
         name: &str,
         grid: (u32, u32, u32),
         block: u32,
+        shared_bytes: u32,
         args: &mut [*mut c_void],
     ) -> Result<(), GpuError> {
         let f = self
@@ -219,6 +222,7 @@ impl Simulator {
                 cname.as_ptr(),
                 grid.as_ptr(),
                 block.as_ptr(),
+                shared_bytes,
                 args.as_mut_ptr(),
                 err.as_mut_ptr() as *mut c_char,
                 err.len(),
