@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks, run on a machine with an NVIDIA GPU (a lent H100/H200) from binaries built
 # elsewhere: `bash scripts/gpu_check.sh DIR` where DIR holds `harman` (or harman.xz), the
-# test binaries `cuda_ops`, `cuda` (train) and `nvrtc`, and torch_gpt2_bench.py. Runs every
-# kernel test and the training tests against the CPU reference, then the GPT-2 124M
+# test binaries `cuda_ops`, `cuda` (train), `nvrtc` and `eval_reference` (with data/eval), and
+# torch_gpt2_bench.py. Runs every kernel test, the training tests against the CPU reference
+# and the eval's scores against the CPU's, then the GPT-2 124M
 # benchmark (B=32, T=1024; default kernels and the A/B variants below) next to PyTorch's
 # (torch.compile, and eager with EAGER=1) in the same call, and prints a short table last
 # (each benchmark's ratio to PyTorch, the per-step profile by kernel family). STEPS sets the
@@ -15,7 +16,7 @@ export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/nvidia/lib64${LD_LIBRARY
 export HARMAN_KERNEL_CACHE=/tmp/harman-kernels
 out=${OUT:-/tmp}
 [ -f harman.xz ] && xz -d -T0 -f harman.xz
-chmod +x harman cuda_ops cuda nvrtc 2>/dev/null
+chmod +x harman cuda_ops cuda nvrtc eval_reference 2>/dev/null
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 status=0
 for t in nvrtc cuda_ops cuda; do
@@ -30,6 +31,11 @@ for t in nvrtc cuda_ops cuda; do
         status=1
     fi
 done
+echo "== test eval_reference (the eval's scores on the GPU against the CPU's)"
+if ! HARMAN_EVAL_DATA=$PWD/data/eval timeout ${TEST_TIMEOUT:-150} ./eval_reference gpu_scores --nocapture 2>&1 | tee "$out/test_eval.log" | grep -E "^test |difference|bits per byte|panicked|skipped"; then
+    status=1
+fi
+grep -q "test result: ok. 1 passed" "$out/test_eval.log" && ! grep -q "skipped: " "$out/test_eval.log" || status=1
 echo "== test cuda one_step, heads_of_128 with HARMAN_ATTENTION=wgmma"
 if ! HARMAN_ATTENTION=wgmma timeout ${TEST_TIMEOUT:-150} ./cuda one_step heads_of_128 --test-threads=1 --nocapture 2>&1 | tee "$out/test_cuda_wgmma.log" | grep -E "^test |relative error|panicked|assert"; then
     status=1
@@ -38,6 +44,8 @@ wgmma_ok=1
 grep -q "test result: ok. 2 passed" "$out/test_cuda_wgmma.log" || { status=1; wgmma_ok=; }
 echo "== bench"
 timeout 60 ./harman bench train --device cuda --preset tiny --batch 4 --seq 64 --steps 5 2>&1 | tee "$out/bench_tiny.log"
+timeout 90 ./harman bench eval --device cuda --preset gpt2-124m --batch 32 \
+    --hellaswag data/eval/hellaswag_sample.jsonl --items 40 2>&1 | tee "$out/bench_eval.log"
 bench() { # NAME [ENV=VALUE ...] [-- extra harman args]: GPT-2 124M, B=32, T=1024
     local name=$1 envs=() args=()
     shift

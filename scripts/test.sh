@@ -52,6 +52,7 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
   echo "no NVIDIA GPU: the GPU tests again, on the kernel simulator"
   HARMAN_CUDA_SIM=1 cargo test --locked -p harman-kernels --test cuda_ops "$@"
   HARMAN_CUDA_SIM=1 cargo test --locked -p harman-train --test cuda "$@"
+  HARMAN_CUDA_SIM=1 cargo test --locked -p harman-eval --test reference "$@"
   if [ $# -eq 0 ]; then
     # One training step's gradients against the CPU with the warpgroup-MMA attention (heads
     # of 64 and of 128).

@@ -2180,6 +2180,7 @@ fn train_on_tokenized_shards_resumes_bit_for_bit() {
         "1 vs 2 threads"
     );
     let report: serde_json::Value = serde_json::from_slice(&j1).unwrap();
+    assert_eq!(report["device"], "cpu", "the default");
     assert_eq!(report["multiple_choice"]["arc"]["items"], 4);
     assert_eq!(report["lambada"]["items"], 4);
     assert_eq!(report["intrinsic"]["val"]["tokens"], 512);

@@ -21,6 +21,8 @@ pub enum EvalError {
     Tokenizer(#[from] harman_tokenizer::TokenizerError),
     #[error(transparent)]
     Data(#[from] harman_train::data::DataError),
+    #[error("GPU: {0}")]
+    Gpu(#[from] harman_kernels::cuda::GpuError),
 }
 
 pub(crate) fn input_err(path: &std::path::Path, message: impl ToString) -> EvalError {

@@ -10,7 +10,10 @@ use crate::EvalError;
 use harman_kernels::cpu::matmul;
 use harman_tokenizer::Tokenizer;
 use harman_train::cpu::{self, Activations};
+use harman_train::cuda::GpuModel;
 use harman_train::model::Params;
+use harman_train::trainer::Device;
+use std::cell::RefCell;
 
 /// One (context, continuation) pair.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,13 +52,16 @@ pub fn encode_pair(tok: &Tokenizer, context: &str, continuation: &str) -> (Vec<u
     (ctx, whole[split..].to_vec())
 }
 
-/// Scores requests with a model on the CPU backend.
+/// Scores requests with a model on the CPU backend, or with its forward passes on the GPU
+/// ([`Scorer::on_device`]).
 pub struct Scorer<'a> {
     pub params: &'a Params,
     pub tokenizer: &'a Tokenizer,
     /// Sequences per forward pass.
     pub batch: usize,
     pub threads: usize,
+    /// The model on the GPU (CUDA backend, or the kernel simulator), when scoring there.
+    gpu: Option<RefCell<GpuModel>>,
 }
 
 /// A model input: ids (at most max_seq_len), the targets, and where the scored targets start.
@@ -73,7 +79,57 @@ pub struct Scored {
     pub greedy: bool,
 }
 
-impl Scorer<'_> {
+impl<'a> Scorer<'a> {
+    /// A scorer on the CPU backend: `batch` sequences per forward pass, `threads` threads.
+    pub fn new(params: &'a Params, tokenizer: &'a Tokenizer, batch: usize, threads: usize) -> Self {
+        Scorer {
+            params,
+            tokenizer,
+            batch: batch.max(1),
+            threads,
+            gpu: None,
+        }
+    }
+
+    /// Runs the forward passes on `device` (`cuda`: the GPU or an error; `auto`: the GPU
+    /// where one is usable, else the CPU; `cpu`); returns a line saying where, and why not
+    /// the GPU for `auto`. On the GPU the passes compute in bf16 (fp32 accumulation), so
+    /// scores differ from the CPU's in their last digits; log-probabilities are taken from
+    /// the logits in f64 on the host either way.
+    pub fn on_device(&mut self, device: Device) -> Result<String, EvalError> {
+        self.gpu = None;
+        let cpu_line = |why: Option<String>| {
+            let why = why.map_or(String::new(), |w| format!(" ({w})"));
+            format!("CPU backend, {} threads{why}", self.threads)
+        };
+        let why_not = match device {
+            Device::Cpu => return Ok(cpu_line(None)),
+            Device::Cuda => None,
+            Device::Auto => harman_kernels::cuda::probe().err(),
+        };
+        if let Some(why) = why_not {
+            return Ok(cpu_line(Some(format!("no GPU: {why}"))));
+        }
+        let zeros = vec![0f32; self.params.data.len()];
+        let t = self.params.config.max_seq_len;
+        match GpuModel::new(self.params, &zeros, &zeros, self.batch, t, false) {
+            Ok(gpu) => {
+                let line = format!("CUDA backend on {} ({})", gpu.gpu.name, gpu.gpu.arch);
+                self.gpu = Some(RefCell::new(gpu));
+                Ok(line)
+            }
+            Err(e) if device == Device::Auto => {
+                Ok(cpu_line(Some(format!("the GPU could not be used: {e}"))))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether the forward passes run on the GPU.
+    pub fn on_gpu(&self) -> bool {
+        self.gpu.is_some()
+    }
+
     fn window(&self, req: &Request) -> Window {
         let (ctx, cont) = encode_pair(self.tokenizer, &req.context, &req.continuation);
         let max = self.params.config.max_seq_len;
@@ -122,29 +178,11 @@ impl Scorer<'_> {
                 let w = &windows[i];
                 x[row * t..row * t + w.inputs.len()].copy_from_slice(&w.inputs);
             }
-            let mut acts = Activations::new(cfg, b, t);
-            cpu::forward_hidden(self.params, &mut acts, &x, self.threads)?;
-            // The output head only where a target is scored.
-            let c = cfg.channels;
-            let hidden = acts.hidden();
-            let mut rows = Vec::new();
-            for (row, &i) in chunk.iter().enumerate() {
-                let w = &windows[i];
-                for pos in w.first..w.targets.len() {
-                    rows.extend_from_slice(&hidden[(row * t + pos) * c..(row * t + pos + 1) * c]);
-                }
-            }
-            let k = rows.len() / c;
-            let mut logits = vec![0f32; k * vp];
-            matmul::forward(
-                &mut logits,
-                &rows,
-                self.params.tensor("wte"),
-                &[],
-                c,
-                vp,
-                self.threads,
-            );
+            // The logits of every scored position, window by window.
+            let logits = match &self.gpu {
+                Some(gpu) => self.gpu_logits(&mut gpu.borrow_mut(), windows, chunk, &x, t)?,
+                None => self.cpu_logits(windows, chunk, &x, t)?,
+            };
             let mut at = 0;
             for &i in chunk {
                 let w = &windows[i];
@@ -167,6 +205,62 @@ impl Scorer<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// The scored positions' logits (rows of the padded vocabulary) of the windows `chunk`
+    /// of `windows`, laid out in `x` as a batch of `t` positions each: the CPU's forward pass,
+    /// and the output head only where a target is scored.
+    fn cpu_logits(
+        &self,
+        windows: &[Window],
+        chunk: &[usize],
+        x: &[u32],
+        t: usize,
+    ) -> Result<Vec<f32>, EvalError> {
+        let cfg = &self.params.config;
+        let mut acts = Activations::new(cfg, chunk.len(), t);
+        cpu::forward_hidden(self.params, &mut acts, x, self.threads)?;
+        let c = cfg.channels;
+        let hidden = acts.hidden();
+        let mut rows = Vec::new();
+        for (row, &i) in chunk.iter().enumerate() {
+            let w = &windows[i];
+            for pos in w.first..w.targets.len() {
+                rows.extend_from_slice(&hidden[(row * t + pos) * c..(row * t + pos + 1) * c]);
+            }
+        }
+        let vp = cfg.padded_vocab_size;
+        let mut logits = vec![0f32; rows.len() / c * vp];
+        matmul::forward(
+            &mut logits,
+            &rows,
+            self.params.tensor("wte"),
+            &[],
+            c,
+            vp,
+            self.threads,
+        );
+        Ok(logits)
+    }
+
+    /// As [`Scorer::cpu_logits`], from the GPU's forward pass (each window's scored rows
+    /// downloaded in one copy).
+    fn gpu_logits(
+        &self,
+        gpu: &mut GpuModel,
+        windows: &[Window],
+        chunk: &[usize],
+        x: &[u32],
+        t: usize,
+    ) -> Result<Vec<f32>, EvalError> {
+        gpu.forward_logits(x, chunk.len(), t)?;
+        let mut logits = Vec::new();
+        for (row, &i) in chunk.iter().enumerate() {
+            let w = &windows[i];
+            let scored = w.targets.len() - w.first;
+            logits.extend(gpu.logits_rows(row * t + w.first, scored)?);
+        }
+        Ok(logits)
     }
 }
 

@@ -15,6 +15,10 @@ pub struct Generation {
     pub text: String,
 }
 
+fn cpu() -> String {
+    "cpu".into()
+}
+
 /// The results of evaluating one checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
@@ -23,6 +27,10 @@ pub struct EvalReport {
     pub step: u64,
     pub parameters: u64,
     pub config: serde_json::Value,
+    /// Where the model's forward passes ran: `cpu` (fp32) or `cuda` (bf16 on the GPU), so
+    /// the scores of two reports are known to be comparable digit for digit or not.
+    #[serde(default = "cpu")]
+    pub device: String,
     /// Intrinsic metrics by dataset name (`val` = the held-out token shards).
     pub intrinsic: BTreeMap<String, Intrinsic>,
     /// Multiple-choice tasks by name (hellaswag, arc, …).
@@ -123,9 +131,14 @@ impl EvalReport {
         let _ = writeln!(s, "# Evaluation of `{}` at step {}\n", self.run, self.step);
         let _ = writeln!(
             s,
-            "{:.2}M parameters; model {}\n",
+            "{:.2}M parameters; model {}; scored on the {}\n",
             self.parameters as f64 / 1e6,
-            self.config
+            self.config,
+            if self.device == "cuda" {
+                "GPU (bf16)"
+            } else {
+                "CPU (fp32)"
+            }
         );
         if let Some(svg) = loss_svg {
             let _ = writeln!(

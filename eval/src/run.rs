@@ -10,6 +10,7 @@ use crate::EvalError;
 use harman_tokenizer::Tokenizer;
 use harman_train::generate::{self, Sampling};
 use harman_train::model::Params;
+use harman_train::trainer::Device;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,10 @@ pub struct EvalSpec {
     pub max_tokens: Option<u64>,
     /// Sequences per forward pass.
     pub batch_size: usize,
+    /// Where the scoring's forward passes run: `cpu` (the default: fp32, the same digits on
+    /// every machine), `cuda` (the GPU, bf16) or `auto` (the GPU where one is usable). Sample
+    /// generations run on the CPU.
+    pub device: Device,
     /// Prompts for sample generations.
     pub prompts: Vec<String>,
     pub max_new_tokens: usize,
@@ -50,6 +55,7 @@ impl Default for EvalSpec {
             limit: None,
             max_tokens: None,
             batch_size: 8,
+            device: Device::Cpu,
             prompts: vec!["The".into(), "Once upon a time".into()],
             max_new_tokens: 24,
             temperature: 0.8,
@@ -93,7 +99,8 @@ impl EvalSpec {
     }
 }
 
-/// Evaluates `params` on everything `spec` names and on `val_shards`.
+/// Evaluates `params` on everything `spec` names and on `val_shards` (the forward passes on
+/// `spec.device`: where they ran is logged).
 pub fn evaluate(
     params: &Params,
     tokenizer: &Tokenizer,
@@ -103,17 +110,15 @@ pub fn evaluate(
     step: u64,
     threads: usize,
 ) -> Result<EvalReport, EvalError> {
-    let scorer = Scorer {
-        params,
-        tokenizer,
-        batch: spec.batch_size.max(1),
-        threads,
-    };
+    let mut scorer = Scorer::new(params, tokenizer, spec.batch_size, threads);
+    let backend = scorer.on_device(spec.device)?;
+    tracing::info!("eval: {backend}");
     let mut report = EvalReport {
         run: run.to_string(),
         step,
         parameters: params.config.num_parameters() as u64,
         config: serde_json::to_value(params.config).unwrap_or_default(),
+        device: if scorer.on_gpu() { "cuda" } else { "cpu" }.into(),
         intrinsic: BTreeMap::new(),
         multiple_choice: BTreeMap::new(),
         lambada: None,

@@ -10,11 +10,15 @@ use harman_eval::loglik::Scorer;
 use harman_eval::tasks;
 use harman_tokenizer::Tokenizer;
 use harman_train::model::{GptConfig, ParamLayout, Params};
+use harman_train::trainer::Device;
 use std::path::{Path, PathBuf};
 
+/// A file of tests/data/eval (or of `$HARMAN_EVAL_DATA`, where the test binary runs away
+/// from the source tree: scripts/gpu_check.sh).
 fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/data/eval")
+    std::env::var_os("HARMAN_EVAL_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/eval"))
         .join(name)
 }
 
@@ -22,7 +26,12 @@ fn data(name: &str) -> PathBuf {
 /// GPT-2 initialization (seed 2024) with matrices and embeddings scaled by 5 so that its
 /// predictions are far from uniform.
 fn model() -> Params {
-    let cfg = GptConfig::padded(50257, 48, 2, 2, 32);
+    model_with_heads(2)
+}
+
+/// The reference model's shape and weights with `heads` heads.
+fn model_with_heads(heads: usize) -> Params {
+    let cfg = GptConfig::padded(50257, 48, 2, heads, 32);
     let mut p = Params::init(cfg, 2024);
     for (name, _, _) in p.layout.tensors.clone() {
         if ParamLayout::decayed(name) {
@@ -53,12 +62,7 @@ fn scores_match_the_pytorch_reference() {
     let params = model();
     let tok = Tokenizer::gpt2();
     for threads in [1, 2] {
-        let scorer = Scorer {
-            params: &params,
-            tokenizer: &tok,
-            batch: 3,
-            threads,
-        };
+        let scorer = Scorer::new(&params, &tok, 3, threads);
         let n = reference["items"].as_u64().unwrap() as usize;
         for (task, items) in [
             (
@@ -118,4 +122,66 @@ fn scores_match_the_pytorch_reference() {
         );
         close(text.loss, want["loss"].as_f64().unwrap(), "text loss");
     }
+}
+
+/// The GPU's scores (CUDA backend, or the kernel simulator with `HARMAN_CUDA_SIM=1`) against
+/// the CPU's, which match PyTorch above: the same model with one head of 32 (a head size
+/// the GPU's attention is built for) and bf16 weights on both, the GPU computing in bf16.
+/// Skipped, with the reason printed, where no GPU is usable.
+#[test]
+fn gpu_scores_track_the_cpu() {
+    if let Err(why) = harman_kernels::cuda::probe() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let mut params = model_with_heads(1);
+    params.data = harman_kernels::cuda::from_bf16(&harman_kernels::cuda::to_bf16(&params.data));
+    let tok = Tokenizer::gpt2();
+    let cpu = Scorer::new(&params, &tok, 3, 2);
+    let mut gpu = Scorer::new(&params, &tok, 3, 2);
+    let line = gpu.on_device(Device::Cuda).unwrap();
+    assert!(gpu.on_gpu(), "{line}");
+    let n = 12;
+    let items = tasks::hellaswag(&data("hellaswag_sample.jsonl"), Some(n)).unwrap();
+    let (want, got) = (
+        tasks::score_choices(&cpu, &items).unwrap(),
+        tasks::score_choices(&gpu, &items).unwrap(),
+    );
+    let mut worst = 0f64;
+    for (i, (w, g)) in want.lls.iter().zip(&got.lls).enumerate() {
+        for (j, (a, b)) in w.iter().zip(g).enumerate() {
+            let e = (a - b).abs() / a.abs().max(1.0);
+            worst = worst.max(e);
+            assert!(
+                e < 5e-3,
+                "hellaswag item {i} choice {j}: gpu {b} vs cpu {a}"
+            );
+        }
+    }
+    eprintln!("hellaswag: worst relative difference {worst:.2e}");
+    let requests = tasks::lambada(&data("lambada_sample.jsonl"), Some(n)).unwrap();
+    let (want, got) = (cpu.score(&requests).unwrap(), gpu.score(&requests).unwrap());
+    for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+        assert_eq!(a.tokens, b.tokens, "lambada item {i}");
+        let e = (a.ll - b.ll).abs() / a.ll.abs().max(1.0);
+        assert!(e < 5e-3, "lambada item {i}: gpu {} vs cpu {}", b.ll, a.ll);
+    }
+    // Rolling windows over raw text: every token scored once, bits per byte close.
+    let path = data("lambada_sample.jsonl");
+    let (a, b) = (
+        intrinsic::on_text(&cpu, &path, Some(n)).unwrap(),
+        intrinsic::on_text(&gpu, &path, Some(n)).unwrap(),
+    );
+    assert_eq!((a.tokens, a.bytes), (b.tokens, b.bytes));
+    let e = (a.bits_per_byte - b.bits_per_byte).abs() / a.bits_per_byte;
+    eprintln!(
+        "bits per byte: gpu {} vs cpu {} ({e:.2e})",
+        b.bits_per_byte, a.bits_per_byte
+    );
+    assert!(
+        e < 2e-3,
+        "bits per byte {} vs {}",
+        b.bits_per_byte,
+        a.bits_per_byte
+    );
 }

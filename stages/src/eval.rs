@@ -1,10 +1,11 @@
 //! The `eval` stage, the DAG's last node: the final checkpoint of its upstream `train` stage
-//! evaluated (harman-eval, CPU) on the held-out shards of its upstream `tokenize` stage and on
+//! evaluated (harman-eval) on the held-out shards of its upstream `tokenize` stage and on
 //! the datasets its options name (HellaSwag, LAMBADA, generic multiple-choice JSONL, raw
 //! text). It has no parts: its whole-output step writes `eval.json` (the report),
 //! `report.md` (the human summary with the loss curve and sample generations), `loss.svg`
-//! and `results.parquet` (the `eval_results` table). Everything is computed on the CPU in a
-//! fixed order, so reruns are byte-identical.
+//! and `results.parquet` (the `eval_results` table). Everything is computed in a fixed
+//! order, so reruns are byte-identical: on the CPU by default, or with `device = "cuda"`
+//! (or `"auto"`) the scoring's forward passes on the GPU (bf16, recorded in the report).
 
 use crate::stage::{
     FinishContext, Finished, OptionError, ShardInput, Stage, StageContext, StageError, StageInputs,
@@ -248,8 +249,19 @@ mod tests {
             bad(serde_json::json!({"multiple_choice": {"arc": "/no/such.jsonl"}})).as_deref(),
             Some("multiple_choice")
         );
+        assert_eq!(
+            bad(serde_json::json!({"device": "tpu"})).as_deref(),
+            Some("device")
+        );
         assert!(
             EvalStage::factory(&serde_json::json!({"limit": 5}), &StageContext::default()).is_ok()
         );
+        for device in ["cpu", "cuda", "auto"] {
+            let ok = EvalStage::factory(
+                &serde_json::json!({"device": device}),
+                &StageContext::default(),
+            );
+            assert!(ok.is_ok(), "{device}");
+        }
     }
 }

@@ -47,8 +47,11 @@ pub struct GpuModel {
     pub gpu: Gpu,
     pub config: GptConfig,
     layout: ParamLayout,
+    /// The batch's shape: B×T as allocated for training; an evaluation's forward pass
+    /// ([`GpuModel::forward_logits`]) takes any shape of at most `capacity` positions.
     b: usize,
     t: usize,
+    capacity: usize,
     master: Buf<f32>,
     params: Buf<u16>,
     grads: Buf<f32>,
@@ -120,6 +123,7 @@ impl GpuModel {
             layout: params.layout.clone(),
             b,
             t,
+            capacity: n,
             grads: gpu.alloc(total)?,
             m: gpu.upload(m)?,
             v: gpu.upload(v)?,
@@ -347,6 +351,45 @@ impl GpuModel {
         )?;
         let losses = g.download(&a.losses)?;
         Ok((losses.iter().map(|&v| v as f64).sum::<f64>() / n as f64) as f32)
+    }
+
+    /// An evaluation's forward pass over `x`, `b` sequences of `t` ids (b·t at most the
+    /// B×T the model was allocated for, t at most max_seq_len), without dropout or gradient:
+    /// the logits stay on the device for [`GpuModel::logits_rows`], row `i·t + p` for
+    /// sequence `i`, position `p`. The training shape is kept for the next step.
+    pub fn forward_logits(&mut self, x: &[u32], b: usize, t: usize) -> Result<(), GpuError> {
+        if b * t > self.capacity || t > self.config.max_seq_len || x.len() != b * t || t == 0 {
+            return Err(GpuError::Unsupported(format!(
+                "{} ids as {b}×{t} for a model allocated for {} positions of at most {} each",
+                x.len(),
+                self.capacity,
+                self.config.max_seq_len
+            )));
+        }
+        let vocab = self.config.vocab_size;
+        if let Some(bad) = x.iter().find(|&&id| id as usize >= vocab) {
+            return Err(GpuError::Unsupported(format!(
+                "token id {bad} is outside the model's vocabulary of {vocab}"
+            )));
+        }
+        let shape = (self.b, self.t);
+        let dropout = self.dropout.take();
+        (self.b, self.t) = (b, t);
+        // The inputs stand in as targets: the losses are not read.
+        let done = self.forward(x, x, 0.0);
+        (self.b, self.t) = shape;
+        self.dropout = dropout;
+        done.map(|_| ())
+    }
+
+    /// Rows `first .. first + rows` of the last forward pass's logits, each the padded
+    /// vocabulary wide (fp32 from the bf16 the pass computed).
+    pub fn logits_rows(&self, first: usize, rows: usize) -> Result<Vec<f32>, GpuError> {
+        let vp = self.config.padded_vocab_size;
+        let bits = self
+            .gpu
+            .download_range(&self.acts.logits, first * vp..(first + rows) * vp)?;
+        Ok(harman_kernels::cuda::from_bf16(&bits))
     }
 
     /// Backward pass of the last forward (which must have had dloss != 0): adds the

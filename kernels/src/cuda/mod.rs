@@ -394,6 +394,27 @@ impl Gpu {
         }
     }
 
+    /// Elements `range` of the buffer.
+    pub fn download_range<T: DeviceRepr>(
+        &self,
+        buf: &Buf<T>,
+        range: std::ops::Range<usize>,
+    ) -> Result<Vec<T>, GpuError> {
+        if range.start > range.end || range.end > buf.len {
+            return Err(GpuError::Unsupported(format!(
+                "elements {range:?} of a buffer of {}",
+                buf.len
+            )));
+        }
+        match (&self.device, &buf.mem) {
+            (Device::Cuda(g), Mem::Device(slice)) => {
+                Ok(g.stream.clone_dtoh(&slice.slice(range))?)
+            }
+            (Device::Sim(_), Mem::Host(mem)) => Ok(mem.read_range(range.start, range.len())),
+            _ => Err(foreign()),
+        }
+    }
+
     /// Zeroes the buffer.
     pub fn zero<T: DeviceRepr + cudarc::driver::ValidAsZeroBits>(
         &self,

@@ -440,11 +440,19 @@ impl HostMem {
 
     /// The first `n` elements (bitwise copies: T is plain data, a `DeviceRepr`).
     pub fn read<T>(&self, n: usize) -> Vec<T> {
-        let n = n.min(self.layout.size() / std::mem::size_of::<T>().max(1));
+        self.read_range(0, n)
+    }
+
+    /// Elements `first .. first + n` (as many of them as the allocation holds).
+    pub fn read_range<T>(&self, first: usize, n: usize) -> Vec<T> {
+        let held = self.layout.size() / std::mem::size_of::<T>().max(1);
+        let first = first.min(held);
+        let n = n.min(held - first);
         let mut v = Vec::with_capacity(n);
-        // SAFETY: the allocation holds n Ts (checked above) and is aligned for T (256).
+        // SAFETY: the allocation holds first + n Ts (checked above) and is aligned for T
+        // (256).
         unsafe {
-            std::ptr::copy_nonoverlapping(self.ptr as *const T, v.as_mut_ptr(), n);
+            std::ptr::copy_nonoverlapping((self.ptr as *const T).add(first), v.as_mut_ptr(), n);
             v.set_len(n);
         }
         v

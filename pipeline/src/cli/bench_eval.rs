@@ -1,7 +1,8 @@
 //! `harman bench eval`: scoring throughput of the eval stage's log-likelihood requests
 //! (HellaSwag items, four choices each, as lm-evaluation-harness builds them) on a model of
 //! a preset size with GPT-2 initialization (speed does not depend on the weights): items/s
-//! and scored requests' tokens/s, at the given batch size and threads.
+//! and scored requests' tokens/s, at the given batch size and threads, on the CPU or
+//! (`--device cuda`) the GPU.
 
 use super::Failure;
 use anyhow::anyhow;
@@ -9,6 +10,7 @@ use harman_eval::loglik::{encode_pair, Scorer};
 use harman_eval::tasks;
 use harman_tokenizer::Tokenizer;
 use harman_train::model::Params;
+use harman_train::trainer::Device;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -28,6 +30,9 @@ pub struct EvalBenchArgs {
     pub batch: usize,
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Where the forward passes run: cpu, cuda or auto.
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
 }
 
 pub fn bench_eval(args: EvalBenchArgs) -> Result<(), Failure> {
@@ -51,12 +56,8 @@ pub fn bench_eval(args: EvalBenchArgs) -> Result<(), Failure> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let scorer = Scorer {
-        params: &params,
-        tokenizer: &tok,
-        batch: args.batch,
-        threads,
-    };
+    let mut scorer = Scorer::new(&params, &tok, args.batch, threads);
+    let backend = scorer.on_device(args.device)?;
     let tokens: usize = items
         .iter()
         .flat_map(|it| {
@@ -70,7 +71,7 @@ pub fn bench_eval(args: EvalBenchArgs) -> Result<(), Failure> {
     let r = tasks::score_choices(&scorer, &items)?;
     let s = t0.elapsed().as_secs_f64();
     println!(
-        "model {} layers × {} channels, {} positions ({:.1}M parameters); {} HellaSwag items from {}; batch {}, {threads} threads",
+        "model {} layers × {} channels, {} positions ({:.1}M parameters); {} HellaSwag items from {}; batch {}; {backend}",
         cfg.num_layers,
         cfg.channels,
         cfg.max_seq_len,

@@ -9,6 +9,7 @@ use harman_eval::report::{compare, EvalReport};
 use harman_eval::run::{evaluate, EvalSpec};
 use harman_tokenizer::Tokenizer;
 use harman_train::checkpoint;
+use harman_train::trainer::Device;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
@@ -38,8 +39,8 @@ pub struct EvalArgs {
     /// At most N items per task (documents per text set).
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Further options as TOML (keys of the eval stage: batch_size, max_tokens, prompts,
-    /// max_new_tokens, temperature, top_k, seed).
+    /// Further options as TOML (keys of the eval stage: batch_size, device, max_tokens,
+    /// prompts, max_new_tokens, temperature, top_k, seed).
     #[arg(long, default_value = "")]
     pub options: String,
     /// `gpt2` or the tokenizer.json the model was trained with.
@@ -50,6 +51,10 @@ pub struct EvalArgs {
     pub out: Option<PathBuf>,
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Where the scoring's forward passes run: cpu (fp32), cuda (the GPU, bf16) or auto
+    /// (default: the options' `device`, else cpu).
+    #[arg(long)]
+    pub device: Option<Device>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -114,6 +119,7 @@ pub fn eval(args: EvalArgs) -> Result<(), Failure> {
     spec.hellaswag = args.hellaswag.clone().or(spec.hellaswag);
     spec.lambada = args.lambada.clone().or(spec.lambada);
     spec.limit = args.limit.or(spec.limit);
+    spec.device = args.device.unwrap_or(spec.device);
     spec.multiple_choice
         .extend(named(&args.multiple_choice, "mc")?);
     spec.text.extend(named(&args.text, "text")?);
