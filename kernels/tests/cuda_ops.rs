@@ -513,6 +513,26 @@ fn check_attention(
 }
 
 #[test]
+fn buffers_are_counted_and_their_peak_kept() {
+    let Some(g) = gpu() else { return };
+    let base = g.live_memory();
+    let a: Buf<f32> = g.alloc(1000).unwrap();
+    assert_eq!(g.live_memory(), base + 4000);
+    {
+        let _b = g.upload(&[1u16; 500]).unwrap();
+        assert_eq!(g.live_memory(), base + 5000);
+    }
+    assert_eq!(
+        g.live_memory(),
+        base + 4000,
+        "a dropped buffer leaves the count"
+    );
+    assert!(g.peak_memory() >= base + 5000, "the peak stays");
+    drop(a);
+    assert_eq!(g.live_memory(), base);
+}
+
+#[test]
 fn dropout_matches_the_cpu_mask() {
     let Some(g) = gpu() else { return };
     let n = 20_011;

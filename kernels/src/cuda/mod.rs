@@ -16,6 +16,7 @@ use cudarc::cublas::CudaBlas;
 use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -75,6 +76,34 @@ pub struct Buf<T> {
     mem: Mem<T>,
     ptr: u64,
     len: usize,
+    /// The device's count of live buffer bytes, which this one leaves when dropped.
+    usage: Arc<Usage>,
+}
+
+impl<T> Drop for Buf<T> {
+    fn drop(&mut self) {
+        self.usage.release(self.len * std::mem::size_of::<T>());
+    }
+}
+
+/// Bytes of the buffers a [`Gpu`] allocated that are live now, and their high-water mark:
+/// the peak memory a run of the backend needs (the driver's and libraries' own memory
+/// aside, which [`Gpu::memory`] includes).
+#[derive(Debug, Default)]
+struct Usage {
+    live: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Usage {
+    fn take(&self, bytes: usize) {
+        let now = self.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn release(&self, bytes: usize) {
+        self.live.fetch_sub(bytes, Ordering::Relaxed);
+    }
 }
 
 enum Mem<T> {
@@ -168,6 +197,8 @@ pub struct Gpu {
     pub fused_layernorm: bool,
     /// Per-kernel device time when `HARMAN_CUDA_PROFILE` is set ([`Gpu::profile_table`]).
     profile: Option<Mutex<BTreeMap<String, (u64, f64)>>>,
+    /// The bytes of this device's buffers (and cuBLAS's workspace).
+    usage: Arc<Usage>,
 }
 
 enum Device {
@@ -239,7 +270,11 @@ impl Gpu {
             .map_err(GpuError::Unsupported)?,
             fused_layernorm: std::env::var("HARMAN_LN_FUSED").as_deref() != Ok("0"),
             profile: std::env::var_os("HARMAN_CUDA_PROFILE").map(|_| Mutex::default()),
+            usage: Arc::default(),
         };
+        if !gpu.is_simulated() {
+            gpu.usage.take(BLAS_WORKSPACE);
+        }
         if gpu.attention == AttentionKernels::CudaCores && !gpu.has_kernel("attention_forward") {
             return Err(GpuError::Unsupported(simt_head_size(head_size)));
         }
@@ -342,13 +377,13 @@ impl Gpu {
             Device::Cuda(g) => {
                 let slice = g.stream.alloc_zeros::<T>(n.max(1))?;
                 let ptr = slice.device_ptr(&g.stream).0;
-                Buf {
-                    mem: Mem::Device(slice),
-                    ptr,
-                    len: n.max(1),
-                }
+                self.tracked(Mem::Device(slice), ptr, n.max(1))
             }
-            Device::Sim(s) => host_buf(s.alloc(n.max(1) * std::mem::size_of::<T>()), n.max(1)),
+            Device::Sim(s) => {
+                let mem = s.alloc(n.max(1) * std::mem::size_of::<T>());
+                let ptr = mem.addr();
+                self.tracked(Mem::Host(mem), ptr, n.max(1))
+            }
         })
     }
 
@@ -358,18 +393,37 @@ impl Gpu {
             Device::Cuda(g) => {
                 let slice = g.stream.clone_htod(data)?;
                 let ptr = slice.device_ptr(&g.stream).0;
-                Buf {
-                    mem: Mem::Device(slice),
-                    ptr,
-                    len: data.len(),
-                }
+                self.tracked(Mem::Device(slice), ptr, data.len())
             }
             Device::Sim(s) => {
                 let mut mem = s.alloc(std::mem::size_of_val(data).max(1));
                 mem.write(data);
-                host_buf(mem, data.len())
+                let ptr = mem.addr();
+                self.tracked(Mem::Host(mem), ptr, data.len())
             }
         })
+    }
+
+    /// A buffer of `len` elements counted in the device's usage until dropped.
+    fn tracked<T>(&self, mem: Mem<T>, ptr: u64, len: usize) -> Buf<T> {
+        self.usage.take(len * std::mem::size_of::<T>());
+        Buf {
+            mem,
+            ptr,
+            len,
+            usage: self.usage.clone(),
+        }
+    }
+
+    /// The most bytes this device's buffers (and cuBLAS's workspace) have held at once since
+    /// it opened: what a run needs beyond the driver's own memory.
+    pub fn peak_memory(&self) -> usize {
+        self.usage.peak.load(Ordering::Relaxed)
+    }
+
+    /// The bytes they hold now.
+    pub fn live_memory(&self) -> usize {
+        self.usage.live.load(Ordering::Relaxed)
     }
 
     /// Overwrites the start of `buf` with `data`.
@@ -442,15 +496,6 @@ impl Gpu {
             Device::Cuda(g) => Ok(g.ctx.mem_get_info()?),
             Device::Sim(s) => Ok((usize::MAX - s.allocated(), usize::MAX)),
         }
-    }
-}
-
-fn host_buf<T>(mem: sim::HostMem, len: usize) -> Buf<T> {
-    let ptr = mem.addr();
-    Buf {
-        mem: Mem::Host(mem),
-        ptr,
-        len,
     }
 }
 

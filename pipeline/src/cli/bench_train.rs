@@ -177,9 +177,10 @@ fn bench_gpu(params: &Params, x: &[u32], y: &[u32], args: &TrainBenchArgs) -> Re
         gpu.gpu.attention,
     );
     println!(
-        "{tok_s:.0} tokens/s  ({:.1} ms/step; MFU {:.1}% of {peak_tflops} TFLOP/s; GPU memory in use {:.2} GiB; loss {loss:.3})",
+        "{tok_s:.0} tokens/s  ({:.1} ms/step; MFU {:.1}% of {peak_tflops} TFLOP/s; peak GPU memory {:.2} GiB of buffers, {:.2} GiB in use on the device; loss {loss:.3})",
         step_s * 1e3,
         mfu * 100.0,
+        gpu.gpu.peak_memory() as f64 / (1u64 << 30) as f64,
         used as f64 / (1u64 << 30) as f64
     );
     if let Some(table) = gpu.gpu.profile_table() {
