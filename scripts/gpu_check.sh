@@ -67,6 +67,8 @@ if [ -n "$wgmma_ok" ]; then  # (a kernel that failed its test could hang a bench
 fi
 bench 124m_chunk64 HARMAN_FLASH_CHUNK=64
 bench 124m_ln_unfused HARMAN_LN_FUSED=0
+# The same model with 6 heads of 128 (the attention's head-size-128 builds).
+bench 124m_hs128 -- --heads 6
 if [ -n "${EXTRA:-}" ]; then
     # Recomputing the GELU outputs in the backward pass (less memory); cuBLAS's GemmEx (and
     # the separate bias kernel) instead of cuBLASLt.
