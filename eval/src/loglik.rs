@@ -10,9 +10,9 @@ use crate::EvalError;
 use harman_kernels::cpu::matmul;
 use harman_tokenizer::Tokenizer;
 use harman_train::cpu::{self, Activations};
-use harman_train::cuda::GpuModel;
+use harman_train::cuda::{self, GpuModel, Placement};
 use harman_train::model::Params;
-use harman_train::trainer::Device;
+use harman_train::trainer::{cpu_backend, Device};
 use std::cell::RefCell;
 
 /// One (context, continuation) pair.
@@ -98,31 +98,19 @@ impl<'a> Scorer<'a> {
     /// the logits in f64 on the host either way.
     pub fn on_device(&mut self, device: Device) -> Result<String, EvalError> {
         self.gpu = None;
-        let cpu_line = |why: Option<String>| {
-            let why = why.map_or(String::new(), |w| format!(" ({w})"));
-            format!("CPU backend, {} threads{why}", self.threads)
-        };
-        let why_not = match device {
-            Device::Cpu => return Ok(cpu_line(None)),
-            Device::Cuda => None,
-            Device::Auto => harman_kernels::cuda::probe().err(),
-        };
-        if let Some(why) = why_not {
-            return Ok(cpu_line(Some(format!("no GPU: {why}"))));
-        }
         let zeros = vec![0f32; self.params.data.len()];
-        let t = self.params.config.max_seq_len;
-        match GpuModel::new(self.params, &zeros, &zeros, self.batch, t, false) {
-            Ok(gpu) => {
+        let (b, t) = (self.batch, self.params.config.max_seq_len);
+        let placed = cuda::place(device, || {
+            GpuModel::new(self.params, &zeros, &zeros, b, t, false)
+        })?;
+        Ok(match placed {
+            Placement::Gpu(gpu) => {
                 let line = format!("CUDA backend on {} ({})", gpu.gpu.name, gpu.gpu.arch);
-                self.gpu = Some(RefCell::new(gpu));
-                Ok(line)
+                self.gpu = Some(RefCell::new(*gpu));
+                line
             }
-            Err(e) if device == Device::Auto => {
-                Ok(cpu_line(Some(format!("the GPU could not be used: {e}"))))
-            }
-            Err(e) => Err(e.into()),
-        }
+            Placement::Cpu(why) => cpu_backend(self.threads, why),
+        })
     }
 
     /// Whether the forward passes run on the GPU.

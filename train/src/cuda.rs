@@ -7,6 +7,7 @@
 
 use crate::cpu::Dropout;
 use crate::model::{GptConfig, ParamLayout, Params};
+use crate::trainer::Device;
 use harman_kernels::cpu::adamw::AdamW;
 use harman_kernels::cuda::{Buf, Gpu, GpuError, Scratch};
 
@@ -40,6 +41,32 @@ struct Acts {
     dqkv: Buf<u16>,
     dfch: Buf<u16>,
     dsum: Buf<f32>,
+}
+
+/// Where `device` puts a model: on the GPU, or on the CPU (for `auto`, with why not the GPU).
+pub enum Placement {
+    Gpu(Box<GpuModel>),
+    Cpu(Option<String>),
+}
+
+/// Places a model on `device`: `cpu` on the CPU; `cuda` on the GPU that `open` opens, or
+/// `open`'s error; `auto` on the GPU where one is usable and `open` succeeds, else on the
+/// CPU with the reason.
+pub fn place(
+    device: Device,
+    open: impl FnOnce() -> Result<GpuModel, GpuError>,
+) -> Result<Placement, GpuError> {
+    match device {
+        Device::Cpu => Ok(Placement::Cpu(None)),
+        Device::Cuda => Ok(Placement::Gpu(Box::new(open()?))),
+        Device::Auto => Ok(match harman_kernels::cuda::probe() {
+            Err(why) => Placement::Cpu(Some(format!("no GPU: {why}"))),
+            Ok(()) => match open() {
+                Ok(gpu) => Placement::Gpu(Box::new(gpu)),
+                Err(e) => Placement::Cpu(Some(format!("the GPU could not be used: {e}"))),
+            },
+        }),
+    }
 }
 
 /// A model, its optimizer state and its activations on the GPU, for batches of B×T.
@@ -177,20 +204,28 @@ impl GpuModel {
     ///
     /// [`backward`]: GpuModel::backward
     pub fn forward(&mut self, x: &[u32], y: &[u32], dloss: f32) -> Result<f32, GpuError> {
+        self.forward_pass(x, Some(y), dloss)
+    }
+
+    /// The forward pass to the logits, then (with targets `y`) the classifier's losses (and,
+    /// with `dloss` != 0, the logits' gradient); the mean loss, or 0 without targets.
+    fn forward_pass(&mut self, x: &[u32], y: Option<&[u32]>, dloss: f32) -> Result<f32, GpuError> {
         let cfg = self.config;
         let (l_n, c, nh) = (cfg.num_layers, cfg.channels, cfg.num_heads);
         let (b, t) = (self.b, self.t);
         let n = b * t;
-        if x.len() != n || y.len() != n {
+        if x.len() != n || y.is_some_and(|y| y.len() != n) {
             return Err(GpuError::Unsupported(format!(
                 "a batch of {} ids for a model allocated for {b}×{t}",
                 x.len()
             )));
         }
         let xi: Vec<i32> = x.iter().map(|&v| v as i32).collect();
-        let yi: Vec<i32> = y.iter().map(|&v| v as i32).collect();
         self.gpu.write(&mut self.tokens, &xi)?;
-        self.gpu.write(&mut self.targets, &yi)?;
+        if let Some(y) = y {
+            let yi: Vec<i32> = y.iter().map(|&v| v as i32).collect();
+            self.gpu.write(&mut self.targets, &yi)?;
+        }
         self.last_tokens = x.to_vec();
         let g = &self.gpu;
         let a = &self.acts;
@@ -340,6 +375,9 @@ impl GpuModel {
             c,
             cfg.padded_vocab_size,
         )?;
+        if y.is_none() {
+            return Ok(0.0);
+        }
         g.fused_classifier(
             a.logits.ptr(),
             a.losses.ptr(),
@@ -349,7 +387,7 @@ impl GpuModel {
             cfg.padded_vocab_size,
             dloss,
         )?;
-        let losses = g.download(&a.losses)?;
+        let losses = g.download_range(&a.losses, 0..n)?;
         Ok((losses.iter().map(|&v| v as f64).sum::<f64>() / n as f64) as f32)
     }
 
@@ -375,8 +413,7 @@ impl GpuModel {
         let shape = (self.b, self.t);
         let dropout = self.dropout.take();
         (self.b, self.t) = (b, t);
-        // The inputs stand in as targets: the losses are not read.
-        let done = self.forward(x, x, 0.0);
+        let done = self.forward_pass(x, None, 0.0);
         (self.b, self.t) = shape;
         self.dropout = dropout;
         done.map(|_| ())

@@ -6,7 +6,7 @@
 
 use crate::checkpoint::{self, TrainState};
 use crate::cpu::{self, Activations};
-use crate::cuda::GpuModel;
+use crate::cuda::{self, GpuModel, Placement};
 use crate::data::DataLoader;
 use crate::model::{GptConfig, ParamLayout, Params};
 use crate::schedule::Schedule;
@@ -170,6 +170,14 @@ pub enum TrainError {
     Resume { checkpoint: String, message: String },
     #[error("CUDA backend: {0}")]
     Gpu(#[from] harman_kernels::cuda::GpuError),
+}
+
+/// The line saying a run is on the CPU backend with `threads` threads (and why not the GPU).
+pub fn cpu_backend(threads: usize, why_not_gpu: Option<String>) -> String {
+    match why_not_gpu {
+        Some(why) => format!("CPU backend, {threads} threads ({why})"),
+        None => format!("CPU backend, {threads} threads"),
+    }
 }
 
 /// Where the passes run: `auto` (the GPU when one is usable, else the CPU), `cpu`, `cuda`.
@@ -338,36 +346,24 @@ impl Trainer {
         if let Some(gpu) = self.gpu.take() {
             gpu.download(&mut self.params, &mut self.m, &mut self.v)?;
         }
-        let why_not = match device {
-            Device::Cpu => return Ok(format!("CPU backend, {} threads", self.threads)),
-            Device::Cuda => None,
-            Device::Auto => harman_kernels::cuda::probe().err(),
-        };
-        if let Some(why) = why_not {
-            return Ok(format!(
-                "CPU backend, {} threads (no GPU: {why})",
-                self.threads
-            ));
-        }
-        match GpuModel::new(
-            &self.params,
-            &self.m,
-            &self.v,
-            self.opts.batch_size,
-            self.opts.seq_len,
-            self.recompute,
-        ) {
-            Ok(gpu) => {
+        let placed = cuda::place(device, || {
+            GpuModel::new(
+                &self.params,
+                &self.m,
+                &self.v,
+                self.opts.batch_size,
+                self.opts.seq_len,
+                self.recompute,
+            )
+        })?;
+        Ok(match placed {
+            Placement::Gpu(gpu) => {
                 let line = format!("CUDA backend on {} ({})", gpu.gpu.name, gpu.gpu.arch);
-                self.gpu = Some(gpu);
-                Ok(line)
+                self.gpu = Some(*gpu);
+                line
             }
-            Err(e) if device == Device::Auto => Ok(format!(
-                "CPU backend, {} threads (the GPU could not be used: {e})",
-                self.threads
-            )),
-            Err(e) => Err(e.into()),
-        }
+            Placement::Cpu(why) => cpu_backend(self.threads, why),
+        })
     }
 
     /// Leaves the timings (ms, tokens/s) out of `log.jsonl`, so the log is the same on
