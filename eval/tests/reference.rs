@@ -26,12 +26,7 @@ fn data(name: &str) -> PathBuf {
 /// GPT-2 initialization (seed 2024) with matrices and embeddings scaled by 5 so that its
 /// predictions are far from uniform.
 fn model() -> Params {
-    model_with_heads(2)
-}
-
-/// The reference model's shape and weights with `heads` heads.
-fn model_with_heads(heads: usize) -> Params {
-    let cfg = GptConfig::padded(50257, 48, 2, heads, 32);
+    let cfg = GptConfig::padded(50257, 48, 2, 2, 32);
     let mut p = Params::init(cfg, 2024);
     for (name, _, _) in p.layout.tensors.clone() {
         if ParamLayout::decayed(name) {
@@ -125,16 +120,15 @@ fn scores_match_the_pytorch_reference() {
 }
 
 /// The GPU's scores (CUDA backend, or the kernel simulator with `HARMAN_CUDA_SIM=1`) against
-/// the CPU's, which match PyTorch above: the same model with one head of 32 (a head size
-/// the GPU's attention is built for) and bf16 weights on both, the GPU computing in bf16.
-/// Skipped, with the reason printed, where no GPU is usable.
+/// the CPU's, which match PyTorch above: the same model with bf16 weights on both, the GPU
+/// computing in bf16. Skipped, with the reason printed, where no GPU is usable.
 #[test]
 fn gpu_scores_track_the_cpu() {
     if let Err(why) = harman_kernels::cuda::probe() {
         eprintln!("skipped: {why}");
         return;
     }
-    let mut params = model_with_heads(1);
+    let mut params = model();
     params.data = harman_kernels::cuda::from_bf16(&harman_kernels::cuda::to_bf16(&params.data));
     let tok = Tokenizer::gpt2();
     let cpu = Scorer::new(&params, &tok, 3, 2);

@@ -242,14 +242,28 @@ __device__ __forceinline__ void rows_product(float (*acc)[4], const u32 (*a)[4],
     }
 }
 
+// acc[64 × HS] columns C0 .. HS += a[64 × 16] · rows (16 rows × HS, MN-major): the widest
+// wgmma shapes that fit (128, 64, 32, 16 columns; a head size of 96 takes 64 + 32), each
+// reading its columns' core matrices (SBO = 128 bytes apart along N) into its accumulators
+// (4 floats per 8 columns).
+template <int C0>
+__device__ __forceinline__ void seq_columns(float* acc, const u32* a, const bf16* rows) {
+    if constexpr (C0 < HS) {
+        constexpr int W = HS - C0 >= 128 ? 128 : HS - C0 >= 64 ? 64 : HS - C0 >= 32 ? 32 : 16;
+        wg_mma<W, 1>(acc + C0 / 2, a, wg_desc(rows + at(0, C0), HS * 16, 128), 1);
+        seq_columns<C0 + W>(acc, a, rows);
+    }
+}
+
 // acc[64 × HS] += a[64 × N] · tile (tile [N][HS], MN-major: the sequence is wgmma's K, read
-// transposed), N / 16 instructions of m64n(HS)k16.
+// transposed), N / 16 steps of m64n(HS)k16 (HS / 16 in all: one wgmma, or a few where HS is
+// not a wgmma width).
 template <int N>
 __device__ __forceinline__ void seq_product(float (*acc)[4], const u32 (*a)[4],
                                             const bf16* tile, int) {
 #pragma unroll
     for (int kc = 0; kc < N / 16; kc++) {
-        wg_mma<HS, 1>(&acc[0][0], a[kc], wg_desc(tile + at(kc * 16, 0), HS * 16, 128), 1);
+        seq_columns<0>(&acc[0][0], a[kc], tile + at(kc * 16, 0));
     }
 }
 // acc[64 × N] = rows[64 × HS] · tileᵀ over the warpgroup with both operands in shared memory

@@ -412,6 +412,19 @@ fn flash_attention_forward_and_backward() {
         let what = format!("{k:?} HS=32 dropout 0.2 B=1 T=130");
         check_attention(&g32, 1, 130, 2, 7, drop, &what);
     }
+    // Every other head size (multiples of 16): the wgmma products along the sequence split
+    // into the widths wgmma has (48 = 32 + 16, 80 = 64 + 16, 96 = 64 + 32, 112 = 64 + 32 +
+    // 16), past 64 the tiles in dynamic shared memory; the CUDA-core kernels up to 64.
+    for hs in [16, 48, 80, 96, 112] {
+        let mut gh = Gpu::new(hs).expect("GPU init (head size)");
+        for &k in &kernels {
+            if k == AttentionKernels::CudaCores && hs > 64 {
+                continue;
+            }
+            gh.attention = k;
+            check_attention(&gh, 1, 90, 2, 11, None, &format!("{k:?} HS={hs} B=1 T=90"));
+        }
+    }
     // The kernels built for head size 128: their tiles in dynamic shared memory (more than
     // 48 KB a block), the warpgroup MMA's products along the sequence 128 wide. The CUDA-core
     // kernels are not built for it: refused with the fix named, at open and at launch.

@@ -25,15 +25,17 @@ fn every_kernel_compiles_for_sm_90_without_spills() {
             .sum::<usize>(),
         "every file and variant built"
     );
-    // Flash attention (mma.sync and warpgroup-MMA builds): head sizes 32 and 64 with chunks
-    // of 16, 32 and 64 rows, head size 128 with 16-row chunks.
-    assert_eq!(compile::variants(&compile::FLASH).len(), 7);
-    assert_eq!(compile::variants(&compile::FLASH_WGMMA).len(), 7);
-    assert!(compile::variants(&compile::FLASH_WGMMA_DROPOUT)
-        .iter()
-        .any(|d| d.contains(&"HS=128".to_string())));
-    // The CUDA-core attention: head sizes 32 and 64.
-    assert_eq!(compile::variants(&compile::ATTENTION).len(), 2);
+    // Flash attention (mma.sync and warpgroup-MMA builds): every multiple of 16 up to 128,
+    // head sizes 32 and 64 also with chunks of 32 and 64 rows.
+    assert_eq!(compile::variants(&compile::FLASH).len(), 12);
+    assert_eq!(compile::variants(&compile::FLASH_WGMMA).len(), 12);
+    for hs in ["HS=16", "HS=48", "HS=80", "HS=96", "HS=112", "HS=128"] {
+        assert!(compile::variants(&compile::FLASH_WGMMA_DROPOUT)
+            .iter()
+            .any(|d| d.contains(&hs.to_string())));
+    }
+    // The CUDA-core attention: head sizes 16 to 64.
+    assert_eq!(compile::variants(&compile::ATTENTION).len(), 4);
     // scripts/kernel_report.sh reads the PTX from here (ptxas' register and spill report).
     let dump = std::env::var_os("HARMAN_PTX_DUMP").map(std::path::PathBuf::from);
     for (file, defines, ptx) in &built {

@@ -177,13 +177,13 @@ pub fn arch_for(file: &KernelFile, arch: &'static str) -> &'static str {
     }
 }
 
-/// Head sizes the CUDA backend takes: the tensor-core attention (flash.cu, every build) is
-/// built for each.
-pub const HEAD_SIZES: [usize; 3] = [32, 64, 128];
+/// Head sizes the CUDA backend takes, every multiple of 16 up to 128 (the tensor cores'
+/// k-step): the tensor-core attention (flash.cu, every build) is built for each.
+pub const HEAD_SIZES: [usize; 8] = [16, 32, 48, 64, 80, 96, 112, 128];
 
 /// Head sizes the CUDA-core attention (attention.cu, `HARMAN_ATTENTION=simt`) is built for:
-/// its threads hold two head-size vectors in registers, which would spill at 128.
-pub const SIMT_HEAD_SIZES: [usize; 2] = [32, 64];
+/// its threads hold two head-size vectors in registers, which would spill past 64.
+pub const SIMT_HEAD_SIZES: [usize; 4] = [16, 32, 48, 64];
 
 /// Bytes of dynamic shared memory kernel `name` needs in the build for head size
 /// `head_size`: at head size 128 flash.cu's 64-row tiles (`SHARED_TILES` there: the forward
@@ -441,13 +441,14 @@ pub fn variants(file: &KernelFile) -> Vec<Vec<String>> {
 }
 
 /// The chunks of rows the flash backward kernels are built with at head size `head_size`:
-/// 16 (None, the default), 32 and 64 up to head size 64; only 16 beyond, where dK and dV
-/// alone take 128 registers and larger chunks would spill.
+/// 16 (None, the default) everywhere, and 32 and 64 at head sizes 32 and 64 to compare
+/// against (GPT-2's head size is 64; past 64 larger chunks would spill registers, dK and dV
+/// alone taking up to 128 a thread).
 pub fn chunks_for(head_size: usize) -> &'static [Option<usize>] {
-    if head_size > 64 {
-        &[None]
-    } else {
+    if matches!(head_size, 32 | 64) {
         &[None, Some(32), Some(64)]
+    } else {
+        &[None]
     }
 }
 
@@ -499,21 +500,26 @@ mod tests {
     }
 
     #[test]
-    fn dynamic_shared_memory_is_asked_for_at_head_size_128_only_and_fits_a_hopper_block() {
+    fn dynamic_shared_memory_is_asked_for_past_head_size_64_only_and_fits_a_hopper_block() {
         let kernels: Vec<&str> = FILES
             .iter()
             .flat_map(|f| f.kernels.iter().copied())
             .collect();
         for k in &kernels {
-            for hs in [32, 64] {
-                assert_eq!(dynamic_shared_bytes(k, hs), 0, "{k} at head size {hs}");
-            }
-            let bytes = dynamic_shared_bytes(k, 128);
-            // Every flash attention kernel takes more than the default 48 KB at 128 (so its
-            // cap is raised), and no more than an H100/H200 block may have (227 KB).
             let flash = k.starts_with("flash_") && *k != "flash_backward_d";
-            assert_eq!(bytes > DEFAULT_DYNAMIC_SHARED, flash, "{k}: {bytes}");
-            assert!(bytes <= 227 * 1024, "{k}: {bytes}");
+            for hs in HEAD_SIZES {
+                let bytes = dynamic_shared_bytes(k, hs);
+                // Static arrays up to 64; past it every flash attention kernel's tiles, no
+                // more than an H100/H200 block may have (227 KB).
+                assert_eq!(bytes > 0, flash && hs > 64, "{k} at head size {hs}");
+                assert!(bytes <= 227 * 1024, "{k}: {bytes}");
+            }
+            // At 128 each takes more than the default 48 KB (so its cap is raised).
+            assert_eq!(
+                dynamic_shared_bytes(k, 128) > DEFAULT_DYNAMIC_SHARED,
+                flash,
+                "{k}"
+            );
         }
         // The forward pass: five tiles of 64 rows, padded to 136 bf16 without wgmma.
         assert_eq!(dynamic_shared_bytes("flash_forward", 128), 5 * 64 * 136 * 2);

@@ -242,7 +242,7 @@ impl Gpu {
         if let Some(rows) = chunk.filter(|&rows| !built(rows)) {
             return Err(GpuError::Unsupported(format!(
                 "HARMAN_FLASH_CHUNK={rows}: at head size {head_size} the flash backward kernels \
-                 take 16-row chunks only (larger ones would spill registers); unset it"
+                 are built for 16-row chunks only (32 and 64 at head sizes 32 and 64); unset it"
             )));
         }
         let (device, arch, name) = if sim::requested() {
