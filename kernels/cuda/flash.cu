@@ -16,8 +16,9 @@
 // causal mask empties.
 //
 // Built a second way with -DWGMMA (sm_90a, kernels named *_wg): the products run on Hopper's
-// warpgroup MMA (wgmma.mma_async, the block's 4 warps as one warpgroup, 64 × N per
-// instruction) reading the other operand straight from shared memory, which holds the
+// warpgroup MMA (wgmma.mma_async, a block's 4 warps as one warpgroup, 64 × N per
+// instruction; the forward pass runs two warpgroups a block on 128 queries, sharing each
+// key and value tile) reading the other operand straight from shared memory, which holds the
 // tiles in wgmma's no-swizzle core-matrix layout instead of padded rows; the A operand (this
 // warp's rows, or the probabilities) stays in registers in the same layout as mma.sync's,
 // and the accumulators have mma.sync's layout too, so the softmax and masking code is
@@ -61,6 +62,14 @@
 #define DKDV_BLOCKS 1
 #endif
 #define ROWS 64            // rows per tile (4 warps × 16)
+// Query rows per forward block, in tiles of ROWS: the mma.sync builds' 4 warps take one; the
+// wgmma builds run two warpgroups side by side on two, so each key and value tile streamed
+// into shared memory serves twice the queries (half the copies per product).
+#ifdef WGMMA
+#define FWD_GROUPS 2
+#else
+#define FWD_GROUPS 1
+#endif
 #define LN2 0.6931471805599453f
 
 #ifdef WGMMA
@@ -449,26 +458,40 @@ extern "C" __global__ void flash_backward_d(float* dsum, const bf16* dout, const
 }
 #endif
 
-// grid (ceil(T / 64), B * NH), 128 threads; block x handles query tile (tiles - 1 - x), the
-// longest rows first.
-extern "C" __global__ void __launch_bounds__(128)
+// grid (ceil(T / (64 · FWD_GROUPS)), B * NH), 128 · FWD_GROUPS threads; block x handles
+// query tile (tiles - 1 - x) of 64 · FWD_GROUPS rows, the longest rows first; warpgroup g
+// its 64 rows from 64 g.
+extern "C" __global__ void __launch_bounds__(128 * FWD_GROUPS)
     FLASH(flash_forward)(bf16* out, float* lse, const bf16* qkv, int t_len, int nh,
                          unsigned long long threshold, float drop_scale,
                          unsigned long long drop_key) {
-    SHARED_TILES(5);
-    SHARED_TILE(qs, 1, 0);
-    SHARED_TILE(ks, 2, 1);  // two buffers: current and next tile
-    SHARED_TILE(vs, 2, 3);
+    SHARED_TILES(FWD_GROUPS + 4);
+    SHARED_TILE(qs, FWD_GROUPS, 0);
+    SHARED_TILE(ks, 2, FWD_GROUPS);  // two buffers: current and next tile
+    SHARED_TILE(vs, 2, FWD_GROUPS + 2);
     const int c = nh * HS;
     const int stride = 3 * c;
     const int qt = gridDim.x - 1 - blockIdx.x;
     const int b = blockIdx.y / nh;
     const int h = blockIdx.y % nh;
+#if FWD_GROUPS > 1
+    const int group = threadIdx.x >> 7;
+    const int warp = (threadIdx.x >> 5) & 3;
+#else
+    const int group = 0;
     const int warp = threadIdx.x >> 5;
+#endif
     const int lane = threadIdx.x & 31;
     const int q4 = lane & 3;
     const float sl2 = rsqrtf((float)HS) * LOG2E;
-    load_rows_async(qs, qkv, b, qt * ROWS, t_len, stride, h * HS);
+    // This warpgroup's diagonal key tile, and the block's last.
+    const int mine = qt * FWD_GROUPS + group;
+    const int last = FWD_GROUPS > 1 ? min(qt * FWD_GROUPS + FWD_GROUPS - 1, (t_len - 1) / ROWS) : qt;
+#pragma unroll
+    for (int g = 0; g < FWD_GROUPS; g++) {
+        load_rows_async(qs + g * TILE, qkv, b, (qt * FWD_GROUPS + g) * ROWS, t_len, stride,
+                        h * HS);
+    }
     load_rows_async(ks, qkv, b, 0, t_len, stride, c + h * HS);
     load_rows_async(vs, qkv, b, 0, t_len, stride, 2 * c + h * HS);
 #ifndef WGMMA
@@ -477,7 +500,7 @@ extern "C" __global__ void __launch_bounds__(128)
     u32 qa[HS / 16][4];
     a_fragments(qa, qs, warp, lane);
 #endif
-    const int row0 = qt * ROWS + warp * 16 + (lane >> 2);
+    const int row0 = mine * ROWS + warp * 16 + (lane >> 2);
     float o[HS / 8][4];
 #pragma unroll
     for (int dt = 0; dt < HS / 8; dt++) {
@@ -485,19 +508,24 @@ extern "C" __global__ void __launch_bounds__(128)
     }
     float m[2] = {NEG_INF, NEG_INF};  // running row maxima of the raw scores
     float l[2] = {0.0f, 0.0f};
-    for (int kt = 0; kt <= qt; kt++) {
+    for (int kt = 0; kt <= last; kt++) {
         const bf16* kb = ks + (kt & 1) * TILE;
         const bf16* vb = vs + (kt & 1) * TILE;
         const int next = ((kt + 1) & 1) * TILE;
 #ifdef WGMMA
         landed(0);
         __syncthreads();
-        if (kt < qt) {
+        if (kt < last) {
             load_rows_async(ks + next, qkv, b, (kt + 1) * ROWS, t_len, stride, c + h * HS);
             load_rows_async(vs + next, qkv, b, (kt + 1) * ROWS, t_len, stride, 2 * c + h * HS);
         }
+#if FWD_GROUPS > 1
+        if (kt > mine) {
+            continue;  // past this warpgroup's diagonal (uniform in the warpgroup)
+        }
+#endif
 #else
-        if (kt < qt) {
+        if (kt < last) {
             load_rows_async(ks + next, qkv, b, (kt + 1) * ROWS, t_len, stride, c + h * HS);
             load_rows_async(vs + next, qkv, b, (kt + 1) * ROWS, t_len, stride, 2 * c + h * HS);
             landed(2);
@@ -509,13 +537,13 @@ extern "C" __global__ void __launch_bounds__(128)
         float s[ROWS / 8][4];
         products_begin();
 #ifdef WGMMA
-        shared_product<ROWS>(s, qs, kb);  // the queries stay in shared memory as A
+        shared_product<ROWS>(s, qs + group * TILE, kb);  // the queries stay in shared memory
 #else
         rows_product<ROWS>(s, qa, kb, lane);
 #endif
         products_end();
         held<ROWS>(s);
-        if (kt == qt || (kt + 1) * ROWS > t_len) {  // a uniform branch
+        if (kt == mine || (kt + 1) * ROWS > t_len) {  // a uniform branch
             mask_causal<ROWS>(s, row0, kt * ROWS, t_len, lane, NEG_INF);
         }
         float mx[2] = {m[0], m[1]};

@@ -186,8 +186,8 @@ pub const HEAD_SIZES: [usize; 8] = [16, 32, 48, 64, 80, 96, 112, 128];
 pub const SIMT_HEAD_SIZES: [usize; 4] = [16, 32, 48, 64];
 
 /// Bytes of dynamic shared memory kernel `name` needs in the build for head size
-/// `head_size`: at head size 128 flash.cu's 64-row tiles (`SHARED_TILES` there: the forward
-/// pass 5, dK/dV 4 or, with wgmma, 6, dQ 4), 64 × (HS + 8) bf16 each in the mma.sync builds
+/// `head_size`: past head size 64 flash.cu's 64-row tiles (`SHARED_TILES` there: the forward
+/// pass 5, or 6 with wgmma, dK/dV 4, or 6 with wgmma, dQ 4), 64 × (HS + 8) bf16 each in the mma.sync builds
 /// (rows padded for ldmatrix), 64 × HS in the warpgroup-MMA ones; 0 for every other kernel
 /// and at head sizes up to 64, where the tiles are static arrays. The kernels trap when a
 /// launch passes less (the simulator also refuses bytes a kernel does not use).
@@ -197,7 +197,12 @@ pub fn dynamic_shared_bytes(name: &str, head_size: usize) -> u32 {
     }
     let wgmma = name.ends_with("_wg");
     let tiles = if name.starts_with("flash_forward") {
-        5
+        // The queries (one tile per warpgroup: two with wgmma), two each of keys and values.
+        if wgmma {
+            6
+        } else {
+            5
+        }
     } else if name.starts_with("flash_backward_dkdv") {
         if wgmma {
             6

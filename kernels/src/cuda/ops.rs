@@ -626,6 +626,21 @@ impl Gpu {
         (blocks(t, 64), (b * nh) as u32, 1)
     }
 
+    /// The forward kernel's grid and block: the warpgroup-MMA build runs two warpgroups on
+    /// 128 query rows a block (flash.cu's FWD_GROUPS), the others one block per 64 rows.
+    fn forward_launch(
+        &self,
+        b: usize,
+        t: usize,
+        nh: usize,
+        threads: u32,
+    ) -> ((u32, u32, u32), u32) {
+        match self.attention {
+            AttentionKernels::Warpgroup => ((blocks(t, 128), (b * nh) as u32, 1), 256),
+            _ => (self.attention_grid(b, t, nh), threads),
+        }
+    }
+
     /// The attention kernels to launch (forward, dK/dV, dQ), their block size and their
     /// dropout arguments: `drop` = (p, key) of the probabilities' mask, tensor-core
     /// kernels only.
@@ -716,7 +731,8 @@ impl Gpu {
         let ([name, _, _], threads, extra) = self.attention_kernels(drop)?;
         let mut args = vec![P(out), P(lse), P(qkv), I(int(t)?), I(int(nh)?)];
         args.extend(extra);
-        self.launch(name, self.attention_grid(b, t, nh), threads, &args)
+        let (grid, threads) = self.forward_launch(b, t, nh, threads);
+        self.launch(name, grid, threads, &args)
     }
 
     /// dqkv (overwritten) from dout, the forward's qkv, out and lse; `dsum` holds b·nh·t
