@@ -17,8 +17,8 @@
 //
 // Built a second way with -DWGMMA (sm_90a, kernels named *_wg): the products run on Hopper's
 // warpgroup MMA (wgmma.mma_async, a block's 4 warps as one warpgroup, 64 × N per
-// instruction; the forward pass runs two warpgroups a block on 128 queries, sharing each
-// key and value tile) reading the other operand straight from shared memory, which holds the
+// instruction; the forward pass and dQ run two warpgroups a block on 128 queries, sharing
+// each key and value tile) reading the other operand straight from shared memory, which holds the
 // tiles in wgmma's no-swizzle core-matrix layout instead of padded rows; the A operand (this
 // warp's rows, or the probabilities) stays in registers in the same layout as mma.sync's,
 // and the accumulators have mma.sync's layout too, so the softmax and masking code is
@@ -62,13 +62,14 @@
 #define DKDV_BLOCKS 1
 #endif
 #define ROWS 64            // rows per tile (4 warps × 16)
-// Query rows per forward block, in tiles of ROWS: the mma.sync builds' 4 warps take one; the
-// wgmma builds run two warpgroups side by side on two, so each key and value tile streamed
-// into shared memory serves twice the queries (half the copies per product).
+// Query rows per block of the kernels that own queries and stream keys and values (the
+// forward pass and dQ), in tiles of ROWS: the mma.sync builds' 4 warps take one; the wgmma
+// builds run two warpgroups side by side on two, so each key and value tile streamed into
+// shared memory serves twice the queries (half the copies per product).
 #ifdef WGMMA
-#define FWD_GROUPS 2
+#define QGROUPS 2
 #else
-#define FWD_GROUPS 1
+#define QGROUPS 1
 #endif
 #define LN2 0.6931471805599453f
 
@@ -458,23 +459,23 @@ extern "C" __global__ void flash_backward_d(float* dsum, const bf16* dout, const
 }
 #endif
 
-// grid (ceil(T / (64 · FWD_GROUPS)), B * NH), 128 · FWD_GROUPS threads; block x handles
-// query tile (tiles - 1 - x) of 64 · FWD_GROUPS rows, the longest rows first; warpgroup g
+// grid (ceil(T / (64 · QGROUPS)), B * NH), 128 · QGROUPS threads; block x handles
+// query tile (tiles - 1 - x) of 64 · QGROUPS rows, the longest rows first; warpgroup g
 // its 64 rows from 64 g.
-extern "C" __global__ void __launch_bounds__(128 * FWD_GROUPS)
+extern "C" __global__ void __launch_bounds__(128 * QGROUPS)
     FLASH(flash_forward)(bf16* out, float* lse, const bf16* qkv, int t_len, int nh,
                          unsigned long long threshold, float drop_scale,
                          unsigned long long drop_key) {
-    SHARED_TILES(FWD_GROUPS + 4);
-    SHARED_TILE(qs, FWD_GROUPS, 0);
-    SHARED_TILE(ks, 2, FWD_GROUPS);  // two buffers: current and next tile
-    SHARED_TILE(vs, 2, FWD_GROUPS + 2);
+    SHARED_TILES(QGROUPS + 4);
+    SHARED_TILE(qs, QGROUPS, 0);
+    SHARED_TILE(ks, 2, QGROUPS);  // two buffers: current and next tile
+    SHARED_TILE(vs, 2, QGROUPS + 2);
     const int c = nh * HS;
     const int stride = 3 * c;
     const int qt = gridDim.x - 1 - blockIdx.x;
     const int b = blockIdx.y / nh;
     const int h = blockIdx.y % nh;
-#if FWD_GROUPS > 1
+#if QGROUPS > 1
     const int group = threadIdx.x >> 7;
     const int warp = (threadIdx.x >> 5) & 3;
 #else
@@ -485,11 +486,11 @@ extern "C" __global__ void __launch_bounds__(128 * FWD_GROUPS)
     const int q4 = lane & 3;
     const float sl2 = rsqrtf((float)HS) * LOG2E;
     // This warpgroup's diagonal key tile, and the block's last.
-    const int mine = qt * FWD_GROUPS + group;
-    const int last = FWD_GROUPS > 1 ? min(qt * FWD_GROUPS + FWD_GROUPS - 1, (t_len - 1) / ROWS) : qt;
+    const int mine = qt * QGROUPS + group;
+    const int last = QGROUPS > 1 ? min(qt * QGROUPS + QGROUPS - 1, (t_len - 1) / ROWS) : qt;
 #pragma unroll
-    for (int g = 0; g < FWD_GROUPS; g++) {
-        load_rows_async(qs + g * TILE, qkv, b, (qt * FWD_GROUPS + g) * ROWS, t_len, stride,
+    for (int g = 0; g < QGROUPS; g++) {
+        load_rows_async(qs + g * TILE, qkv, b, (qt * QGROUPS + g) * ROWS, t_len, stride,
                         h * HS);
     }
     load_rows_async(ks, qkv, b, 0, t_len, stride, c + h * HS);
@@ -519,7 +520,7 @@ extern "C" __global__ void __launch_bounds__(128 * FWD_GROUPS)
             load_rows_async(ks + next, qkv, b, (kt + 1) * ROWS, t_len, stride, c + h * HS);
             load_rows_async(vs + next, qkv, b, (kt + 1) * ROWS, t_len, stride, 2 * c + h * HS);
         }
-#if FWD_GROUPS > 1
+#if QGROUPS > 1
         if (kt > mine) {
             continue;  // past this warpgroup's diagonal (uniform in the warpgroup)
         }
@@ -882,9 +883,10 @@ extern "C" __global__ void __launch_bounds__(128, DKDV_BLOCKS) FLASH(flash_backw
 }
 #endif
 
-// grid (ceil(T / 64), B * NH), 128 threads; block x owns query tile (tiles - 1 - x) and loops
-// over the key tiles it sees; writes dQ into dqkv.
-extern "C" __global__ void __launch_bounds__(128) FLASH(flash_backward_dq)(
+// grid (ceil(T / (64 · QGROUPS)), B * NH), 128 · QGROUPS threads; block x owns query tile
+// (tiles - 1 - x) of 64 · QGROUPS rows (warpgroup g its 64 rows from 64 g) and loops over the
+// key tiles it sees; writes dQ into dqkv.
+extern "C" __global__ void __launch_bounds__(128 * QGROUPS) FLASH(flash_backward_dq)(
     bf16* dqkv, const bf16* qkv, const bf16* dout, const float* lse, const float* dsum,
     int t_len, int nh, unsigned long long threshold, float drop_scale,
     unsigned long long drop_key) {
@@ -896,20 +898,34 @@ extern "C" __global__ void __launch_bounds__(128) FLASH(flash_backward_dq)(
     const int qt = gridDim.x - 1 - blockIdx.x;
     const int b = blockIdx.y / nh;
     const int h = blockIdx.y % nh;
+#if QGROUPS > 1
+    const int group = threadIdx.x >> 7;
+    const int warp = (threadIdx.x >> 5) & 3;
+#else
+    const int group = 0;
     const int warp = threadIdx.x >> 5;
+#endif
     const int lane = threadIdx.x & 31;
     const float scale = rsqrtf((float)HS);
     const float sl2 = scale * LOG2E;
-    // This block's queries and output gradients, staged through the key tiles' buffers.
-    load_rows_async(ks, qkv, b, qt * ROWS, t_len, stride, h * HS);
-    load_rows_async(vs, dout, b, qt * ROWS, t_len, c, h * HS);
+    // This warpgroup's diagonal key tile, and the block's last.
+    const int mine = qt * QGROUPS + group;
+    const int last = QGROUPS > 1 ? min(qt * QGROUPS + QGROUPS - 1, (t_len - 1) / ROWS) : qt;
+    // This block's queries and output gradients (a tile each per warpgroup), staged through
+    // the key tiles' buffers.
+#pragma unroll
+    for (int g = 0; g < QGROUPS; g++) {
+        const int first = (qt * QGROUPS + g) * ROWS;
+        load_rows_async(ks + g * TILE, qkv, b, first, t_len, stride, h * HS);
+        load_rows_async(vs + g * TILE, dout, b, first, t_len, c, h * HS);
+    }
     landed(0);
     __syncthreads();
     u32 qa[HS / 16][4];
     u32 da[HS / 16][4];
-    a_fragments(qa, ks, warp, lane);
-    a_fragments(da, vs, warp, lane);
-    const int row0 = qt * ROWS + warp * 16 + (lane >> 2);
+    a_fragments(qa, ks + group * TILE, warp, lane);
+    a_fragments(da, vs + group * TILE, warp, lane);
+    const int row0 = mine * ROWS + warp * 16 + (lane >> 2);
     const i64 stat = ((i64)b * nh + h) * t_len;
     float l2[2];
     float dd[2];
@@ -933,13 +949,18 @@ extern "C" __global__ void __launch_bounds__(128) FLASH(flash_backward_dq)(
         load_rows_async(vs + buf, qkv, b, kt * ROWS, t_len, stride, 2 * c + h * HS);
     };
     load_tile(0);
-    for (int kt = 0; kt <= qt; kt++) {
+    for (int kt = 0; kt <= last; kt++) {
         const int buf = kt & 1;
         landed(0);
         __syncthreads();
-        if (kt < qt) {
+        if (kt < last) {
             load_tile(kt + 1);
         }
+#if QGROUPS > 1
+        if (kt > mine) {
+            continue;  // past this warpgroup's diagonal (uniform in the warpgroup)
+        }
+#endif
 #else
     for (int kt = 0; kt <= qt && kt <= 1; kt++) {
         load_rows_async(ks + kt * TILE, qkv, b, kt * ROWS, t_len, stride, c + h * HS);
@@ -953,7 +974,7 @@ extern "C" __global__ void __launch_bounds__(128) FLASH(flash_backward_dq)(
         const bf16* kb = ks + buf * TILE;
         const bf16* vb = vs + buf * TILE;
         // CHUNK keys at a time: the scores of a chunk live in CHUNK registers, not 64.
-        const bool diag = kt == qt;
+        const bool diag = kt == mine;
         const bool tail = (kt + 1) * ROWS > t_len;
 #pragma unroll
         for (int ch = 0; ch < ROWS / CHUNK; ch++) {

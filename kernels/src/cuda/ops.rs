@@ -626,9 +626,10 @@ impl Gpu {
         (blocks(t, 64), (b * nh) as u32, 1)
     }
 
-    /// The forward kernel's grid and block: the warpgroup-MMA build runs two warpgroups on
-    /// 128 query rows a block (flash.cu's FWD_GROUPS), the others one block per 64 rows.
-    fn forward_launch(
+    /// The grid and block of the kernels that own query rows (the forward pass and dQ): the
+    /// warpgroup-MMA build runs two warpgroups on 128 query rows a block (flash.cu's
+    /// QGROUPS), the others one block per 64 rows.
+    fn query_tile_launch(
         &self,
         b: usize,
         t: usize,
@@ -731,7 +732,7 @@ impl Gpu {
         let ([name, _, _], threads, extra) = self.attention_kernels(drop)?;
         let mut args = vec![P(out), P(lse), P(qkv), I(int(t)?), I(int(nh)?)];
         args.extend(extra);
-        let (grid, threads) = self.forward_launch(b, t, nh, threads);
+        let (grid, threads) = self.query_tile_launch(b, t, nh, threads);
         self.launch(name, grid, threads, &args)
     }
 
@@ -776,7 +777,8 @@ impl Gpu {
         ];
         args.extend(extra);
         self.launch(dkdv, self.attention_grid(b, t, nh), threads, &args)?;
-        self.launch(dq, self.attention_grid(b, t, nh), threads, &args)
+        let (grid, threads) = self.query_tile_launch(b, t, nh, threads);
+        self.launch(dq, grid, threads, &args)
     }
 
     /// out[i] = inp[i] · (0 or 1 / (1 − p)), bf16, the mask a pure function of (key, i)
