@@ -275,24 +275,35 @@ impl Gpu {
         if !gpu.is_simulated() {
             gpu.usage.take(BLAS_WORKSPACE);
         }
-        if gpu.attention == AttentionKernels::CudaCores && !gpu.has_kernel("attention_forward") {
-            return Err(GpuError::Unsupported(simt_head_size(head_size)));
-        }
-        if gpu.attention == AttentionKernels::Warpgroup && !gpu.has_kernel("flash_forward_wg") {
-            let why = gpu
-                .optional_failure()
-                .map(str::to_string)
-                .unwrap_or_else(|| {
-                    format!(
-                        "it needs a Hopper GPU (sm_90; {} is {})",
-                        gpu.name, gpu.arch
-                    )
-                });
-            return Err(GpuError::Unsupported(format!(
-                "HARMAN_ATTENTION=wgmma: {why}; unset it for the mma.sync kernels"
-            )));
-        }
+        gpu.attention_available(gpu.attention)?;
         Ok(gpu)
+    }
+
+    /// Whether the attention kernels `kernels` are loaded here, or why not with the fix: the
+    /// CUDA-core ones are built for head sizes up to 64, the warpgroup-MMA ones for Hopper
+    /// (and may have failed to build). Checked at open for `HARMAN_ATTENTION` and at every
+    /// launch (the field is public).
+    pub fn attention_available(&self, kernels: AttentionKernels) -> Result<(), GpuError> {
+        match kernels {
+            AttentionKernels::CudaCores if !self.has_kernel("attention_forward") => {
+                Err(GpuError::Unsupported(simt_head_size(self.head_size)))
+            }
+            AttentionKernels::Warpgroup if !self.has_kernel("flash_forward_wg") => {
+                let why = self
+                    .optional_failure()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| {
+                        format!(
+                            "it needs a Hopper GPU (sm_90; {} is {})",
+                            self.name, self.arch
+                        )
+                    });
+                Err(GpuError::Unsupported(format!(
+                    "HARMAN_ATTENTION=wgmma: {why}; unset it for the mma.sync kernels"
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Whether this is the simulator.

@@ -4,7 +4,7 @@
 //! `[N, C]` activations, `[OC, C]` weights. bf16 buffers are `u16`, fp32 `f32`, ids `i32`.
 
 use super::lt::{Epilogue, Shape};
-use super::{compile, simt_head_size, AttentionKernels, Buf, Device, GemmBackend, Gpu, GpuError};
+use super::{compile, AttentionKernels, Buf, Device, GemmBackend, Gpu, GpuError};
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
 use std::ffi::c_void;
 
@@ -654,6 +654,7 @@ impl Gpu {
             _ => (0, 1.0, 0),
         };
         let extra = vec![L(threshold as i64), F(scale), L(key as i64)];
+        self.attention_available(self.attention)?;
         Ok(match (self.attention, threshold > 0) {
             (AttentionKernels::TensorCores, false) => (
                 ["flash_forward", "flash_backward_dkdv", "flash_backward_dq"],
@@ -669,13 +670,6 @@ impl Gpu {
                 128,
                 extra,
             ),
-            (AttentionKernels::Warpgroup, _) if !self.has_kernel("flash_forward_wg") => {
-                return Err(GpuError::Unsupported(format!(
-                    "HARMAN_ATTENTION=wgmma: the warpgroup-MMA kernels are not loaded on {} \
-                     ({}; they need sm_90); unset it for the mma.sync kernels",
-                    self.name, self.arch
-                )))
-            }
             (AttentionKernels::Warpgroup, false) => (
                 [
                     "flash_forward_wg",
@@ -694,9 +688,6 @@ impl Gpu {
                 128,
                 extra,
             ),
-            (AttentionKernels::CudaCores, _) if !self.has_kernel("attention_forward") => {
-                return Err(GpuError::Unsupported(simt_head_size(self.head_size)))
-            }
             (AttentionKernels::CudaCores, false) => (
                 [
                     "attention_forward",
