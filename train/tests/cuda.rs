@@ -269,3 +269,33 @@ fn cuda_without_a_gpu_is_a_clear_error_and_auto_falls_back() {
     assert_eq!(tr.run(None, |_| {}).unwrap().len(), 2);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn an_evaluation_forward_refuses_bad_ids_and_shapes_with_the_reason() {
+    if !gpu_available() {
+        return;
+    }
+    let cfg = GptConfig::padded(100, 64, 1, 2, 64);
+    let params = Params::init(cfg, 3);
+    let zeros = vec![0f32; params.data.len()];
+    let mut gpu = GpuModel::new(&params, &zeros, &zeros, 2, 32, false).unwrap();
+    // An id outside the vocabulary is named (the GPU would read past the embedding table).
+    let mut x = vec![1u32; 32];
+    x[5] = 100;
+    let err = gpu.forward_logits(&x, 1, 32).unwrap_err().to_string();
+    assert!(
+        err.contains("token id 100") && err.contains("vocabulary of 100"),
+        "{err}"
+    );
+    // More positions than allocated, or a sequence longer than max_seq_len.
+    let err = gpu
+        .forward_logits(&[1; 65 * 2], 2, 65)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("allocated for 64 positions"), "{err}");
+    // A valid smaller shape runs, and its logits rows come back.
+    gpu.forward_logits(&[1; 40], 1, 40).unwrap();
+    let rows = gpu.logits_rows(39, 1).unwrap();
+    assert_eq!(rows.len(), cfg.padded_vocab_size);
+    assert!(rows[..cfg.vocab_size].iter().all(|v| v.is_finite()));
+}
